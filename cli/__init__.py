@@ -1,0 +1,1 @@
+"""The ``tango`` command line: thin click commands over the library in ``common``."""

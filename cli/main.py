@@ -1,0 +1,79 @@
+"""The ``tango`` entry point: one click group, and one place that turns errors into lines.
+
+Every expected failure (a ``TangoError`` or a click usage error) ends as a
+single ``tango: error: ...`` line on stderr with a named exit code, never a
+traceback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from common.errors import EXIT_USAGE, TangoError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """tango: a two-tier (TangoBERT) model cascade for text classification.
+
+    A small model labels every item; items it is unsure of go to a big model.
+    Run it in-process (eval, label) or as a Celery cluster on Redis.
+    """
+    setup_logging(verbose)
+
+
+def setup_logging(verbose: int = 0) -> None:
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    quiet_transformers()
+
+
+def quiet_transformers() -> None:
+    """transformers warns about unused weights when a tier is cut from a backbone, and
+    draws a bar per checkpoint load; neither helps someone labelling a corpus."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def run(command: click.Command, prog_name: str | None = None, args: list[str] | None = None) -> int:
+    """Invoke a click command, mapping every expected error to one line and an exit code."""
+    name = prog_name or "tango"
+    try:
+        result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except TangoError as exc:
+        click.echo(f"{name}: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo(f"{name}: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        click.echo(f"{name}: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo(f"{name}: interrupted", err=True)
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run(cli))
+
+
+def _register() -> None:
+    from cli.evaluate import eval_command
+
+    cli.add_command(eval_command, "eval")
+
+
+_register()
+
+if __name__ == "__main__":
+    main()

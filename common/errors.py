@@ -1,0 +1,44 @@
+"""One error hierarchy for the whole project.
+
+The CLI turns every ``TangoError`` into a single line on stderr and the
+``exit_code`` of its class, so library callers and shell users see the same
+message.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the work ran but did not succeed (e.g. a job with failed items)
+EXIT_USAGE = 2  # bad options, bad input, bad models: nothing was done
+EXIT_UNAVAILABLE = 3  # a service (Redis) could not be reached
+
+
+class TangoError(Exception):
+    """Base class of every error tango raises on purpose."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(TangoError):
+    """Raised when an option or setting is out of range or inconsistent."""
+
+
+class DataError(TangoError):
+    """Raised when an input file or one of its records cannot be used."""
+
+
+class ModelLoadError(TangoError):
+    """Raised when a model or tokenizer cannot be loaded or reshaped."""
+
+
+class LabelMismatchError(TangoError):
+    """Raised when the two tiers' label sets cannot be matched."""
+
+
+class ServiceUnavailable(TangoError):
+    """Raised when Redis (broker or result store) cannot be reached."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class JobError(TangoError):
+    """Raised when a job is unknown, malformed, or its records are gone."""

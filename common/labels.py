@@ -1,0 +1,88 @@
+"""Match the two tiers' label sets so that tier 1 and tier 2 answer in one vocabulary.
+
+Hub checkpoints often name their classes ``LABEL_0``, ``LABEL_1`` (the seed's own
+SST-2 pair does), so generic names are matched by position; meaningful names
+are matched by name, whatever their order.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.errors import ConfigError, LabelMismatchError
+
+log = logging.getLogger(__name__)
+
+_GENERIC = re.compile(r"^label_?\d+$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class LabelAlignment:
+    """Canonical label names and, per tier, the canonical id of each model output."""
+
+    labels: list[str]
+    small_to_canonical: np.ndarray
+    big_to_canonical: np.ndarray
+    by_index: bool = False
+
+    def label_id(self, name: str) -> int | None:
+        """Canonical id of a label name (case-insensitive), or None."""
+        wanted = name.strip().casefold()
+        for i, label in enumerate(self.labels):
+            if label.casefold() == wanted:
+                return i
+        return None
+
+
+def is_generic(labels: list[str]) -> bool:
+    """True when every name is a placeholder such as ``LABEL_0``."""
+    return all(_GENERIC.match(name) for name in labels)
+
+
+def parse_label_map(spec: str | None) -> dict[str, str]:
+    """Parse ``FROM=TO,FROM=TO`` (e.g. ``LABEL_0=negative,LABEL_1=positive``)."""
+    if not spec:
+        return {}
+    mapping: dict[str, str] = {}
+    for part in spec.split(","):
+        source, sep, target = part.partition("=")
+        if not sep or not source.strip() or not target.strip():
+            raise ConfigError(f"--label_map entry {part!r} is not of the form FROM=TO")
+        mapping[source.strip()] = target.strip()
+    return mapping
+
+
+def align_labels(small: list[str], big: list[str], label_map: dict[str, str] | None = None) -> LabelAlignment:
+    """Match label sets by name, or by index where one side is generic; fail otherwise."""
+    label_map = label_map or {}
+    small = [label_map.get(name, name) for name in small]
+    big = [label_map.get(name, name) for name in big]
+    if len(small) != len(big):
+        raise LabelMismatchError(f"the tiers have different label counts: small {small} vs big {big}")
+    if is_generic(small) or is_generic(big):
+        return _by_index(small, big)
+    return _by_name(small, big)
+
+
+def _by_index(small: list[str], big: list[str]) -> LabelAlignment:
+    canonical = big if is_generic(small) else small
+    if small != big:
+        log.warning("matching tier labels by index (generic names on one side): %s",
+                    ", ".join(f"{s}={b}" for s, b in zip(small, big)) + "; use --label_map to state it")
+    ids = np.arange(len(canonical))
+    return LabelAlignment(list(canonical), ids, ids.copy(), by_index=small != big)
+
+
+def _by_name(small: list[str], big: list[str]) -> LabelAlignment:
+    folded = [name.casefold() for name in small]
+    try:
+        big_ids = [folded.index(name.casefold()) for name in big]
+    except ValueError:
+        raise LabelMismatchError(f"the tiers' labels differ: small {small} vs big {big}; "
+                                 "use --label_map FROM=TO,... to map them") from None
+    if len(set(big_ids)) != len(big_ids):
+        raise LabelMismatchError(f"label names repeat: small {small} vs big {big}")
+    return LabelAlignment(list(small), np.arange(len(small)), np.asarray(big_ids))

@@ -1,0 +1,134 @@
+"""Read the rows of a data file as dicts, whatever its format, naming bad lines.
+
+Every command that reads a file (GLUE evaluation, corpus labelling, training)
+goes through ``read_records`` so formats and their errors behave the same.
+Rows are streamed: a large corpus is never held whole by this module.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from common.errors import DataError
+
+FORMATS = ("jsonl", "csv", "tsv", "txt", "parquet")
+_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
+             ".txt": "txt", ".text": "txt", ".parquet": "parquet", ".pq": "parquet"}
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def detect_format(path: str | Path, fmt: str | None = None) -> str:
+    """The file's format from ``fmt`` or its suffix."""
+    if fmt:
+        if fmt not in FORMATS:
+            raise DataError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise DataError(f"{path}: cannot tell the format from the suffix {suffix!r}; "
+                        f"name it .jsonl, .csv, .tsv, .txt or .parquet, or pass --format")
+    return _SUFFIXES[suffix]
+
+
+def read_records(path: str | Path, fmt: str | None = None,
+                 fieldnames: list[str] | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, row)`` for every record of the file.
+
+    Line numbers are 1-based lines of the file (rows for parquet), so an error
+    can point at the exact place. ``fieldnames`` reads a header-less csv/tsv.
+    """
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if fmt == "parquet":
+        yield from _parquet(path)
+        return
+    lines = _decoded_lines(path)
+    if fmt == "jsonl":
+        yield from _jsonl(path, lines)
+    elif fmt == "txt":
+        for number, line in lines:
+            text = line.rstrip("\r\n")
+            if text.strip():
+                yield number, {"text": text}
+    else:
+        yield from _delimited(path, lines, "\t" if fmt == "tsv" else ",", fieldnames)
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+def _jsonl(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}, line {number}: malformed JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        yield number, row
+
+
+def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str,
+               fieldnames: list[str] | None) -> Iterator[tuple[int, dict]]:
+    numbers: list[int] = []
+
+    def text_lines() -> Iterator[str]:
+        for number, line in lines:
+            numbers.append(number)
+            yield line
+
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(text_lines(), fieldnames=fieldnames, delimiter=delimiter, quoting=quoting)
+    try:
+        for row in reader:
+            number = numbers[-1] if numbers else 0
+            if None in row:
+                raise DataError(f"{path}, line {number}: more fields than the header has")
+            if not any((value or "").strip() for value in row.values()):
+                continue
+            yield number, row
+    except csv.Error as exc:
+        raise DataError(f"{path}, line {numbers[-1] if numbers else 0}: {exc}") from None
+
+
+def _parquet(path: Path) -> Iterator[tuple[int, dict]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataError("reading parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid family
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
+    number = 0
+    for batch in reader.iter_batches():
+        for row in batch.to_pylist():
+            number += 1
+            yield number, row
+
+
+def header(path: str | Path, fmt: str | None = None) -> list[str] | None:
+    """The column names of a csv/tsv/parquet file (None for jsonl and txt)."""
+    fmt = detect_format(path, fmt)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    if fmt in ("csv", "tsv"):
+        for _, line in _decoded_lines(Path(path)):
+            return next(csv.reader([line], delimiter="\t" if fmt == "tsv" else ","), [])
+    return None

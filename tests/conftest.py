@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny models built on the spot, and the GLUE data in ../shared."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from common.tiny import build_tiny_model, build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE_DIR = Path(os.environ.get("TANGO_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
+
+
+def _sample_corpus() -> list[str]:
+    lines = []
+    for name in ("sst2/dev.tsv", "rte/dev.tsv"):
+        path = GLUE_DIR / name
+        if path.is_file():
+            lines += path.read_text(encoding="utf-8").splitlines()[:400]
+    return lines or ["a good film", "a bad film"]
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    assert (GLUE_DIR / "sst2" / "dev.tsv").is_file(), f"GLUE data missing under {GLUE_DIR}"
+    return GLUE_DIR
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer(_sample_corpus())
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    """small/big with the same labels; rte_* with RTE's; other_* with a different set."""
+    root = tmp_path_factory.mktemp("models")
+    sentiment = ["negative", "positive"]
+    rte = ["entailment", "not_entailment"]
+    specs = {
+        "small": (sentiment, 1, 1), "big": (sentiment, 3, 2),
+        "rte_small": (rte, 1, 3), "rte_big": (rte, 2, 4),
+        "generic_big": (["LABEL_0", "LABEL_1"], 2, 5),
+        "other": (["red", "green", "blue"], 1, 6),
+        "other_names": (["cat", "dog"], 1, 7),
+    }
+    return {name: build_tiny_model(root / name, labels, layers=layers, seed=seed, tokenizer=tokenizer)
+            for name, (labels, layers, seed) in specs.items()}
