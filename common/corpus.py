@@ -1,0 +1,126 @@
+"""Parse a corpus to label (JSON Lines, CSV/TSV, plain text, parquet) into items.
+
+One parser for every command that reads a corpus (``label``, ``submit``,
+``train --train_file``), so ids, columns and errors mean the same everywhere.
+It streams: callers validate a whole file in one pass before enqueueing
+anything, then read it again to send it, never holding it in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from common.errors import DataError
+from common.records import detect_format, header, read_records
+
+
+@dataclass(frozen=True)
+class Item:
+    """One text (or text pair) to classify, with its id and optional gold label."""
+
+    id: str
+    text: str
+    text_pair: str | None = None
+    label: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a file keeps its fields. Defaults fit ``{"text": ..., "text_pair": ...}`` JSONL."""
+
+    fmt: str | None = None
+    text_column: str = "text"
+    pair_column: str | None = None  # None: use "text_pair" where a record has it
+    id_column: str = "id"
+    label_column: str = "label"
+    max_items: int | None = None
+
+
+@dataclass
+class CorpusSummary:
+    """What one validating pass over a corpus found."""
+
+    items: int = 0
+    pairs: int = 0
+    labelled: int = 0
+    rejected: list[DataError] = field(default_factory=list)
+
+
+def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
+                on_error: Callable[[DataError], None] | None = None) -> Iterator[Item]:
+    """Yield the file's items in order; a bad record raises ``DataError`` naming its line.
+
+    With ``on_error`` a bad record is reported to it and skipped instead, so a
+    caller can record rejects and go on (``--skip-invalid``).
+    """
+    path = Path(path)
+    fmt = detect_format(path, spec.fmt)
+    _check_columns(path, fmt, spec)
+    seen: set[int] = set()
+    count = 0
+    for line, row in read_records(path, fmt):
+        try:
+            item = _item(row, line, spec, path, seen)
+        except DataError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            continue
+        count += 1
+        if spec.max_items is not None and count > spec.max_items:
+            raise DataError(f"{path}: more than {spec.max_items} items (the limit); split the corpus")
+        yield item
+
+
+def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: bool = False) -> CorpusSummary:
+    """Validate the whole file in one streaming pass and count what it holds."""
+    summary = CorpusSummary()
+    for item in read_corpus(path, spec, summary.rejected.append if skip_invalid else None):
+        summary.items += 1
+        summary.pairs += item.text_pair is not None
+        summary.labelled += item.label is not None
+    if summary.items == 0:
+        raise DataError(f"{path}: no items to label" + (f" ({len(summary.rejected)} rejected)" if summary.rejected else ""))
+    return summary
+
+
+def _check_columns(path: Path, fmt: str, spec: CorpusSpec) -> None:
+    columns = header(path, fmt) if path.is_file() else None
+    if columns is None:
+        return
+    wanted = [spec.text_column] + ([spec.pair_column] if spec.pair_column else [])
+    for column in wanted:
+        if column not in columns:
+            raise DataError(f"{path}: no column {column!r}; the file has {columns} "
+                            "(choose with --text-column / --pair-column)")
+
+
+def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) -> Item:
+    where = f"{path}, line {line}"
+    text = _text(row, spec.text_column, where, required=True)
+    pair = _text(row, spec.pair_column or "text_pair", where, required=spec.pair_column is not None)
+    raw_id = row.get(spec.id_column)
+    item_id = str(line) if raw_id is None or str(raw_id).strip() == "" else str(raw_id).strip()
+    digest = int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
+    if digest in seen:
+        raise DataError(f"{where}: duplicate id {item_id!r}")
+    seen.add(digest)
+    label = row.get(spec.label_column)
+    label = None if label is None or str(label).strip() == "" else str(label).strip()
+    return Item(item_id, text, pair, label, line)
+
+
+def _text(row: dict, column: str, where: str, required: bool) -> str | None:
+    value = row.get(column)
+    if value is None:
+        if required:
+            raise DataError(f"{where}: missing field {column!r}")
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {column!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where}: field {column!r} is empty")
+    return value
