@@ -8,6 +8,12 @@ import pytest
 
 from common.tiny import build_tiny_model, build_tokenizer
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from transformers.utils import logging as _hf_logging  # noqa: E402
+
+_hf_logging.disable_progress_bar()
+
 ROOT = Path(__file__).resolve().parents[1]
 GLUE_DIR = Path(os.environ.get("TANGO_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
 
