@@ -5,8 +5,6 @@ import json
 
 import click
 
-from common.evaluation import EvalSettings, evaluate, format_report
-
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--task_name", required=True, metavar="TASK",
@@ -46,6 +44,10 @@ def eval_command(task_name: str, small_model_name_or_path: str, big_model_name_o
     Prints the task metric(s), inference time, items per second and the
     fraction of items sent to tier 2; with --compare, the big model alone too.
     """
+    # imported here, not at the top: ``cli.main`` imports every command module,
+    # and the cluster commands must start without torch
+    from common.evaluation import EvalSettings, evaluate, format_report
+
     settings = EvalSettings(
         task_name=task_name, small_model=small_model_name_or_path, big_model=big_model_name_or_path,
         confidence_threshold=confidence_threshold, layer_num=layer_num, device_small=device_small,

@@ -12,6 +12,12 @@ EXIT_USAGE = 2  # bad options, bad input, bad models: nothing was done
 EXIT_UNAVAILABLE = 3  # a service (Redis) could not be reached
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (libraries' messages run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class TangoError(Exception):
     """Base class of every error tango raises on purpose."""
 
@@ -42,3 +48,7 @@ class ServiceUnavailable(TangoError):
 
 class JobError(TangoError):
     """Raised when a job is unknown, malformed, or its records are gone."""
+
+
+class MessageError(TangoError):
+    """Raised when a queue message is not a valid tango chunk (it is dropped, never run)."""

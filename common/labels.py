@@ -86,3 +86,18 @@ def _by_name(small: list[str], big: list[str]) -> LabelAlignment:
     if len(set(big_ids)) != len(big_ids):
         raise LabelMismatchError(f"label names repeat: small {small} vs big {big}")
     return LabelAlignment(list(small), np.arange(len(small)), np.asarray(big_ids))
+
+
+def model_labels(name_or_path: str) -> list[str]:
+    """A model's label names from its config alone: no torch, no weights, so the CLI and a
+    worker's pre-fork check can learn a label set cheaply."""
+    from transformers import AutoConfig
+
+    from common.errors import ModelLoadError, first_line
+
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
+    id2label = config.id2label or {}
+    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(int(config.num_labels))]

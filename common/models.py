@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from common.devices import resolve_device
-from common.errors import ModelLoadError
+from common.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,7 @@ def load_pretrained(name_or_path: str, **model_kwargs) -> tuple[nn.Module, objec
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **model_kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(f"cannot load model {name_or_path!r}: {first}") from exc
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from exc
     return model, tokenizer
 
 
