@@ -89,15 +89,23 @@ def _by_name(small: list[str], big: list[str]) -> LabelAlignment:
 
 
 def model_labels(name_or_path: str) -> list[str]:
-    """A model's label names from its config alone: no torch, no weights, so the CLI and a
-    worker's pre-fork check can learn a label set cheaply."""
-    from transformers import AutoConfig
+    """A model's label names from its config alone: no weights, and no torch for a local
+    directory, so the CLI and a worker's pre-fork check can learn a label set cheaply."""
+    import json
+    from pathlib import Path
 
     from common.errors import ModelLoadError, first_line
 
+    local = Path(name_or_path) / "config.json"
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
-    except (OSError, ValueError, KeyError) as exc:
+        if local.is_file():
+            config = json.loads(local.read_text(encoding="utf-8"))
+        else:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(name_or_path).to_dict()
+        id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        count = int(config.get("num_labels") or len(id2label) or 2)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
-    id2label = config.id2label or {}
-    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(int(config.num_labels))]
+    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(count)]
