@@ -15,6 +15,10 @@ from typing import Callable, Iterator
 from common.errors import DataError
 from common.records import detect_format, header, read_records
 
+# No 512-token model reads past a few thousand characters; cutting longer texts
+# here keeps a 1 MB line from becoming a 1 MB queue message.
+DEFAULT_MAX_CHARS = 32_768
+
 
 @dataclass(frozen=True)
 class Item:
@@ -25,6 +29,7 @@ class Item:
     text_pair: str | None = None
     label: str | None = None
     line: int = 0
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class CorpusSpec:
     id_column: str = "id"
     label_column: str = "label"
     max_items: int | None = None
+    max_chars: int = DEFAULT_MAX_CHARS
 
 
 @dataclass
@@ -46,6 +52,7 @@ class CorpusSummary:
     items: int = 0
     pairs: int = 0
     labelled: int = 0
+    truncated: int = 0
     rejected: list[DataError] = field(default_factory=list)
 
 
@@ -82,6 +89,7 @@ def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: b
         summary.items += 1
         summary.pairs += item.text_pair is not None
         summary.labelled += item.label is not None
+        summary.truncated += item.truncated
     if summary.items == 0:
         raise DataError(f"{path}: no items to label" + (f" ({len(summary.rejected)} rejected)" if summary.rejected else ""))
     return summary
@@ -110,7 +118,10 @@ def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) ->
     seen.add(digest)
     label = row.get(spec.label_column)
     label = None if label is None or str(label).strip() == "" else str(label).strip()
-    return Item(item_id, text, pair, label, line)
+    cut = len(text) > spec.max_chars or (pair is not None and len(pair) > spec.max_chars)
+    if cut:
+        text, pair = text[:spec.max_chars], pair[:spec.max_chars] if pair is not None else None
+    return Item(item_id, text, pair, label, line, truncated=cut)
 
 
 def _text(row: dict, column: str, where: str, required: bool) -> str | None:
