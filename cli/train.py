@@ -1,0 +1,114 @@
+"""``tango train``: fine-tune a tier from a backbone, optionally cut and distilled from a big tier."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.command(context_settings=CONTEXT)
+@click.option("--model", required=True, metavar="BACKBONE",
+              help="Backbone to fine-tune: a local model directory or a hub id. A fresh classification "
+                   "head is added for the training labels.")
+@click.option("--task", "task_name", default=None, metavar="TASK",
+              help="GLUE task to train on: reads <data_dir>/<task>/train.tsv and uses the task's label names.")
+@click.option("--data_dir", default=None, metavar="DIR", help="GLUE directory for --task.")
+@click.option("--train_file", default=None, metavar="FILE",
+              help="A labelled corpus (jsonl, csv, tsv or parquet with text, optional text_pair, and label) "
+                   "instead of --task. Label names are taken from its label column.")
+@click.option("--text-column", "text_field", default=None, metavar="NAME",
+              help="Field holding the text in --train_file (default: text).")
+@click.option("--output", required=True, metavar="DIR", help="Where the trained model is saved (replaced if present).")
+@click.option("--layer_num", type=int, default=None, metavar="N",
+              help="Keep only the first N transformer layers of the backbone: a cheap tier cut from it.")
+@click.option("--epochs", type=float, default=1.0, show_default=True, metavar="E",
+              help="Passes over the training data (fractions allowed).")
+@click.option("--max_train_samples", type=int, default=None, metavar="N",
+              help="Train on a seeded random subset of N examples.")
+@click.option("--teacher", default=None, metavar="BIG_MODEL_DIR",
+              help="Distil: train on this model's soft labels (same label names) instead of the gold labels alone.")
+@click.option("--distill_temperature", type=float, default=2.0, show_default=True, metavar="T",
+              help="Softmax temperature of the distillation loss.")
+@click.option("--distill_alpha", type=float, default=1.0, show_default=True, metavar="A",
+              help="Weight of the soft-label loss; 1-A goes to the gold labels.")
+@click.option("--learning_rate", type=float, default=5e-5, show_default=True, metavar="LR", help="Peak AdamW learning rate.")
+@click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Training batch size.")
+@click.option("--max_length", type=int, default=64, show_default=True, metavar="N",
+              help="Truncate inputs to N tokens (batches are padded only to their longest item).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the subset, shuffling and the head.")
+@click.option("--cache-dir", "cache_dir", default=None, metavar="DIR",
+              help="Cache the teacher's logits here, so repeated distillations skip teacher inference.")
+@click.option("--validation_file", default=None, metavar="FILE",
+              help="Labelled data for the dev metric at the end (default: the task's dev set when --task is given).")
+def train_command(model: str, task_name: str | None, data_dir: str | None, train_file: str | None,
+                  text_field: str | None, output: str, layer_num: int | None, epochs: float,
+                  max_train_samples: int | None, teacher: str | None, distill_temperature: float,
+                  distill_alpha: float, learning_rate: float, batch_size: int, max_length: int, seed: int,
+                  cache_dir: str | None, validation_file: str | None) -> None:
+    """Fine-tune a sequence classifier to serve as a cascade tier.
+
+    Label names are saved in the model config (id2label), so the two tiers can be
+    matched by name. With --layer_num the backbone is cut to its first N layers;
+    with --teacher the model learns the big model's soft labels (knowledge
+    distillation), which makes a small tier agree with the big one where it is
+    confident. Prints the dev metric at the end when dev data is known.
+    """
+    from common.training import TrainSettings, subsample, teacher_logits, train_model
+
+    data = _load(task_name, data_dir, train_file, text_field)
+    data = subsample(data, max_train_samples, seed)
+    settings = TrainSettings(model=model, output=output, layer_num=layer_num, epochs=epochs,
+                             batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
+                             seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha)
+    settings.validate()
+    soft = None
+    if teacher:
+        click.echo(f"computing the teacher's logits on {len(data)} examples ...", err=True)
+        soft = teacher_logits(teacher, data, cache_dir=cache_dir)
+    click.echo(f"training {model} on {len(data)} examples ({', '.join(data.labels)})"
+               + (f", first {layer_num} layers" if layer_num else "") + (", distilled" if teacher else ""), err=True)
+    out = train_model(settings, data, teacher_logits=soft)
+    click.echo(f"saved {out}")
+    _report_dev(out, task_name, data_dir, validation_file)
+
+
+def _load(task_name: str | None, data_dir: str | None, train_file: str | None, text_field: str | None):
+    from common.errors import ConfigError
+    from common.training import load_task_training_data
+
+    if bool(task_name) == bool(train_file):
+        raise ConfigError("pass exactly one of --task (with --data_dir) or --train_file")
+    if task_name:
+        if not data_dir:
+            raise ConfigError("--task needs --data_dir (a GLUE directory holding <task>/train.tsv)")
+        return load_task_training_data(task_name, data_dir)
+    return load_train_file(train_file, text_field)
+
+
+def load_train_file(path: str, text_field: str | None = None):
+    """A labelled corpus as training data, read by the shared corpus parser; every item needs a label."""
+    from common.corpus import CorpusSpec, read_corpus
+    from common.errors import DataError
+    from common.training import TrainingData, label_ids_for
+
+    items = list(read_corpus(path, CorpusSpec(text_column=text_field or "text")))
+    if not items:
+        raise DataError(f"{path}: no records")
+    unlabelled = next((item for item in items if item.label is None), None)
+    if unlabelled is not None:
+        raise DataError(f"{path}, line {unlabelled.line}: missing label (training needs a 'label' field)")
+    ids, names = label_ids_for([item.label for item in items])
+    pairs = [item.text_pair or "" for item in items] if any(item.text_pair for item in items) else None
+    return TrainingData([item.text for item in items], pairs, ids, names)
+
+
+def _report_dev(model_dir: Path, task_name: str | None, data_dir: str | None, validation_file: str | None) -> None:
+    if not (validation_file or (task_name and data_dir)):
+        return
+    from common.training import dev_metrics
+
+    metrics = dev_metrics(str(model_dir), task_name or "sst2", data_dir, validation_file)
+    click.echo("dev " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))
