@@ -72,6 +72,21 @@ def _register() -> None:
 
     cli.add_command(eval_command, "eval")
 
+    from cli.cluster import cancel_command, jobs_command, results_command, status_command, submit_command, wait_command
+    from cli.label import label_command
+    from cli.worker import worker_command
+
+    for command in (submit_command, status_command, wait_command, results_command, jobs_command,
+                    cancel_command, label_command, worker_command):
+        cli.add_command(command)
+    from cli.calibrate import calibrate_command
+    from cli.sweep import sweep_command
+    from cli.train import train_command
+
+    cli.add_command(train_command, "train")
+    cli.add_command(sweep_command, "sweep")
+    cli.add_command(calibrate_command, "calibrate")
+
 
 _register()
 

@@ -1,0 +1,163 @@
+"""The cluster's job commands: submit, status, wait, results, jobs, cancel.
+
+Thin click wrappers over ``common.submission`` and ``common.store``. None of
+them imports torch: they start fast and stay small whatever the job's size.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from cli.options import (CONTEXT, corpus_options, corpus_spec, output_format, output_options, redis_errors,
+                         redis_option)
+from common.config import DEFAULT_CHUNK_SIZE, ClusterSettings
+from common.errors import EXIT_FAILURE, EXIT_OK
+from common.store import JobStatus, ResultStore
+
+
+def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
+    settings = ClusterSettings.from_env(redis_url)
+    return settings, ResultStore.open(settings)
+
+
+@click.command("submit", context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--threshold", type=float, default=0.9, show_default=True, metavar="T",
+              help="Items whose tier-1 confidence is at or above T stop at tier 1.")
+@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, metavar="N",
+              help="Items per tier-1 task.")
+@click.option("--job-id", default=None, metavar="ID", help="Name the job (default: time + random).")
+@click.option("--labels", default=None, metavar="A,B,...",
+              help="The label set the job expects (default: from --small/--big, else from the running workers).")
+@click.option("--small", default=None, metavar="S", help="Tier-1 model whose config names the labels.")
+@click.option("--big", default=None, metavar="B", help="Tier-2 model whose config names the labels.")
+@corpus_options
+@redis_option
+def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: str | None, labels: str | None,
+                   small: str | None, big: str | None, fmt: str | None, text_column: str, pair_column: str | None,
+                   id_column: str, label_column: str, redis_url: str | None) -> None:
+    """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id."""
+    from common.celery_app import make_app
+    from common.submission import SubmitRequest, submit
+
+    settings, store = open_store(redis_url)
+    request = SubmitRequest(path=input_path, spec=corpus_spec(fmt, text_column, pair_column, id_column, label_column),
+                            threshold=threshold, chunk_size=chunk_size, job_id=job_id,
+                            labels=tuple(labels.split(",")) if labels else (), small=small, big=big)
+    with redis_errors(settings):
+        done = submit(store, make_app("client", settings), request)
+    click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {','.join(done.labels)} "
+               f"({done.seconds:.1f} s)", err=True)
+    click.echo(done.job)
+
+
+@click.command("status", context_settings=CONTEXT)
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
+@redis_option
+def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
+    """Show a job's progress: items done of total, per tier, failed, rate, state."""
+    settings, store = open_store(redis_url)
+    with redis_errors(settings):
+        status = store.status(job)
+    click.echo(json.dumps(status_dict(status)) if as_json else format_status(status))
+
+
+@click.command("wait", context_settings=CONTEXT)
+@click.argument("job")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="S",
+              help="Seconds between polls.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="Give up (exit 1) after S seconds.")
+@redis_option
+def wait_command(job: str, interval: float, timeout: float | None, redis_url: str | None) -> int:
+    """Show a live progress bar until JOB ends; exit 0 when every item succeeded, 1 otherwise."""
+    from tqdm import tqdm
+
+    settings, store = open_store(redis_url)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with redis_errors(settings):
+        status = store.status(job)
+        with tqdm(total=status.total, initial=status.answered, desc=job, unit="item", file=sys.stderr,
+                  dynamic_ncols=True) as bar:
+            while True:
+                bar.n = status.answered
+                bar.set_postfix_str(f"tier2 {status.tier2}, failed {status.failed}, {status.state}", refresh=False)
+                bar.refresh()
+                if status.is_final or (deadline is not None and time.monotonic() > deadline):
+                    break
+                time.sleep(interval)
+                status = store.status(job)
+    click.echo(format_status(status), err=True)
+    if status.state == "done":
+        return EXIT_OK
+    click.echo(f"tango: job {job!r} " + (f"is still {status.state}" if not status.is_final else
+                                         f"ended {status.state} ({status.failed} failed items)"), err=True)
+    return EXIT_FAILURE
+
+
+@click.command("results", context_settings=CONTEXT)
+@click.argument("job")
+@output_options("--format")
+@click.option("--partial", is_flag=True, help="Write what is there even if the job has not finished.")
+@redis_option
+def results_command(job: str, output: str, out_format: str | None, partial: bool, redis_url: str | None) -> None:
+    """Write every item's result in input order: id, label, score, tier, model."""
+    from common.results import write_records
+
+    settings, store = open_store(redis_url)
+    with redis_errors(settings), click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
+        count = write_records(store.iter_results(job, partial=partial), out, output_format(output, out_format))
+    if output != "-":
+        click.echo(f"wrote {count} results to {output}", err=True)
+
+
+@click.command("jobs", context_settings=CONTEXT)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many jobs.")
+@redis_option
+def jobs_command(limit: int, redis_url: str | None) -> None:
+    """List recent jobs, newest first, with their states."""
+    settings, store = open_store(redis_url)
+    with redis_errors(settings):
+        jobs = store.list_jobs(limit)
+    click.echo(f"{'JOB':<28} {'STATE':<10} {'DONE':>9} {'TOTAL':>9} {'FAILED':>7} {'TIER2':>6}  CREATED (UTC)")
+    for s in jobs:
+        tier2 = f"{s.tier2 / s.done:.0%}" if s.done else "-"
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s.created))
+        click.echo(f"{s.job:<28} {s.state:<10} {s.done:>9} {s.total:>9} {s.failed:>7} {tier2:>6}  {created}")
+
+
+@click.command("cancel", context_settings=CONTEXT)
+@click.argument("job")
+@redis_option
+def cancel_command(job: str, redis_url: str | None) -> None:
+    """Cancel JOB: workers skip its chunks that have not run yet."""
+    settings, store = open_store(redis_url)
+    with redis_errors(settings):
+        if store.cancel(job):
+            click.echo(f"cancelled {job}")
+        else:
+            click.echo(f"job {job} had already ended ({store.status(job).state})")
+
+
+def status_dict(s: JobStatus) -> dict:
+    return {"job": s.job, "state": s.state, "total": s.total, "done": s.done, "failed": s.failed,
+            "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
+            "threshold": s.threshold, "labels": s.labels, "accuracy": s.accuracy if s.is_final else None,
+            "gold": s.gold}
+
+
+def format_status(s: JobStatus) -> str:
+    share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
+    lines = [f"job       {s.job}",
+             f"state     {s.state}",
+             f"progress  {s.answered} of {s.total} items ({s.answered / max(s.total, 1):.1%}): "
+             f"{s.done} done, {s.failed} failed",
+             f"tiers     tier 1 {s.tier1}, tier 2 {s.tier2}{share}; threshold {s.threshold:g}",
+             f"rate      {s.rate:.1f} items/s over {s.elapsed:.1f} s"]
+    if s.is_final and s.gold:
+        lines.append(f"accuracy  {s.accuracy:.4f} on {s.gold} items with gold labels")
+    return "\n".join(lines)

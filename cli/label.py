@@ -1,0 +1,85 @@
+"""``tango label``: the cascade in-process on a corpus, no Redis, same output as ``tango results``.
+
+The corpus is streamed through the cascade in chunks, so memory stays flat in
+the corpus size; each chunk runs ``common.cascade.Cascade``, the very routing
+the cluster's workers apply. With the same ``--chunk-size`` as ``submit`` (the
+default) every model batch holds the same items as in the cluster, so scores
+match bit for bit; other sizes change only float rounding (about 1e-6), since
+padding a batch to another length perturbs float32 sums.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+import click
+
+from cli.options import CONTEXT, corpus_options, corpus_spec, output_format, output_options
+from common.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.corpus import Item, read_corpus, summarize
+
+log = logging.getLogger(__name__)
+
+
+@click.command("label", context_settings=CONTEXT)
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.option("--small", required=True, metavar="S", help="Tier-1 (small) model directory or hub id.")
+@click.option("--big", required=True, metavar="B", help="Tier-2 (big) model directory or hub id.")
+@click.option("--threshold", type=float, default=0.9, show_default=True, metavar="T",
+              help="Items whose tier-1 confidence is at or above T stop at tier 1.")
+@click.option("--chunk-size", type=click.IntRange(1, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE, show_default=True,
+              metavar="N", help="Items per cascade run; as in `submit`, so the two give identical scores.")
+@click.option("--device", default="cpu", show_default=True, help="Device for both models.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of both models.")
+@click.option("--label-map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
+@output_options("--output-format")
+@corpus_options
+def label_command(input_path: str, small: str, big: str, threshold: float, chunk_size: int, device: str, batch_size: int,
+                  label_map: str | None, output: str, out_format: str | None, fmt: str | None, text_column: str,
+                  pair_column: str | None, id_column: str, label_column: str) -> None:
+    """Label INPUT with the cascade in this process and write one result per item, in input order."""
+    from common.cascade import Cascade
+    from common.labels import align_labels, parse_label_map
+    from common.models import load_tier
+    from common.results import write_records
+
+    spec = corpus_spec(fmt, text_column, pair_column, id_column, label_column)
+    summary = summarize(input_path, spec)
+    small_model = load_tier(small, device=device, batch_size=batch_size)
+    big_model = load_tier(big, device=device, batch_size=batch_size)
+    cascade = Cascade(small_model, big_model, threshold,
+                      align_labels(small_model.labels, big_model.labels, parse_label_map(label_map)))
+    start = time.perf_counter()
+    stats = {"tier2": 0, "items": 0}
+    with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
+        write_records(label_items(cascade, read_corpus(input_path, spec), (small, big), stats, chunk_size), out,
+                      output_format(output, out_format))
+    seconds = time.perf_counter() - start
+    click.echo(f"labelled {stats['items']} of {summary.items} items in {seconds:.2f} s "
+               f"({stats['items'] / max(seconds, 1e-9):.1f} items/s), "
+               f"{stats['tier2'] / max(stats['items'], 1):.1%} sent to tier 2", err=True)
+
+
+def label_items(cascade, items: Iterator[Item], names: tuple[str, str], stats: dict, chunk_size: int):
+    """Yield a ``ResultRecord`` per item, running the cascade one chunk at a time."""
+    from common.results import ResultRecord
+
+    for batch in _chunks(items, chunk_size):
+        pairs = [item.text_pair or "" for item in batch] if any(i.text_pair is not None for i in batch) else None
+        output = cascade.run([item.text for item in batch], pairs)
+        for item, record in zip(batch, output.records()):
+            stats["items"] += 1
+            stats["tier2"] += record["tier"] == 2
+            yield ResultRecord(item.id, record["label"], record["score"], record["tier"], names[record["tier"] - 1])
+
+
+def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,76 @@
+"""Options shared by the commands that read a corpus or talk to Redis.
+
+``submit`` and ``label`` must read a corpus the same way (so their outputs can
+be diffed), and every cluster command must name and reach Redis the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+import click
+
+from common.config import ClusterSettings
+from common.corpus import CorpusSpec
+from common.errors import ServiceUnavailable, first_line
+from common.records import FORMATS
+from common.results import OUTPUT_FORMATS
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def corpus_options(command: Callable) -> Callable:
+    """``--format`` and the column options, turned into a ``CorpusSpec`` by ``corpus_spec``."""
+    options = [
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                     help="Input format (default: from the file's suffix)."),
+        click.option("--text-column", default="text", show_default=True, help="Field holding the text."),
+        click.option("--pair-column", default=None,
+                     help="Field holding the second text of a pair (default: 'text_pair' where present)."),
+        click.option("--id-column", default="id", show_default=True,
+                     help="Field holding the item id (default id: the line number)."),
+        click.option("--label-column", default="label", show_default=True,
+                     help="Field holding a gold label, if any (for the metric)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def corpus_spec(fmt: str | None, text_column: str, pair_column: str | None, id_column: str,
+                label_column: str) -> CorpusSpec:
+    return CorpusSpec(fmt=fmt, text_column=text_column, pair_column=pair_column, id_column=id_column,
+                      label_column=label_column)
+
+
+def output_options(flag: str) -> Callable[[Callable], Callable]:
+    """``-o OUT`` plus the output format option, named ``flag`` (``label`` has an input ``--format``)."""
+    def decorate(command: Callable) -> Callable:
+        command = click.option(flag, "out_format", type=click.Choice(OUTPUT_FORMATS), default=None,
+                               help="jsonl or csv (default: from OUT's suffix, else jsonl).")(command)
+        return click.option("-o", "--output", "output", default="-", metavar="OUT",
+                            help="Write the results here (default: stdout).")(command)
+    return decorate
+
+
+def output_format(output: str, out_format: str | None) -> str:
+    if out_format:
+        return out_format
+    return "csv" if output.lower().endswith(".csv") else "jsonl"
+
+
+def redis_option(command: Callable) -> Callable:
+    return click.option("--redis-url", default=None, metavar="URL",
+                        help="Redis for broker and results [env TANGO_REDIS_URL; "
+                             "default redis://localhost:6379/0].")(command)
+
+
+@contextlib.contextmanager
+def redis_errors(settings: ClusterSettings) -> Iterator[None]:
+    """Turn a Redis that goes away mid-command into one line naming its (masked) URL."""
+    import redis
+
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ServiceUnavailable(f"lost Redis at {settings.masked_url}: {first_line(exc)}") from None

@@ -1,0 +1,71 @@
+"""The one Celery app factory: every role (submitter, tier 1, tier 2) gets the same settings.
+
+The settings are those RELIABILITY.md asks for long model work on a Redis
+broker: JSON only (pickle on a queue is remote code execution), late acks with
+requeue on a lost worker (at-least-once; the store makes it exactly-once in
+effect), prefetch of one, and one visibility timeout everywhere. There is no
+Celery result backend: results go to our own store (``common.store``).
+"""
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from common.config import ClusterSettings
+from common.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, TASK_TIER2
+
+ROLES = ("client", "tier1", "tier2")
+
+
+def make_app(role: str, settings: ClusterSettings) -> Celery:
+    """A Celery app for ``role``; nothing connects until the app is used."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    app = Celery(f"tango-{role}", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def celery_config(settings: ClusterSettings) -> dict[str, Any]:
+    """The settings as a plain dict (tests assert on it)."""
+    timeout = settings.visibility_timeout
+    transport = {
+        "visibility_timeout": timeout,
+        # Sweep for unacknowledged tasks of dead workers often enough that a
+        # short (test) timeout actually brings them back soon after it expires.
+        "unacked_restore_interval": max(1, min(10, int(timeout // 2))),
+        "unacked_restore_throttle": 1 if timeout < 100 else 10,
+        "socket_connect_timeout": settings.connect_timeout,
+    }
+    config: dict[str, Any] = {
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,  # failures are recorded by the task itself
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_send_sent_event": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_send_task_events": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": settings.connect_timeout,
+        "broker_transport_options": transport,
+        "visibility_timeout": timeout,
+        "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5,
+                                      "interval_max": 1.0},
+        "task_queues": [Queue(QUEUE_TIER1), Queue(QUEUE_TIER2)],
+        "task_default_queue": QUEUE_TIER1,
+        "task_routes": {TASK_TIER1: {"queue": QUEUE_TIER1}, TASK_TIER2: {"queue": QUEUE_TIER2}},
+    }
+    if settings.redis_url.startswith("rediss://"):
+        # without it kombu silently skips certificate checks (RELIABILITY.md)
+        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return config

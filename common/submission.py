@@ -1,0 +1,137 @@
+"""Turn a corpus file into a recorded job and a stream of ``tier1`` tasks.
+
+The whole file is validated first (``corpus.summarize``), so a bad line stops
+the submit with nothing enqueued; then it is read a second time and sent chunk
+by chunk, so the submitter never holds the corpus in memory. The label set the
+job expects is fixed here, once, and travels with every chunk: a worker whose
+model does not speak it refuses the chunk instead of writing wrong labels.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from common.cascade import validate_threshold
+from common.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.corpus import CorpusSpec, Item, read_corpus, summarize
+from common.errors import ConfigError, ServiceUnavailable
+from common.keys import new_job_id, validate_job_id
+from common.labels import align_labels, model_labels
+from common.messages import TASK_TIER1, Chunk, WorkItem
+from common.store import JobSpec, ResultStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """Everything ``tango submit`` accepts, as one object."""
+
+    path: str
+    spec: CorpusSpec = CorpusSpec()
+    threshold: float = 0.9
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    job_id: str | None = None
+    labels: tuple[str, ...] = ()
+    small: str | None = None
+    big: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: str
+    total: int
+    chunks: int
+    labels: list[str]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    labels: list[str]
+    small: str = ""
+    big: str = ""
+
+
+def submit(store: ResultStore, app: Celery, request: SubmitRequest,
+           progress: Callable[[int], None] | None = None) -> Submitted:
+    """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue."""
+    start = time.perf_counter()
+    job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
+    if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
+        raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
+    summary = summarize(request.path, request.spec)
+    source = resolve_labels(request, store)
+    threshold = validate_threshold(request.threshold, len(source.labels))
+    store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
+                             chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
+                             small=source.small, big=source.big, labelled=summary.labelled))
+    chunks = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunked(read_corpus(request.path, request.spec), job, request.chunk_size,
+                                 threshold, source.labels):
+                app.send_task(TASK_TIER1, args=[chunk.encode()], producer=producer)
+                chunks += 1
+                if progress:
+                    progress(len(chunk.items))
+    except OperationalError as exc:
+        raise ServiceUnavailable(f"lost the broker at {store.url} after {chunks} chunks of job {job!r}: "
+                                 f"{exc}; cancel it and submit again") from None
+    store.mark_submitted(job)
+    log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
+    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start)
+
+
+def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str]) -> Iterator[Chunk]:
+    """Group items into tier-1 chunks; an item's index is its position among the valid items."""
+    batch: list[WorkItem] = []
+    number = 0
+    for index, item in enumerate(items):
+        batch.append(WorkItem(index, item.id, item.text, item.text_pair, item.label))
+        if len(batch) == size:
+            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch))
+            batch, number = [], number + 1
+    if batch:
+        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch))
+
+
+def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:
+    """The job's label set: ``--labels``, else the models' configs, else what running workers serve."""
+    if request.labels:
+        labels = [name.strip() for name in request.labels if name.strip()]
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ConfigError(f"--labels needs at least 2 distinct names, got {list(request.labels)}")
+        return LabelSource(labels, request.small or "", request.big or "")
+    if request.small or request.big:
+        small = model_labels(request.small) if request.small else None
+        big = model_labels(request.big) if request.big else None
+        return LabelSource(_merge(small, big), request.small or "", request.big or "")
+    small, small_models = _advertised(store, 1)
+    big, big_models = _advertised(store, 2)
+    if small is None and big is None:
+        raise ConfigError("cannot tell which labels the job expects: pass --labels A,B,... or "
+                          "--small/--big MODEL, or start the workers first")
+    return LabelSource(_merge(small, big), small_models, big_models)
+
+
+def _merge(small: list[str] | None, big: list[str] | None) -> list[str]:
+    if small is not None and big is not None:
+        return align_labels(small, big).labels
+    return list(small or big or [])
+
+
+def _advertised(store: ResultStore, tier: int) -> tuple[list[str] | None, str]:
+    workers = store.advertised(tier)
+    sets = {tuple(info.get("labels", [])) for info in workers.values()}
+    if len(sets) > 1:
+        raise ConfigError(f"the running tier-{tier} workers serve different label sets {sorted(sets)}; "
+                          "pass --labels to choose")
+    models = sorted({str(info.get("model", "")) for info in workers.values()})
+    return (list(sets.pop()) if sets else None), ",".join(models)

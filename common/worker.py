@@ -1,0 +1,253 @@
+"""What both tiers' workers share: settings, the model held once per process, and a chunk's life.
+
+A worker process loads its model once, after the fork (``worker_process_init``
+for prefork; on first use for the solo and threads pools, which GPU workers
+use because forked processes and CUDA do not mix). Each task then decodes a
+chunk, checks that the job still wants it and that the model speaks the job's
+labels, runs the model, and hands the probabilities to the tier's own
+``decide`` function; the results are written through the store's idempotent
+script before the task returns, which is when Celery acknowledges it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import redis
+from celery import Celery, signals
+from celery.exceptions import Reject
+
+from common.celery_app import make_app
+from common.config import ClusterSettings
+from common.errors import ConfigError, JobError, LabelMismatchError, MessageError, TangoError
+from common.labels import LabelAlignment, align_labels, model_labels
+from common.messages import TASK_TIER2, Chunk, WorkItem
+from common.results import ResultRecord, gold_matches
+from common.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+ENV_MODEL = "TANGO_MODEL"
+ENV_DEVICE = "TANGO_DEVICE"
+ENV_BATCH_SIZE = "TANGO_BATCH_SIZE"
+ENV_THREADS = "TANGO_THREADS"
+STORE_RETRIES = 8  # ~15 s of backoff: rides out a Redis restart before giving the task back
+
+Entry = tuple[int, ResultRecord, "bool | None"]
+Decision = tuple[list[Entry], list[WorkItem]]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker's model and how it runs it, read from the environment ``tango worker`` sets."""
+
+    tier: int
+    model: str
+    device: str = "cpu"
+    batch_size: int = 32
+    threads: int | None = None
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @classmethod
+    def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
+        env = os.environ if env is None else env
+        model = env.get(ENV_MODEL, "").strip()
+        if not model:
+            raise ConfigError(f"tier {tier} worker: set {ENV_MODEL} to the model directory "
+                              "(or start it with `tango worker tier{tier} --model PATH`)".format(tier=tier))
+        return cls(tier=tier, model=model, device=env.get(ENV_DEVICE, "cpu") or "cpu",
+                   batch_size=_int(env, ENV_BATCH_SIZE, 32), threads=_int(env, ENV_THREADS, None),
+                   cluster=ClusterSettings.from_env(env=env))
+
+    def to_env(self) -> dict[str, str]:
+        env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
+               **self.cluster.to_env()}
+        if self.threads:
+            env[ENV_THREADS] = str(self.threads)
+        return env
+
+
+class TierRuntime:
+    """A tier's Celery app plus the model and store each worker process holds."""
+
+    def __init__(self, tier: int, decide: Callable[["TierRuntime", Chunk, np.ndarray, LabelAlignment], Decision],
+                 env: dict[str, str] | None = None) -> None:
+        self.tier = tier
+        self.queue = f"tier{tier}"
+        self.decide = decide
+        self._env = env
+        self.app: Celery = make_app(self.queue, ClusterSettings.from_env(env=env))
+        self.model = None
+        self.store: ResultStore | None = None
+        self.settings: WorkerSettings | None = None
+        self._lock = threading.Lock()
+        self._serving = False  # set once a worker of *this* app starts (tests import both tiers)
+        self._connect_signals()
+
+    # -- lifecycle ----------------------------------------------------------
+    def _connect_signals(self) -> None:
+        signals.worker_init.connect(self._preflight, weak=False)
+        signals.worker_process_init.connect(self._on_process_init, weak=False)
+        signals.worker_ready.connect(self._on_ready, weak=False)
+        signals.worker_shutdown.connect(self._on_shutdown, weak=False)
+
+    def _preflight(self, sender=None, **_) -> None:
+        """Before any fork: fail the whole worker with one line if its settings or model are unusable."""
+        if getattr(sender, "app", None) is not self.app:
+            return
+        self._serving = True
+        try:
+            self.settings = WorkerSettings.from_env(self.tier, self._env)
+            model_labels(self.settings.model)
+            ResultStore.open(self.settings.cluster, retries=1)
+        except TangoError as exc:
+            log.critical("tier %d worker cannot start: %s", self.tier, exc)
+            raise SystemExit(exc.exit_code) from None
+
+    def _on_process_init(self, **_) -> None:
+        if not self._serving:
+            return
+        try:
+            self.ensure_loaded()
+        except TangoError as exc:  # a child without a model must not take tasks
+            log.critical("tier %d worker process %d cannot load its model: %s", self.tier, os.getpid(), exc)
+            os._exit(exc.exit_code)
+
+    def _on_ready(self, sender=None, **_) -> None:
+        if not self._serving:
+            return
+        pool = getattr(sender, "pool", None)
+        if pool is not None and type(pool).__module__.endswith("prefork"):
+            return  # the children loaded their own models after the fork
+        self.ensure_loaded()
+
+    def _on_shutdown(self, **_) -> None:
+        if self._serving and self.store is not None:
+            try:
+                self.store.withdraw(self.tier, self.worker_name)
+            except redis.RedisError:
+                pass
+
+    @property
+    def worker_name(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def ensure_loaded(self) -> None:
+        """Load the model and open the store once per process (thread-safe, idempotent)."""
+        if self.model is not None:
+            return
+        with self._lock:
+            if self.model is not None:
+                return
+            settings = self.settings or WorkerSettings.from_env(self.tier, self._env)
+            start = time.perf_counter()
+            self.model = load_model(settings)
+            self.store = ResultStore.open(settings.cluster, retries=STORE_RETRIES)
+            self.settings = settings
+            self.store.advertise(self.tier, self.worker_name, {"model": settings.model, "labels": self.model.labels,
+                                                               "device": str(self.model.device)})
+            log.info("tier %d worker ready: model %s (labels %s), device %s, queue %r, batch size %d, "
+                        "pid %d, Redis %s, loaded in %.1f s", self.tier, settings.model, self.model.labels,
+                        self.model.device, self.queue, settings.batch_size, os.getpid(),
+                        settings.cluster.masked_url, time.perf_counter() - start)
+
+    # -- one task ------------------------------------------------------------
+    def run(self, payload: object) -> dict:
+        """Decide one chunk; returns a small JSON summary (logged by Celery, never stored)."""
+        try:
+            chunk = Chunk.decode(payload)
+        except MessageError as exc:
+            log.error("tier %d dropped a malformed message: %s", self.tier, exc)
+            return {"rejected": str(exc)}
+        self.ensure_loaded()
+        try:
+            return self._run(chunk)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("job %r chunk %d: Redis unavailable (%s); giving the task back", chunk.job, chunk.chunk, exc)
+            raise Reject(str(exc), requeue=True) from None
+        except JobError as exc:
+            log.error("job %r chunk %d dropped: %s", chunk.job, chunk.chunk, exc)
+            return {"dropped": str(exc)}
+
+    def _run(self, chunk: Chunk) -> dict:
+        state = self.store.state(chunk.job)
+        if state is None:
+            raise JobError(f"the records of job {chunk.job!r} are gone")
+        if state == "cancelled":
+            log.info("job %r chunk %d skipped: job cancelled", chunk.job, chunk.chunk)
+            return {"skipped": "cancelled"}
+        start = time.perf_counter()
+        try:
+            alignment = job_alignment(list(chunk.labels), self.model.labels)
+        except LabelMismatchError as exc:
+            return self._fail(chunk, f"tier {self.tier} model {self.settings.model} does not fit the job: {exc}")
+        texts = [item.text for item in chunk.items]
+        pairs = [item.text_pair or "" for item in chunk.items] if chunk.has_pairs else None
+        try:
+            probs = self.model.probabilities(texts, pairs)
+        except Exception as exc:  # a model error is recorded against the chunk, never swallowed
+            log.exception("job %r chunk %d: tier %d model failed", chunk.job, chunk.chunk, self.tier)
+            return self._fail(chunk, f"tier {self.tier} model error: {type(exc).__name__}: {exc}")
+        entries, forward = self.decide(self, chunk, probs, alignment)
+        if forward:
+            self.app.send_task(TASK_TIER2, args=[chunk.forward(forward).encode()])
+        added = self.store.write(chunk.job, entries)
+        log.info("job %r chunk %d: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.chunk,
+                 len(chunk.items), len(entries), added, len(forward), time.perf_counter() - start)
+        return {"job": chunk.job, "chunk": chunk.chunk, "decided": len(entries), "forwarded": len(forward)}
+
+    def _fail(self, chunk: Chunk, reason: str) -> dict:
+        log.error("job %r chunk %d failed: %s", chunk.job, chunk.chunk, reason)
+        self.store.write(chunk.job, [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
+                                     for item in chunk.items])
+        return {"job": chunk.job, "chunk": chunk.chunk, "failed": reason}
+
+    def entries(self, chunk: Chunk, items: list[WorkItem], label_ids: np.ndarray, scores: np.ndarray) -> list[Entry]:
+        """Result records for decided items, with whether each matches its gold label."""
+        labels = list(chunk.labels)
+        out: list[Entry] = []
+        for item, label_id, score in zip(items, label_ids, scores):
+            label = labels[int(label_id)]
+            record = ResultRecord(item.id, label, float(score), self.tier, self.settings.model)
+            out.append((item.index, record, None if item.gold is None else gold_matches(item.gold, label, labels)))
+        return out
+
+
+def job_alignment(job_labels: list[str], model_names: list[str]) -> LabelAlignment:
+    """Map a worker's model outputs onto the job's label ids (generic names by index).
+
+    The same map sits in both tier slots so ``cascade.combine`` answers in the
+    job's labels whichever tier this worker serves.
+    """
+    mapping = align_labels(job_labels, model_names).big_to_canonical
+    return LabelAlignment(list(job_labels), mapping, mapping.copy())
+
+
+def load_model(settings: WorkerSettings):
+    """The tier's model, on its device, with the worker's thread count."""
+    if settings.threads:
+        import torch
+
+        torch.set_num_threads(settings.threads)
+    from common.models import load_tier
+
+    return load_tier(settings.model, device=settings.device, batch_size=settings.batch_size)
+
+
+def _int(env: dict[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
