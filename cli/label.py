@@ -32,18 +32,25 @@ log = logging.getLogger(__name__)
               metavar="N", help="Items per cascade run; as in `submit`, so the two give identical scores.")
 @click.option("--device", default="cpu", show_default=True, help="Device for both models.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of both models.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads (as `tango worker --threads`; float sums depend on the thread count).")
 @click.option("--label-map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
 @output_options("--output-format")
 @corpus_options
-def label_command(input_path: str, small: str, big: str, threshold: float, chunk_size: int, device: str, batch_size: int,
-                  label_map: str | None, output: str, out_format: str | None, fmt: str | None, text_column: str,
-                  pair_column: str | None, id_column: str, label_column: str) -> None:
+def label_command(input_path: str, small: str, big: str, threshold: float, chunk_size: int, device: str,
+                  batch_size: int, threads: int | None, label_map: str | None, output: str, out_format: str | None,
+                  fmt: str | None, text_column: str, pair_column: str | None, id_column: str,
+                  label_column: str) -> None:
     """Label INPUT with the cascade in this process and write one result per item, in input order."""
     from common.cascade import Cascade
     from common.labels import align_labels, parse_label_map
     from common.models import load_tier
     from common.results import write_records
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     spec = corpus_spec(fmt, text_column, pair_column, id_column, label_column)
     summary = summarize(input_path, spec)
     small_model = load_tier(small, device=device, batch_size=batch_size)

@@ -1,0 +1,137 @@
+"""Real parts for cluster tests: a throwaway redis-server, Celery workers and the tango CLI as processes.
+
+Import the fixtures into a test module (``from tests.cluster import redis_url``).
+A missing ``redis-server`` fails the test rather than skipping it: the cluster
+is the product, and a suite that silently skips it proves nothing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 120.0  # a bound on waiting for a process, not a timing assertion
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, decode_responses=True)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def start_redis(directory: Path) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not on PATH: the cluster tests need a real Redis")
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(directory)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = RedisServer(port, process)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            if server.client().ping():
+                return server
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail(f"redis-server on port {port} did not answer PING")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server) -> str:
+    """A clean database for each test."""
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+def tango_env(redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANGO_")}
+    return {**env, "TANGO_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), **extra}
+
+
+def run_tango(*args: str, redis_url: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real ``tango`` CLI in a fresh interpreter."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=tango_env(redis_url),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen
+    log: Path
+    stopped: bool = field(default=False)
+
+    def stop(self) -> None:
+        """Kill the worker's whole process group (the main process and its pool children)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+
+def start_worker(tier: int, name: str, model: Path, redis_url: str, log_dir: Path,
+                 pool: str = "prefork") -> Worker:
+    """``python -m celery -A tierN_worker worker`` as its own process group."""
+    log = log_dir / f"{name}.log"
+    env = tango_env(redis_url, TANGO_MODEL=str(model), TANGO_THREADS="1")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", f"tier{tier}_worker", "worker", "-Q", f"tier{tier}", "-P", pool,
+         "-c", "1", "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "INFO"],
+        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return Worker(name, process, log)
+
+
+def wait_ready(workers: list[Worker]) -> None:
+    """Until every worker's pool process has loaded its model (it logs ``worker ready``)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    pending = list(workers)
+    while pending and time.monotonic() < deadline:
+        for worker in list(pending):
+            if worker.process.poll() is not None:
+                pytest.fail(f"worker {worker.name} exited: {worker.log.read_text()[-2000:]}")
+            if "worker ready: model" in worker.log.read_text():
+                pending.remove(worker)
+        time.sleep(0.2)
+    if pending:
+        pytest.fail(f"workers never became ready: {[w.name for w in pending]}")

@@ -1,0 +1,172 @@
+"""The whole cluster with real parts: redis-server, two tier-1 and one tier-2 `celery worker`
+processes, and the `tango` CLI as subprocesses. Results must equal embedded mode's, item for item.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli.main import cli, run
+from common.celery_app import make_app
+from common.config import ClusterSettings
+from common.store import ResultStore
+from tests.cluster import ROOT, START_TIMEOUT, run_tango, start_redis, start_worker, tango_env, wait_ready
+
+N_ITEMS = 2000
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_models):
+    """Redis plus workers t1a, t1b (tier 1) and t2 (tier 2), torn down by killing their process groups."""
+    root = tmp_path_factory.mktemp("cluster")
+    server = start_redis(root)
+    workers = [start_worker(1, "t1a", tiny_models["small"], server.url, root),
+               start_worker(1, "t1b", tiny_models["small"], server.url, root),
+               start_worker(2, "t2", tiny_models["big"], server.url, root)]
+    try:
+        wait_ready(workers)
+        yield server, workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sentences(glue_dir) -> list[tuple[str, str]]:
+    rows = (glue_dir / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [tuple(row.split("\t")) for row in rows[:N_ITEMS]]
+
+
+def embedded(corpus: Path, out: Path, models: dict, threshold: float, *columns: str) -> list[dict]:
+    """What `tango label` writes for the same input (in this process, no Redis), with the workers'
+    one torch thread: float sums depend on the thread count."""
+    threads = torch.get_num_threads()
+    code = run(cli, args=["label", str(corpus), "--small", str(models["small"]), "--big", str(models["big"]),
+                          "--threshold", str(threshold), "-o", str(out), "--threads", "1", *columns])
+    torch.set_num_threads(threads)
+    assert code == 0
+    return read_jsonl(out)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def submit(corpus: Path, job: str, url: str, models: dict, threshold: float, *columns: str) -> None:
+    done = run_tango("submit", str(corpus), "--job-id", job, "--threshold", str(threshold), "--small",
+                     str(models["small"]), "--big", str(models["big"]), *columns, redis_url=url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == job
+
+
+def wait_and_fetch(job: str, url: str, out: Path) -> list[dict]:
+    waited = run_tango("wait", job, redis_url=url)
+    assert waited.returncode == 0, waited.stderr
+    assert re.search(r"state\s+done", waited.stderr), waited.stderr
+    fetched = run_tango("results", job, "-o", str(out), redis_url=url)
+    assert fetched.returncode == 0, fetched.stderr
+    return read_jsonl(out)
+
+
+def until(condition, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def assert_drained(store: ResultStore) -> None:
+    """No task left queued or unacknowledged (the last ack may trail the last write a moment)."""
+    assert store.client.llen("tier1") == 0 and store.client.llen("tier2") == 0
+    until(lambda: store.client.hlen("unacked") == 0, "the last acknowledgement")
+
+
+def test_a_2000_item_job_equals_embedded_mode(cluster, tiny_models, sentences, tmp_path):
+    server, workers = cluster
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": text, "label": label}) + "\n"
+                              for i, (text, label) in enumerate(sentences)), encoding="utf-8")
+    expected = embedded(corpus, tmp_path / "embedded.jsonl", tiny_models, 0.9)
+    tier1_count = sum(r["tier"] == 1 for r in expected)
+    assert 0 < tier1_count < N_ITEMS
+
+    control = make_app("client", ClusterSettings(redis_url=server.url)).control
+    tier2_node = [f"t2@{_host(workers[2])}"]
+    assert control.cancel_consumer("tier2", destination=tier2_node, reply=True, timeout=30)
+    store = ResultStore.open(ClusterSettings(redis_url=server.url))
+    submit(corpus, "big", server.url, tiny_models, 0.9)
+
+    # tier 2 is held back, so the job stops part-way: status must say so
+    until(lambda: store.status("big").done == tier1_count, "tier 1's share of the job")
+    status = run_tango("status", "big", redis_url=server.url)
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"progress\s+{tier1_count} of {N_ITEMS} items", status.stdout)
+    assert re.search(r"state\s+running", status.stdout)
+    assert control.add_consumer("tier2", destination=tier2_node, reply=True, timeout=30)
+
+    results = wait_and_fetch("big", server.url, tmp_path / "cluster.jsonl")
+    assert (tmp_path / "cluster.jsonl").read_bytes() == (tmp_path / "embedded.jsonl").read_bytes()
+    assert [(r["id"], r["label"], r["tier"], r["score"]) for r in results] == \
+        [(r["id"], r["label"], r["tier"], r["score"]) for r in expected]
+
+    final = json.loads(run_tango("status", "big", "--json", redis_url=server.url).stdout)
+    assert (final["state"], final["done"], final["failed"]) == ("done", N_ITEMS, 0)
+    assert final["tier1"] + final["tier2"] == N_ITEMS and final["tier1"] == tier1_count
+    assert final["gold"] == N_ITEMS and final["accuracy"] is not None
+    assert store.client.hlen("tango:{big}:results") == N_ITEMS
+    assert_drained(store)
+    served = [w.log.read_text() for w in workers[:2]]
+    assert all("job 'big' chunk" in log for log in served), "both tier-1 workers should have taken chunks"
+
+
+def test_two_jobs_with_different_thresholds_do_not_mix(cluster, tiny_models, sentences, glue_dir, tmp_path):
+    server, _ = cluster
+    singles = tmp_path / "singles.jsonl"
+    singles.write_text("".join(json.dumps({"id": f"a{i}", "text": text}) + "\n"
+                               for i, (text, _) in enumerate(sentences[:600])), encoding="utf-8")
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "premise", "hypothesis"])
+        for row in list(csv.reader((glue_dir / "rte" / "train.tsv").open(encoding="utf-8"), delimiter="\t"))[1:401]:
+            writer.writerow([f"r{row[0]}", row[1], row[2]])
+    pair_columns = ("--text-column", "premise", "--pair-column", "hypothesis", "--id-column", "key")
+    expected_a = embedded(singles, tmp_path / "a_embedded.jsonl", tiny_models, 0.75)
+    expected_b = embedded(pairs, tmp_path / "b_embedded.jsonl", tiny_models, 0.95, *pair_columns)
+
+    procs = [subprocess.Popen([*_tango("submit"), str(path), "--job-id", job, "--threshold", threshold, "--labels",
+                               "negative,positive", *columns], cwd=ROOT, env=tango_env(server.url),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for path, job, threshold, columns in ((singles, "ja", "0.75", ()), (pairs, "jb", "0.95", pair_columns))]
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    got_a = wait_and_fetch("ja", server.url, tmp_path / "a.jsonl")
+    got_b = wait_and_fetch("jb", server.url, tmp_path / "b.jsonl")
+    key = lambda records: [(r["id"], r["label"], r["tier"], r["score"]) for r in records]  # noqa: E731
+    assert key(got_a) == key(expected_a) and key(got_b) == key(expected_b)
+    share_a = sum(r["tier"] == 2 for r in got_a) / len(got_a)
+    share_b = sum(r["tier"] == 2 for r in got_b) / len(got_b)
+    assert share_a < share_b, "the higher threshold must send more items to tier 2"
+    jobs = run_tango("jobs", redis_url=server.url).stdout
+    assert re.search(r"^ja\s+done\s+600\s+600\s", jobs, re.M) and re.search(r"^jb\s+done\s+400\s+400\s", jobs, re.M)
+
+
+def _tango(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+def _host(worker) -> str:
+    match = re.search(r"t2@(\S+) ready\.", worker.log.read_text())
+    assert match, worker.log.read_text()[-2000:]
+    return match.group(1)

@@ -1,0 +1,67 @@
+"""Tier 1's task in-process on a real Redis: what it answers, what it sends on, what it refuses."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.cascade import Cascade
+from common.labels import align_labels
+from common.models import load_tier
+from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+from tests.workers import TEXTS, chunk, new_job, queued, runtime
+
+
+@pytest.fixture()
+def tier1(tiny_models, redis_url):
+    return runtime(1, tiny_models["small"], redis_url)
+
+
+def test_confident_items_are_stored_and_the_rest_sent_on_as_one_task(tier1, tiny_models):
+    small, big = load_tier(str(tiny_models["small"])), load_tier(str(tiny_models["big"]))
+    expected = Cascade(small, big, 0.9, align_labels(small.labels, big.labels)).run(TEXTS)
+    escalated = set(np.flatnonzero(expected.tiers == 2).tolist())
+    assert 0 < len(escalated) < len(TEXTS), "the tiny model should be unsure of some items only"
+    new_job(tier1.store, "j1")
+    tier1.run(chunk("j1"))
+    sent = queued(tier1.store, "tier2")
+    assert len(sent) == 1 and sent[0].tier == 2
+    assert {item.index for item in sent[0].items} == escalated
+    stored = list(tier1.store.iter_results("j1", partial=True))
+    assert len(stored) == len(TEXTS) - len(escalated)
+    by_id = {r.id: r for r in stored}
+    for i, record in enumerate(expected.records()):
+        if i not in escalated:
+            assert (by_id[f"id{i}"].label, by_id[f"id{i}"].score, by_id[f"id{i}"].tier) == \
+                (record["label"], record["score"], 1)
+            assert by_id[f"id{i}"].model == str(tiny_models["small"])
+
+
+def test_threshold_one_sends_everything_on(tier1):
+    new_job(tier1.store, "j1", threshold=1.0)
+    tier1.run(chunk("j1", threshold=1.0))
+    assert len(queued(tier1.store, "tier2")[0].items) == len(TEXTS)
+    assert tier1.store.status("j1").done == 0
+
+
+def test_a_model_with_other_labels_fails_the_chunk_instead_of_guessing(tier1):
+    labels = ("red", "green", "blue")
+    new_job(tier1.store, "j1", labels=labels)
+    tier1.run(chunk("j1", labels=labels))
+    status = tier1.store.status("j1")
+    assert (status.done, status.failed, status.state) == (0, len(TEXTS), "failed")
+    errors = {r.error for r in tier1.store.iter_results("j1")}
+    assert len(errors) == 1 and "does not fit the job" in errors.pop()
+    assert queued(tier1.store, "tier2") == []
+
+
+def test_a_cancelled_job_is_skipped(tier1):
+    new_job(tier1.store, "j1")
+    tier1.store.cancel("j1")
+    assert tier1.run(chunk("j1")) == {"skipped": "cancelled"}
+    assert tier1.store.status("j1").done == 0 and queued(tier1.store, "tier2") == []
+
+
+def test_a_malformed_message_is_dropped(tier1):
+    result = tier1.run({"v": 1, "job": "x}:meta", "items": []})
+    assert "invalid job id" in result["rejected"]
+    assert tier1.store.client.keys("tango:{x*") == []

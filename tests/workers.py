@@ -1,0 +1,44 @@
+"""In-process tier runtimes on a real Redis, for the workers' unit tests (no Celery worker)."""
+from __future__ import annotations
+
+import base64
+import json
+
+from common.messages import Chunk, WorkItem
+from common.store import JobSpec, ResultStore
+from common.worker import TierRuntime
+
+TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is fine", "i hated every minute",
+         "a triumph", "not bad at all , really", "what a mess", "quietly moving and sad"]
+LABELS = ("negative", "positive")
+
+
+def runtime(tier: int, model, redis_url: str) -> TierRuntime:
+    from tier1_worker.app import decide as decide1
+    from tier2_worker.app import decide as decide2
+
+    env = {"TANGO_MODEL": str(model), "TANGO_REDIS_URL": redis_url, "TANGO_THREADS": "1"}
+    rt = TierRuntime(tier=tier, decide=decide1 if tier == 1 else decide2, env=env)
+    rt.ensure_loaded()
+    return rt
+
+
+def new_job(store: ResultStore, job: str, total: int = len(TEXTS), labels=LABELS, threshold: float = 0.9) -> None:
+    store.create_job(JobSpec(job=job, total=total, labels=list(labels), threshold=threshold, chunk_size=total))
+    store.mark_submitted(job)
+
+
+def chunk(job: str, tier: int = 1, threshold: float = 0.9, labels=LABELS, gold: str | None = None) -> dict:
+    items = tuple(WorkItem(i, f"id{i}", text, gold=gold) for i, text in enumerate(TEXTS))
+    return Chunk(job, 0, tier, threshold, tuple(labels), items).encode()
+
+
+def queued(store: ResultStore, queue: str) -> list[Chunk]:
+    """The chunks waiting on a kombu queue in Redis, decoded from their JSON envelopes."""
+    out = []
+    for raw in store.client.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        assert envelope["content-type"] == "application/json"
+        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
+        out.append(Chunk.decode(args[0]))
+    return out
