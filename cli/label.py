@@ -9,7 +9,6 @@ padding a batch to another length perturbs float32 sums.
 """
 from __future__ import annotations
 
-import logging
 import time
 from typing import Iterator
 
@@ -18,8 +17,6 @@ import click
 from cli.options import CONTEXT, corpus_options, corpus_spec, output_format, output_options
 from common.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.corpus import Item, read_corpus, summarize
-
-log = logging.getLogger(__name__)
 
 
 @click.command("label", context_settings=CONTEXT)

@@ -20,7 +20,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from common.config import ClusterSettings
-from common.errors import JobError, ServiceUnavailable
+from common.errors import JobError, ServiceUnavailable, first_line
 from common.keys import JOBS_INDEX, failures_key, job_keys, meta_key, results_key, validate_job_id
 from common.results import ResultRecord
 
@@ -174,7 +174,7 @@ class ResultStore:
         except redis.AuthenticationError as exc:
             raise ServiceUnavailable(f"Redis at {self.url} refused the credentials: {exc}") from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise ServiceUnavailable(f"cannot reach Redis at {self.url}: {_reason(exc)}") from None
+            raise ServiceUnavailable(f"cannot reach Redis at {self.url}: {first_line(exc)}") from None
         except redis.ResponseError as exc:
             raise ServiceUnavailable(f"Redis at {self.url} answered with an error: {exc}") from None
 
@@ -307,7 +307,3 @@ def _status(raw: dict[str, str]) -> JobStatus:
                      finished=float(raw["finished"]) if raw.get("finished") else None,
                      extra={k: v for k, v in raw.items() if k not in known}, **number)
 
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text
