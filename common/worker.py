@@ -22,6 +22,7 @@ import numpy as np
 import redis
 from celery import Celery, signals
 from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
 
 from common.celery_app import make_app
 from common.config import ClusterSettings
@@ -168,7 +169,8 @@ class TierRuntime:
         self.ensure_loaded()
         try:
             return self._run(chunk)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            # the store or the broker is away: requeue now (no ETA retries on a Redis broker)
             log.error("job %r chunk %d: Redis unavailable (%s); giving the task back", chunk.job, chunk.chunk, exc)
             raise Reject(str(exc), requeue=True) from None
         except JobError as exc:

@@ -170,3 +170,32 @@ def _host(worker) -> str:
     match = re.search(r"t2@(\S+) ready\.", worker.log.read_text())
     assert match, worker.log.read_text()[-2000:]
     return match.group(1)
+
+
+class _Hostile:
+    """Unpickling this runs a shell command: what a pickle on the queue could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickled_message_is_refused_and_never_run(cluster, tmp_path):
+    from kombu import Connection, Producer
+
+    server, workers = cluster
+    marker = tmp_path / "pwned"
+    with Connection(server.url) as connection:
+        Producer(connection).publish(
+            ([_Hostile(marker)], {}, {}), routing_key="tier1", serializer="pickle", declare=[],
+            headers={"lang": "py", "task": "tango.tier1.classify", "id": "hostile-1", "root_id": "hostile-1",
+                     "parent_id": None, "group": None, "argsrepr": "", "kwargsrepr": "", "origin": "test"})
+    store = ResultStore.open(ClusterSettings(redis_url=server.url))
+    until(lambda: any("Refusing to deserialize" in w.log.read_text() for w in workers[:2]), "the refusal")
+    until(lambda: store.client.llen("tier1") == 0 and store.client.hlen("unacked") == 0, "the message to go")
+    assert not marker.exists()
+    assert all(w.process.poll() is None for w in workers), "a worker died on the message"
