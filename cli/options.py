@@ -74,3 +74,5 @@ def redis_errors(settings: ClusterSettings) -> Iterator[None]:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         raise ServiceUnavailable(f"lost Redis at {settings.masked_url}: {first_line(exc)}") from None
+    except redis.RedisError as exc:
+        raise ServiceUnavailable(f"Redis at {settings.masked_url} failed: {first_line(exc)}") from None

@@ -175,8 +175,8 @@ class ResultStore:
             raise ServiceUnavailable(f"Redis at {self.url} refused the credentials: {exc}") from None
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise ServiceUnavailable(f"cannot reach Redis at {self.url}: {first_line(exc)}") from None
-        except redis.ResponseError as exc:
-            raise ServiceUnavailable(f"Redis at {self.url} answered with an error: {exc}") from None
+        except redis.RedisError as exc:  # something answered, but not a Redis we can use
+            raise ServiceUnavailable(f"{self.url} did not answer as a usable Redis: {first_line(exc)}") from None
 
     # -- jobs -------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:

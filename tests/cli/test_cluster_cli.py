@@ -96,3 +96,30 @@ def test_label_writes_csv_in_input_order(tiny_models, corpus, tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "id,label,score,tier,model,error"
     assert [line.split(",")[0] for line in lines[1:]] == [f"x{i}" for i in range(10)]
+
+
+def test_a_server_that_is_not_redis_is_one_line(tmp_path):
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def answer_http() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_http, daemon=True).start()
+    try:
+        done = run_tango("jobs", redis_url=f"redis://:pw@127.0.0.1:{listener.getsockname()[1]}/0", timeout=60)
+    finally:
+        listener.close()
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert "did not answer as a usable Redis" in done.stderr and "pw@" not in done.stderr
