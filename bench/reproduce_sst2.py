@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="thresholds timed end to end besides the recommended one")
     p.add_argument("--threads", type=int, default=2, help="torch threads for every timing")
     p.add_argument("--batch-size", type=int, default=32, help="inference batch size for both tiers")
+    p.add_argument("--repeats", type=int, default=2, help="time each configuration this often, keep the fastest")
     p.add_argument("--seed", type=int, default=0, help="seed for subsets and training")
     p.add_argument("--build-only", action="store_true", help="build (or find) the cached pair and stop")
     p.add_argument("--output", default="bench/results", help="folder for the table (JSON) and plot")

@@ -1,0 +1,119 @@
+"""The measuring half of ``reproduce_sst2.py``: every figure timed side by side in one run.
+
+Shared CPUs are noisy (other jobs come and go), so each configuration is timed
+``repeats`` times, interleaved with the others, and the fastest run is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.cascade import Cascade, run_single
+from common.evaluation import ideal_speedup
+from common.glue import gold_label_ids, load_eval_data
+from common.labels import align_labels
+from common.models import TierModel, load_tier
+from common.sweep import SweepResult, accuracy, plot, recommendation_line, sweep, write_csv
+
+log = logging.getLogger("reproduce_sst2")
+
+
+def _timed(fn, repeats: int):
+    """The fastest of ``repeats`` runs and that run's result."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        seconds = time.perf_counter() - start
+        if seconds < best:
+            best, result = seconds, out
+    return best, result
+
+
+def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, Path]) -> dict:
+    data = load_eval_data("sst2", data_dir=args.data_dir)
+    big = load_tier(str(big_dir), batch_size=args.batch_size)
+    smalls = {n: load_tier(str(p), batch_size=args.batch_size) for n, p in small_dirs.items()}
+    alignment = align_labels(next(iter(smalls.values())).labels, big.labels)
+    gold = gold_label_ids(data, alignment)
+    for model in (big, *smalls.values()):
+        model.logits(data.texts[:32])
+    repeats = args.repeats
+    big_s, big_out = _timed(lambda: run_single(big, alignment.big_to_canonical, alignment.labels, data.texts), repeats)
+    big_acc = accuracy(big_out.label_ids, gold)
+    log.info("big alone: accuracy %.2f in %.1fs (%.1f items/s)", big_acc, big_s, len(data) / big_s)
+    rows = [_row("big alone (MPNet, 12 layers)", None, big_acc, 1.0, big_s, big_s, None)]
+    sweeps, chosen = {}, None
+    for layers, small in smalls.items():
+        small_s, probs = _timed(lambda: _canonical_probs(small, alignment, data.texts), repeats)
+        small_acc = accuracy(probs.argmax(axis=1), gold)
+        rows.append(_row(f"small alone (MiniLM, {layers} layer{'s' * (layers > 1)})", None, small_acc, 0.0,
+                         small_s, big_s, None))
+        result = sweep(probs, big_out.label_ids, gold, small_s / len(data), big_s / len(data), max_drop=args.max_drop)
+        sweeps[layers] = result
+        log.info("L%d: %s", layers, recommendation_line(result))
+        if chosen is None or result.recommended.speedup > sweeps[chosen].recommended.speedup:
+            chosen = layers
+    rows += _cascade_rows(args, smalls, big, alignment, data.texts, gold, sweeps, big_s)
+    table = {"items": len(data), "threads": args.threads, "repeats": repeats, "rows": rows,
+             "chosen_small_layers": chosen, "sweeps": {n: s.as_dict() for n, s in sweeps.items()},
+             "models": {"big": str(big_dir), **{f"small_L{n}": str(p) for n, p in small_dirs.items()}}}
+    _write_outputs(args, sweeps, chosen)
+    print(format_table(table, sweeps[chosen]))
+    return table
+
+
+def _canonical_probs(small: TierModel, alignment, texts: list[str]) -> np.ndarray:
+    raw = small.probabilities(texts)
+    probs = np.empty_like(raw)
+    probs[:, alignment.small_to_canonical] = raw
+    return probs
+
+
+def _cascade_rows(args, smalls, big, alignment, texts, gold, sweeps: dict[int, SweepResult], big_s: float) -> list[dict]:
+    """The cascade end to end (tier 1 on all, tier 2 on the unsure), at fixed and recommended thresholds."""
+    rows = []
+    for layers, small in smalls.items():
+        recommended = sweeps[layers].recommended.threshold
+        for threshold in sorted({*args.thresholds, recommended}):
+            cascade = Cascade(small, big, threshold, alignment)
+            seconds, out = _timed(lambda: cascade.run(texts), args.repeats)
+            name = f"cascade L{layers} T={threshold:.4f}" + (" (recommended)" if threshold == recommended else "")
+            rows.append(_row(name, threshold, accuracy(out.label_ids, gold), out.tier2_fraction, seconds, big_s,
+                             ideal_speedup(out.small_seconds, big_s, out.tier2_fraction)))
+            log.info("%s", _format_row(rows[-1]))
+    return rows
+
+
+def _row(name: str, threshold: float | None, acc: float, tier2: float, seconds: float, big_s: float,
+         ideal: float | None) -> dict:
+    return {"name": name, "threshold": threshold, "accuracy": round(acc, 2), "tier2_fraction": round(tier2, 4),
+            "seconds": round(seconds, 3), "speedup": round(big_s / seconds, 3),
+            "ideal_speedup": round(ideal, 3) if ideal else None}
+
+
+def _write_outputs(args, sweeps: dict[int, SweepResult], chosen: int) -> None:
+    out = Path(args.output)
+    for layers, result in sweeps.items():
+        write_csv(result, out / f"sweep_sst2_L{layers}.csv")
+    plot(sweeps[chosen], out / "reproduce_sst2.png",
+         f"SST-2 dev: MiniLM-L{chosen} (distilled) -> MPNet, {args.threads} CPU threads")
+
+
+def _format_row(row: dict) -> str:
+    ideal = f"{row['ideal_speedup']:.2f}x" if row["ideal_speedup"] else "-"
+    return (f"{row['name']:<44} {row['accuracy']:6.2f} {row['tier2_fraction']:7.1%} "
+            f"{row['seconds']:8.2f} {row['speedup']:7.2f}x {ideal:>7}")
+
+
+def format_table(table: dict, chosen: SweepResult) -> str:
+    lines = [f"SST-2 dev, {table['items']} items, {table['threads']} threads, best of {table['repeats']} runs",
+             f"{'configuration':<44} {'acc':>6} {'tier-2':>7} {'time(s)':>8} {'speedup':>8} {'ideal':>7}"]
+    lines += [_format_row(row) for row in table["rows"]]
+    lines.append(f"small tier chosen: MiniLM-L{table['chosen_small_layers']}; " + recommendation_line(chosen)
+                 + " [sweep estimate from per-item costs]")
+    return "\n".join(lines)
