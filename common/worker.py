@@ -61,7 +61,7 @@ class WorkerSettings:
         model = env.get(ENV_MODEL, "").strip()
         if not model:
             raise ConfigError(f"tier {tier} worker: set {ENV_MODEL} to the model directory "
-                              "(or start it with `tango worker tier{tier} --model PATH`)".format(tier=tier))
+                              f"(or start it with `tango worker tier{tier} --model PATH`)")
         return cls(tier=tier, model=model, device=env.get(ENV_DEVICE, "cpu") or "cpu",
                    batch_size=_int(env, ENV_BATCH_SIZE, 32), threads=_int(env, ENV_THREADS, None),
                    cluster=ClusterSettings.from_env(env=env))
@@ -97,6 +97,7 @@ class TierRuntime:
         signals.worker_process_init.connect(self._on_process_init, weak=False)
         signals.worker_ready.connect(self._on_ready, weak=False)
         signals.worker_shutdown.connect(self._on_shutdown, weak=False)
+        signals.worker_process_shutdown.connect(self._on_shutdown, weak=False)  # prefork children
 
     def _preflight(self, sender=None, **_) -> None:
         """Before any fork: fail the whole worker with one line if its settings or model are unusable."""
