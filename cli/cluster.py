@@ -49,7 +49,8 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big)
     with redis_errors(settings):
         done = submit(store, make_app("client", settings), request)
-    click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {','.join(done.labels)} "
+    cut = f", {done.truncated} over-long texts cut" if done.truncated else ""
+    click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {','.join(done.labels)}{cut} "
                f"({done.seconds:.1f} s)", err=True)
     click.echo(done.job)
 
@@ -147,7 +148,7 @@ def status_dict(s: JobStatus) -> dict:
     return {"job": s.job, "state": s.state, "total": s.total, "done": s.done, "failed": s.failed,
             "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
             "threshold": s.threshold, "labels": s.labels, "accuracy": s.accuracy if s.is_final else None,
-            "gold": s.gold}
+            "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0)}
 
 
 def format_status(s: JobStatus) -> str:

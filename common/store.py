@@ -96,6 +96,7 @@ class JobSpec:
     small: str = ""
     big: str = ""
     labelled: int = 0
+    truncated: int = 0  # items whose text the parser cut to its maximum length
 
 
 @dataclass
@@ -187,7 +188,7 @@ class ResultStore:
             raise JobError(f"job {spec.job!r} already exists; choose another --job-id")
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
-                  "small": spec.small, "big": spec.big, "labelled": spec.labelled,
+                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)

@@ -50,6 +50,7 @@ class Submitted:
     chunks: int
     labels: list[str]
     seconds: float
+    truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     threshold = validate_threshold(request.threshold, len(source.labels))
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
-                             small=source.small, big=source.big, labelled=summary.labelled))
+                             small=source.small, big=source.big, labelled=summary.labelled,
+                             truncated=summary.truncated))
     chunks = 0
     try:
         with app.producer_or_acquire() as producer:
@@ -86,7 +88,7 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
                                  f"{exc}; cancel it and submit again") from None
     store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
-    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start)
+    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated)
 
 
 def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str]) -> Iterator[Chunk]:

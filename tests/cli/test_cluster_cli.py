@@ -123,3 +123,12 @@ def test_a_server_that_is_not_redis_is_one_line(tmp_path):
         listener.close()
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert "did not answer as a usable Redis" in done.stderr and "pw@" not in done.stderr
+
+
+def test_over_long_texts_are_cut_and_counted_in_the_job(redis_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"text": "x" * 100_000}) + "\n" + json.dumps({"text": "short"}) + "\n")
+    done = run_tango("submit", str(path), "--labels", "a,b", "--job-id", "long", redis_url=redis_url)
+    assert done.returncode == 0 and "1 over-long texts cut" in done.stderr
+    status = json.loads(run_tango("status", "long", "--json", redis_url=redis_url).stdout)
+    assert (status["total"], status["truncated"]) == (2, 1)
