@@ -114,6 +114,13 @@ def format_table(table: dict, chosen: SweepResult) -> str:
     lines = [f"SST-2 dev, {table['items']} items, {table['threads']} threads, best of {table['repeats']} runs",
              f"{'configuration':<44} {'acc':>6} {'tier-2':>7} {'time(s)':>8} {'speedup':>8} {'ideal':>7}"]
     lines += [_format_row(row) for row in table["rows"]]
-    lines.append(f"small tier chosen: MiniLM-L{table['chosen_small_layers']}; " + recommendation_line(chosen)
+    layers = table["chosen_small_layers"]
+    lines.append(f"small tier chosen: MiniLM-L{layers}; " + recommendation_line(chosen)
                  + " [sweep estimate from per-item costs]")
+    big = table["rows"][0]
+    final = next(r for r in table["rows"] if r["name"].startswith(f"cascade L{layers} ") and "recommended" in r["name"])
+    lines.append(f"END TO END at the recommended threshold {final['threshold']:.4f}: cascade accuracy "
+                 f"{final['accuracy']:.2f} vs big alone {big['accuracy']:.2f} "
+                 f"(drop {big['accuracy'] - final['accuracy']:.2f} points), tier-2 fraction {final['tier2_fraction']:.3f}, "
+                 f"speedup {final['speedup']:.2f}x (ideal {final['ideal_speedup']:.2f}x)")
     return "\n".join(lines)

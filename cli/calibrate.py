@@ -5,7 +5,7 @@ import json
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from cli.options import CONTEXT
 
 
 @click.command(context_settings=CONTEXT)

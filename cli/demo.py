@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from cli.options import CONTEXT
+
 DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
 
 

@@ -49,7 +49,7 @@ class DemoSettings:
         """(big, small) epochs: the sample set is tiny, so it needs more passes."""
         if self.quick:
             return (3.0, 6.0) if sample else (1.0, 2.0)
-        return (6.0, 12.0) if sample else (1.0, 3.0)
+        return (6.0, 6.0) if sample else (1.0, 3.0)
 
     @staticmethod
     def small_learning_rate(sample: bool) -> float:
