@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1  # the work ran but did not succeed (e.g. a job with failed items)
 EXIT_USAGE = 2  # bad options, bad input, bad models: nothing was done
 EXIT_UNAVAILABLE = 3  # a service (Redis) could not be reached
+EXIT_LOST = 4  # a job's records vanished from Redis: its results cannot be trusted or completed
 
 
 def first_line(exc: BaseException) -> str:
@@ -48,6 +49,12 @@ class ServiceUnavailable(TangoError):
 
 class JobError(TangoError):
     """Raised when a job is unknown, malformed, or its records are gone."""
+
+
+class JobGoneError(JobError):
+    """Raised when a known job's records vanished from Redis (a restart without persistence, eviction)."""
+
+    exit_code = EXIT_LOST
 
 
 class MessageError(TangoError):

@@ -46,5 +46,16 @@ def failures_key(job: str) -> str:
     return f"{PREFIX}:{{{validate_job_id(job)}}}:failures"
 
 
+def attempts_key(job: str) -> str:
+    """Hash: ``TIER:CHUNK`` -> how many times a worker started that chunk (the attempt cap)."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:attempts"
+
+
+def rejected_key(job: str) -> str:
+    """Hash: input line -> why ``submit --skip-invalid`` left that record out."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:rejected"
+
+
 def job_keys(job: str) -> list[str]:
-    return [meta_key(job), results_key(job), failures_key(job)]
+    """Every key of a job; the first three are the result script's KEYS, in that order."""
+    return [meta_key(job), results_key(job), failures_key(job), attempts_key(job), rejected_key(job)]

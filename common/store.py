@@ -20,8 +20,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from common.config import ClusterSettings
-from common.errors import JobError, ServiceUnavailable, first_line
-from common.keys import JOBS_INDEX, failures_key, job_keys, meta_key, results_key, validate_job_id
+from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
+from common.keys import (JOBS_INDEX, attempts_key, failures_key, job_keys, meta_key, rejected_key, results_key,
+                         validate_job_id)
 from common.results import ResultRecord
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ ACTIVE_STATES = ("submitting", "running")
 FINAL_STATES = ("done", "failed", "cancelled")
 READ_BLOCK = 1000
 FAILED = "f"
+KEPT_REJECTS = 1000  # reasons kept per job for --skip-invalid; all are counted
 
 # KEYS: meta, results, failures. ARGV: now, then (index, kind, payload, correct)
 # per item; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
@@ -68,6 +70,15 @@ end
 return added
 """
 
+# KEYS: meta, attempts. ARGV: the chunk's field (TIER:CHUNK).
+# Returns {state, attempt}, with state '' when the job's records are gone
+# (then nothing is written, so a vanished job is never half re-created).
+_BEGIN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'', 0} end
+return {state, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
+"""
+
 # KEYS: meta. ARGV: new state, allowed current states...
 # Returns 1 when the state changed, 0 when the current one forbids it, -1 when gone.
 _TRANSITION = """
@@ -97,6 +108,7 @@ class JobSpec:
     big: str = ""
     labelled: int = 0
     truncated: int = 0  # items whose text the parser cut to its maximum length
+    rejected: int = 0  # input records left out by --skip-invalid (not part of ``total``)
 
 
 @dataclass
@@ -116,6 +128,7 @@ class JobStatus:
     tier2: int = 0
     gold: int = 0
     correct: int = 0
+    rejected: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -161,6 +174,7 @@ class ResultStore:
         self.url = url
         self._write = client.register_script(_WRITE)
         self._transition = client.register_script(_TRANSITION)
+        self._begin = client.register_script(_BEGIN)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -188,7 +202,7 @@ class ResultStore:
             raise JobError(f"job {spec.job!r} already exists; choose another --job-id")
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
-                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
+                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated, "rejected": spec.rejected,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
@@ -198,13 +212,13 @@ class ResultStore:
     def mark_submitted(self, job: str) -> None:
         """``submitting`` -> ``running``, unless the job already finished or was cancelled."""
         if self._transition(keys=[meta_key(job)], args=["running", "submitting"]) < 0:
-            raise JobError(_gone(job))
+            raise JobGoneError(_gone(job))
 
     def cancel(self, job: str) -> bool:
         """Stop a job: workers skip its remaining chunks. False when it had already ended."""
         changed = self._transition(keys=[meta_key(job)], args=["cancelled", *ACTIVE_STATES])
         if changed < 0:
-            raise JobError(self._missing(job))
+            raise self._missing(job)
         if changed:
             self.client.hset(meta_key(job), "finished", repr(time.time()))
         return bool(changed)
@@ -213,10 +227,19 @@ class ResultStore:
         """The job's state, or None when its records are gone (one round trip, for workers)."""
         return self.client.hget(meta_key(job), "state")
 
+    def begin(self, job: str, tier: int, chunk: int) -> tuple[str | None, int]:
+        """The job's state and this start's attempt number for the chunk (1 on first delivery).
+
+        Counting starts rather than failures is what lets a worker cap a chunk
+        that kills its process: a dead process cannot count its own failure.
+        """
+        state, attempt = self._begin(keys=[meta_key(job), attempts_key(job)], args=[f"{tier}:{chunk}"])
+        return (state or None), int(attempt)
+
     def status(self, job: str) -> JobStatus:
         raw = self.client.hgetall(meta_key(job))
         if not raw:
-            raise JobError(self._missing(job))
+            raise self._missing(job)
         return _status(raw)
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]:
@@ -234,6 +257,16 @@ class ResultStore:
         self.client.delete(*job_keys(job))
         self.client.zrem(JOBS_INDEX, validate_job_id(job))
 
+    def add_rejects(self, job: str, rejects: Sequence[tuple[int, str]]) -> None:
+        """Keep why input lines were left out (the first ``KEPT_REJECTS``); the count is in the job."""
+        kept = {str(line): reason for line, reason in rejects[:KEPT_REJECTS]}
+        if kept:
+            self.client.hset(rejected_key(job), mapping=kept)
+
+    def rejects(self, job: str) -> list[tuple[int, str]]:
+        """The kept reasons, by input line."""
+        return sorted((int(line), reason) for line, reason in self.client.hgetall(rejected_key(job)).items())
+
     # -- results ----------------------------------------------------------
     def write(self, job: str, entries: Sequence[tuple[int, ResultRecord, bool | None]]) -> int:
         """Store ``(index, record, correct)`` entries in one round trip; returns how many were new.
@@ -248,9 +281,9 @@ class ResultStore:
         for index, record, correct in entries:
             kind = FAILED if record.error is not None else str(record.tier)
             args += [str(index), kind, record.to_json(), "" if correct is None else str(int(correct))]
-        added = self._write(keys=job_keys(job), args=args)
+        added = self._write(keys=job_keys(job)[:3], args=args)
         if added < 0:
-            raise JobError(_gone(job))
+            raise JobGoneError(_gone(job))
         return int(added)
 
     def iter_results(self, job: str, partial: bool = False, block: int = READ_BLOCK) -> Iterator[ResultRecord]:
@@ -289,10 +322,20 @@ class ResultStore:
         raw = self.client.hgetall(f"tango:workers:tier{tier}")
         return {name: json.loads(info) for name, info in raw.items()}
 
-    def _missing(self, job: str) -> str:
+    def _missing(self, job: str) -> JobError:
         if self.client.zscore(JOBS_INDEX, validate_job_id(job)) is not None:
-            return _gone(job)
-        return f"no job {job!r} in Redis at {self.url} (see `tango jobs`)"
+            return JobGoneError(_gone(job))
+        return JobError(f"no job {job!r} in Redis at {self.url} (see `tango jobs`){self.volatility()}")
+
+    def volatility(self) -> str:
+        """A warning when this Redis keeps no append-only file (a restart then loses every job), else ''."""
+        try:
+            info = self.client.info("persistence")
+        except redis.RedisError:  # an ACL user may not run INFO; say nothing rather than guess
+            return ""
+        if int(info.get("aof_enabled", 0)):
+            return ""
+        return "; this Redis runs without appendonly, so a restart loses every job's records"
 
 
 def _gone(job: str) -> str:
@@ -301,7 +344,8 @@ def _gone(job: str) -> str:
 
 
 def _status(raw: dict[str, str]) -> JobStatus:
-    number = {name: int(raw.get(name) or 0) for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct")}
+    number = {name: int(raw.get(name) or 0)
+              for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected")}
     known = {"job", "state", "labels", "threshold", "created", "finished", *number}
     return JobStatus(job=raw.get("job", "?"), state=raw.get("state", "?"), labels=json.loads(raw.get("labels", "[]")),
                      threshold=float(raw.get("threshold") or 0), created=float(raw.get("created") or 0),

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -26,7 +26,9 @@ from kombu.exceptions import OperationalError
 
 from common.celery_app import make_app
 from common.config import ClusterSettings
-from common.errors import ConfigError, JobError, LabelMismatchError, MessageError, TangoError
+from common.errors import (ConfigError, JobError, JobGoneError, LabelMismatchError, MessageError, TangoError,
+                           first_line)
+from common.faults import DEFAULT_MAX_ATTEMPTS, ENV_MAX_ATTEMPTS, attempts_exhausted, item_probabilities, stop_worker
 from common.labels import LabelAlignment, align_labels, model_labels
 from common.messages import TASK_TIER2, Chunk, WorkItem
 from common.results import ResultRecord, gold_matches
@@ -54,6 +56,7 @@ class WorkerSettings:
     batch_size: int = 32
     threads: int | None = None
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # starts of one chunk before its items are recorded as failed
 
     @classmethod
     def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
@@ -64,11 +67,12 @@ class WorkerSettings:
                               f"(or start it with `tango worker tier{tier} --model PATH`)")
         return cls(tier=tier, model=model, device=env.get(ENV_DEVICE, "cpu") or "cpu",
                    batch_size=_int(env, ENV_BATCH_SIZE, 32), threads=_int(env, ENV_THREADS, None),
-                   cluster=ClusterSettings.from_env(env=env))
+                   cluster=ClusterSettings.from_env(env=env),
+                   max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
-               **self.cluster.to_env()}
+               ENV_MAX_ATTEMPTS: str(self.max_attempts), **self.cluster.to_env()}
         if self.threads:
             env[ENV_THREADS] = str(self.threads)
         return env
@@ -115,11 +119,7 @@ class TierRuntime:
     def _on_process_init(self, **_) -> None:
         if not self._serving:
             return
-        try:
-            self.ensure_loaded()
-        except TangoError as exc:  # a child without a model must not take tasks
-            log.critical("tier %d worker process %d cannot load its model: %s", self.tier, os.getpid(), exc)
-            os._exit(exc.exit_code)
+        self._load_or_stop(in_pool_child=True)
 
     def _on_ready(self, sender=None, **_) -> None:
         if not self._serving:
@@ -127,7 +127,16 @@ class TierRuntime:
         pool = getattr(sender, "pool", None)
         if pool is not None and type(pool).__module__.endswith("prefork"):
             return  # the children loaded their own models after the fork
-        self.ensure_loaded()
+        self._load_or_stop(in_pool_child=False)
+
+    def _load_or_stop(self, in_pool_child: bool) -> None:
+        """A process without its model must not take tasks, nor be replaced forever: stop the worker."""
+        try:
+            self.ensure_loaded()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, this process cannot serve
+            code = exc.exit_code if isinstance(exc, TangoError) else 2
+            stop_worker(f"tier {self.tier} worker process {os.getpid()} cannot load its model: {exc}", code,
+                        in_pool_child)
 
     def _on_shutdown(self, **_) -> None:
         if self._serving and self.store is not None:
@@ -177,14 +186,20 @@ class TierRuntime:
         except JobError as exc:
             log.error("job %r chunk %d dropped: %s", chunk.job, chunk.chunk, exc)
             return {"dropped": str(exc)}
+        except Exception as exc:  # a bug costs this chunk's items, recorded; Celery would ack it silently
+            log.exception("job %r chunk %d: tier %d worker error", chunk.job, chunk.chunk, self.tier)
+            return self._fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: {first_line(exc)}")
 
     def _run(self, chunk: Chunk) -> dict:
-        state = self.store.state(chunk.job)
+        state, attempt = self.store.begin(chunk.job, self.tier, chunk.chunk)
         if state is None:
-            raise JobError(f"the records of job {chunk.job!r} are gone")
+            raise JobGoneError(f"the records of job {chunk.job!r} are gone")
         if state == "cancelled":
             log.info("job %r chunk %d skipped: job cancelled", chunk.job, chunk.chunk)
             return {"skipped": "cancelled"}
+        exhausted = attempts_exhausted(self.tier, attempt, self.settings.max_attempts)
+        if exhausted:
+            return self._fail(chunk, exhausted)
         start = time.perf_counter()
         try:
             alignment = job_alignment(list(chunk.labels), self.model.labels)
@@ -192,11 +207,12 @@ class TierRuntime:
             return self._fail(chunk, f"tier {self.tier} model {self.settings.model} does not fit the job: {exc}")
         texts = [item.text for item in chunk.items]
         pairs = [item.text_pair or "" for item in chunk.items] if chunk.has_pairs else None
-        try:
-            probs = self.model.probabilities(texts, pairs)
-        except Exception as exc:  # a model error is recorded against the chunk, never swallowed
-            log.exception("job %r chunk %d: tier %d model failed", chunk.job, chunk.chunk, self.tier)
-            return self._fail(chunk, f"tier {self.tier} model error: {type(exc).__name__}: {exc}")
+        probs, ok, errors = item_probabilities(self.model, texts, pairs)
+        if errors:
+            self._fail_items(chunk, errors)
+            if not ok:
+                return {"job": chunk.job, "chunk": chunk.chunk, "failed": len(errors)}
+            chunk = replace(chunk, items=tuple(chunk.items[n] for n in ok))
         entries, forward = self.decide(self, chunk, probs, alignment)
         if forward:
             self.app.send_task(TASK_TIER2, args=[chunk.forward(forward).encode()])
@@ -210,6 +226,14 @@ class TierRuntime:
         self.store.write(chunk.job, [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
                                      for item in chunk.items])
         return {"job": chunk.job, "chunk": chunk.chunk, "failed": reason}
+
+    def _fail_items(self, chunk: Chunk, errors: dict[int, str]) -> None:
+        """Record the items the model raised on (by position in the chunk), each with its reason."""
+        log.error("job %r chunk %d: tier %d model failed on %d of %d items (first: %s)", chunk.job, chunk.chunk,
+                  self.tier, len(errors), len(chunk.items), next(iter(errors.values())))
+        self.store.write(chunk.job, [(chunk.items[n].index, ResultRecord.failed(
+            chunk.items[n].id, self.tier, f"tier {self.tier} model error: {reason}"), None)
+            for n, reason in errors.items()])
 
     def entries(self, chunk: Chunk, items: list[WorkItem], label_ids: np.ndarray, scores: np.ndarray) -> list[Entry]:
         """Result records for decided items, with whether each matches its gold label."""
