@@ -5,6 +5,7 @@ them imports torch: they start fast and stay small whatever the job's size.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -13,9 +14,11 @@ import click
 
 from cli.options import (CONTEXT, corpus_options, corpus_spec, output_format, output_options, redis_errors,
                          redis_option)
-from common.config import DEFAULT_CHUNK_SIZE, ClusterSettings
-from common.errors import EXIT_FAILURE, EXIT_OK
+from common.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
+from common.errors import EXIT_FAILURE, EXIT_OK, JobError, JobGoneError, ServiceUnavailable, first_line
 from common.store import JobStatus, ResultStore
+
+OUTAGE_GRACE = 60.0  # seconds `wait` rides out an unreachable Redis (a restart) before giving up
 
 
 def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
@@ -34,22 +37,31 @@ def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
               help="The label set the job expects (default: from --small/--big, else from the running workers).")
 @click.option("--small", default=None, metavar="S", help="Tier-1 model whose config names the labels.")
 @click.option("--big", default=None, metavar="B", help="Tier-2 model whose config names the labels.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Record invalid records as rejected (see `tango status`) and submit the rest, "
+                   "instead of refusing the whole file.")
+@click.option("--max-items", type=click.IntRange(min=1), default=DEFAULT_MAX_ITEMS, envvar=ENV_MAX_ITEMS,
+              show_default=True, metavar="N", help=f"Refuse a corpus of more than N items [env {ENV_MAX_ITEMS}].")
 @corpus_options
 @redis_option
 def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: str | None, labels: str | None,
-                   small: str | None, big: str | None, fmt: str | None, text_column: str, pair_column: str | None,
-                   id_column: str, label_column: str, redis_url: str | None) -> None:
+                   small: str | None, big: str | None, skip_invalid: bool, max_items: int, fmt: str | None,
+                   text_column: str, pair_column: str | None, id_column: str, label_column: str,
+                   redis_url: str | None) -> None:
     """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id."""
     from common.celery_app import make_app
     from common.submission import SubmitRequest, submit
 
     settings, store = open_store(redis_url)
-    request = SubmitRequest(path=input_path, spec=corpus_spec(fmt, text_column, pair_column, id_column, label_column),
-                            threshold=threshold, chunk_size=chunk_size, job_id=job_id,
-                            labels=tuple(labels.split(",")) if labels else (), small=small, big=big)
+    spec = dataclasses.replace(corpus_spec(fmt, text_column, pair_column, id_column, label_column),
+                               max_items=max_items)
+    request = SubmitRequest(path=input_path, spec=spec, threshold=threshold, chunk_size=chunk_size, job_id=job_id,
+                            labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
+                            skip_invalid=skip_invalid)
     with redis_errors(settings):
         done = submit(store, make_app("client", settings), request)
     cut = f", {done.truncated} over-long texts cut" if done.truncated else ""
+    cut += f", {done.rejected} invalid records rejected" if done.rejected else ""
     click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {','.join(done.labels)}{cut} "
                f"({done.seconds:.1f} s)", err=True)
     click.echo(done.job)
@@ -64,7 +76,8 @@ def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
     settings, store = open_store(redis_url)
     with redis_errors(settings):
         status = store.status(job)
-    click.echo(json.dumps(status_dict(status)) if as_json else format_status(status))
+        rejects = store.rejects(job) if status.rejected else []
+    click.echo(json.dumps(status_dict(status, rejects)) if as_json else format_status(status, rejects))
 
 
 @click.command("wait", context_settings=CONTEXT)
@@ -91,7 +104,7 @@ def wait_command(job: str, interval: float, timeout: float | None, redis_url: st
                 if status.is_final or (deadline is not None and time.monotonic() > deadline):
                     break
                 time.sleep(interval)
-                status = store.status(job)
+                status = poll(store, job, settings)
     click.echo(format_status(status), err=True)
     if status.state == "done":
         return EXIT_OK
@@ -144,14 +157,39 @@ def cancel_command(job: str, redis_url: str | None) -> None:
             click.echo(f"job {job} had already ended ({store.status(job).state})")
 
 
-def status_dict(s: JobStatus) -> dict:
+def poll(store: ResultStore, job: str, settings: ClusterSettings) -> JobStatus:
+    """The job's status once more, riding out a Redis restart; a job that vanished is an error.
+
+    ``wait`` has seen the job, so a missing record now means it was lost
+    (a restart without persistence), never that it finished.
+    """
+    import redis
+
+    give_up = time.monotonic() + OUTAGE_GRACE
+    while True:
+        try:
+            return store.status(job)
+        except JobGoneError:
+            raise
+        except JobError:
+            raise JobGoneError(f"the records of job {job!r} are gone from Redis at {settings.masked_url} "
+                               f"while it ran{store.volatility()}; its results are lost: submit it again") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > give_up:
+                raise ServiceUnavailable(f"lost Redis at {settings.masked_url} for over {OUTAGE_GRACE:.0f} s: "
+                                         f"{first_line(exc)}") from None
+            time.sleep(1.0)
+
+
+def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
     return {"job": s.job, "state": s.state, "total": s.total, "done": s.done, "failed": s.failed,
             "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
             "threshold": s.threshold, "labels": s.labels, "accuracy": s.accuracy if s.is_final else None,
-            "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0)}
+            "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
+            "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 
-def format_status(s: JobStatus) -> str:
+def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
     share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
     lines = [f"job       {s.job}",
              f"state     {s.state}",
@@ -161,4 +199,7 @@ def format_status(s: JobStatus) -> str:
              f"rate      {s.rate:.1f} items/s over {s.elapsed:.1f} s"]
     if s.is_final and s.gold:
         lines.append(f"accuracy  {s.accuracy:.4f} on {s.gold} items with gold labels")
+    if s.rejected:
+        first = f" (first: {rejects[0][1]})" if rejects else ""
+        lines.append(f"rejected  {s.rejected} invalid input records left out{first}")
     return "\n".join(lines)

@@ -21,6 +21,9 @@ DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 DEFAULT_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 4096  # nothing caps a message's size on the Redis transport but us
 DEFAULT_CONNECT_TIMEOUT = 3.0
+DEFAULT_MAX_ITEMS = 10_000_000  # per job; a larger corpus is more likely a mistake than a job
+
+ENV_MAX_ITEMS = "TANGO_MAX_ITEMS"
 
 ENV_REDIS_URL = "TANGO_REDIS_URL"
 ENV_VISIBILITY_TIMEOUT = "TANGO_VISIBILITY_TIMEOUT"

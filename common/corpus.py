@@ -18,6 +18,7 @@ from common.records import detect_format, header, read_records
 # No 512-token model reads past a few thousand characters; cutting longer texts
 # here keeps a 1 MB line from becoming a 1 MB queue message.
 DEFAULT_MAX_CHARS = 32_768
+KEPT_REJECTS = 1000  # a file of garbage must not fill memory with errors: keep the first, count all
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,13 @@ class CorpusSummary:
     pairs: int = 0
     labelled: int = 0
     truncated: int = 0
-    rejected: list[DataError] = field(default_factory=list)
+    rejected: int = 0
+    rejects: list[DataError] = field(default_factory=list)  # the first KEPT_REJECTS of them
+
+    def reject(self, error: DataError) -> None:
+        self.rejected += 1
+        if len(self.rejects) < KEPT_REJECTS:
+            self.rejects.append(error)
 
 
 def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
@@ -68,7 +75,7 @@ def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
     _check_columns(path, fmt, spec)
     seen: set[int] = set()
     count = 0
-    for line, row in read_records(path, fmt):
+    for line, row in read_records(path, fmt, on_error=on_error):
         try:
             item = _item(row, line, spec, path, seen)
         except DataError as exc:
@@ -78,20 +85,21 @@ def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
             continue
         count += 1
         if spec.max_items is not None and count > spec.max_items:
-            raise DataError(f"{path}: more than {spec.max_items} items (the limit); split the corpus")
+            raise DataError(f"{path}, line {line}: item {count} is over the limit of {spec.max_items} items "
+                            "per job (--max-items); split the corpus", line)
         yield item
 
 
 def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: bool = False) -> CorpusSummary:
     """Validate the whole file in one streaming pass and count what it holds."""
     summary = CorpusSummary()
-    for item in read_corpus(path, spec, summary.rejected.append if skip_invalid else None):
+    for item in read_corpus(path, spec, summary.reject if skip_invalid else None):
         summary.items += 1
         summary.pairs += item.text_pair is not None
         summary.labelled += item.label is not None
         summary.truncated += item.truncated
     if summary.items == 0:
-        raise DataError(f"{path}: no items to label" + (f" ({len(summary.rejected)} rejected)" if summary.rejected else ""))
+        raise DataError(f"{path}: no items to label" + (f" ({summary.rejected} rejected)" if summary.rejected else ""))
     return summary
 
 
@@ -102,19 +110,19 @@ def _check_columns(path: Path, fmt: str, spec: CorpusSpec) -> None:
     wanted = [spec.text_column] + ([spec.pair_column] if spec.pair_column else [])
     for column in wanted:
         if column not in columns:
-            raise DataError(f"{path}: no column {column!r}; the file has {columns} "
-                            "(choose with --text-column / --pair-column)")
+            raise DataError(f"{path}, line 1: no column {column!r}; the header has {columns} "
+                            "(choose with --text-column / --pair-column)", 1)
 
 
 def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) -> Item:
     where = f"{path}, line {line}"
-    text = _text(row, spec.text_column, where, required=True)
-    pair = _text(row, spec.pair_column or "text_pair", where, required=spec.pair_column is not None)
+    text = _text(row, spec.text_column, where, line, required=True)
+    pair = _text(row, spec.pair_column or "text_pair", where, line, required=spec.pair_column is not None)
     raw_id = row.get(spec.id_column)
     item_id = str(line) if raw_id is None or str(raw_id).strip() == "" else str(raw_id).strip()
     digest = int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
     if digest in seen:
-        raise DataError(f"{where}: duplicate id {item_id!r}")
+        raise DataError(f"{where}: duplicate id {item_id!r}", line)
     seen.add(digest)
     label = row.get(spec.label_column)
     label = None if label is None or str(label).strip() == "" else str(label).strip()
@@ -124,14 +132,14 @@ def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) ->
     return Item(item_id, text, pair, label, line, truncated=cut)
 
 
-def _text(row: dict, column: str, where: str, required: bool) -> str | None:
+def _text(row: dict, column: str, where: str, line: int, required: bool) -> str | None:
     value = row.get(column)
     if value is None:
         if required:
-            raise DataError(f"{where}: missing field {column!r}")
+            raise DataError(f"{where}: missing field {column!r}", line)
         return None
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {column!r} must be a string, got {type(value).__name__}")
+        raise DataError(f"{where}: field {column!r} must be a string, got {type(value).__name__}", line)
     if not value.strip():
-        raise DataError(f"{where}: field {column!r} is empty")
+        raise DataError(f"{where}: field {column!r} is empty", line)
     return value

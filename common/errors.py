@@ -30,7 +30,11 @@ class ConfigError(TangoError):
 
 
 class DataError(TangoError):
-    """Raised when an input file or one of its records cannot be used."""
+    """Raised when an input file or one of its records cannot be used; ``line`` names the record."""
+
+    def __init__(self, message: str, line: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 class ModelLoadError(TangoError):

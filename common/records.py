@@ -10,7 +10,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from common.errors import DataError
 
@@ -34,12 +34,17 @@ def detect_format(path: str | Path, fmt: str | None = None) -> str:
     return _SUFFIXES[suffix]
 
 
-def read_records(path: str | Path, fmt: str | None = None,
-                 fieldnames: list[str] | None = None) -> Iterator[tuple[int, dict]]:
+OnError = Callable[[DataError], None]
+
+
+def read_records(path: str | Path, fmt: str | None = None, fieldnames: list[str] | None = None,
+                 on_error: OnError | None = None) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, row)`` for every record of the file.
 
     Line numbers are 1-based lines of the file (rows for parquet), so an error
     can point at the exact place. ``fieldnames`` reads a header-less csv/tsv.
+    With ``on_error``, a line that is not valid UTF-8 or (JSON Lines) not a JSON
+    object is reported to it and skipped, since a generator that raised cannot go on.
     """
     path = Path(path)
     fmt = detect_format(path, fmt)
@@ -48,9 +53,9 @@ def read_records(path: str | Path, fmt: str | None = None,
     if fmt == "parquet":
         yield from _parquet(path)
         return
-    lines = _decoded_lines(path)
+    lines = _decoded_lines(path, on_error)
     if fmt == "jsonl":
-        yield from _jsonl(path, lines)
+        yield from _jsonl(path, lines, on_error)
     elif fmt == "txt":
         for number, line in lines:
             text = line.rstrip("\r\n")
@@ -60,26 +65,39 @@ def read_records(path: str | Path, fmt: str | None = None,
         yield from _delimited(path, lines, "\t" if fmt == "tsv" else ",", fieldnames)
 
 
-def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+def _decoded_lines(path: Path, on_error: OnError | None = None) -> Iterator[tuple[int, str]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+                _report(DataError(f"{path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                                  number), on_error)
+                continue
+            yield number, text
 
 
-def _jsonl(path: Path, lines: Iterable[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
+def _jsonl(path: Path, lines: Iterable[tuple[int, str]], on_error: OnError | None) -> Iterator[tuple[int, dict]]:
     for number, line in lines:
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {number}: malformed JSON ({exc.msg})") from None
+            _report(DataError(f"{path}, line {number}: malformed JSON ({exc.msg})", number), on_error)
+            continue
         if not isinstance(row, dict):
-            raise DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            _report(DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}", number),
+                    on_error)
+            continue
         yield number, row
+
+
+def _report(error: DataError, on_error: OnError | None) -> None:
+    """Raise ``error``, or hand it to ``on_error`` when the caller skips bad records."""
+    if on_error is None:
+        raise error
+    on_error(error)
 
 
 def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str,

@@ -202,7 +202,8 @@ class ResultStore:
             raise JobError(f"job {spec.job!r} already exists; choose another --job-id")
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
-                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated, "rejected": spec.rejected,
+                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
+                  "rejected": spec.rejected,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)

@@ -41,6 +41,7 @@ class SubmitRequest:
     labels: tuple[str, ...] = ()
     small: str | None = None
     big: str | None = None
+    skip_invalid: bool = False  # record bad records as rejected and go on, instead of refusing the file
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Submitted:
     labels: list[str]
     seconds: float
     truncated: int = 0
+    rejected: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,19 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
     if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
         raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
-    summary = summarize(request.path, request.spec)
+    summary = summarize(request.path, request.spec, skip_invalid=request.skip_invalid)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels))
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
-                             truncated=summary.truncated))
+                             truncated=summary.truncated, rejected=summary.rejected))
+    store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
+    skip = (lambda error: None) if request.skip_invalid else None  # already counted by summarize
     chunks = 0
     try:
         with app.producer_or_acquire() as producer:
-            for chunk in chunked(read_corpus(request.path, request.spec), job, request.chunk_size,
+            for chunk in chunked(read_corpus(request.path, request.spec, skip), job, request.chunk_size,
                                  threshold, source.labels):
                 app.send_task(TASK_TIER1, args=[chunk.encode()], producer=producer)
                 chunks += 1
@@ -88,7 +92,8 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
                                  f"{exc}; cancel it and submit again") from None
     store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
-    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated)
+    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
+                     summary.rejected)
 
 
 def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str]) -> Iterator[Chunk]:
