@@ -21,6 +21,7 @@ DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 DEFAULT_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 4096  # nothing caps a message's size on the Redis transport but us
 DEFAULT_CONNECT_TIMEOUT = 3.0
+PRECISIONS = ("fp32", "bf16", "fp16")  # a model's float type (bf16/fp16 on GPUs)
 DEFAULT_MAX_ITEMS = 10_000_000  # per job; a larger corpus is more likely a mistake than a job
 
 ENV_MAX_ITEMS = "TANGO_MAX_ITEMS"

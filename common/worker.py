@@ -28,11 +28,13 @@ from common.celery_app import make_app
 from common.config import ClusterSettings
 from common.errors import (ConfigError, JobError, JobGoneError, LabelMismatchError, MessageError, TangoError,
                            first_line)
-from common.faults import DEFAULT_MAX_ATTEMPTS, ENV_MAX_ATTEMPTS, attempts_exhausted, item_probabilities, stop_worker
+from common.faults import (DEFAULT_MAX_ATTEMPTS, ENV_MAX_ATTEMPTS, Scorer, attempts_exhausted, item_probabilities,
+                           stop_worker)
 from common.labels import LabelAlignment, align_labels, model_labels
 from common.messages import TASK_TIER2, Chunk, WorkItem
 from common.results import ResultRecord, gold_matches
 from common.store import ResultStore
+from common.telemetry import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ ENV_MODEL = "TANGO_MODEL"
 ENV_DEVICE = "TANGO_DEVICE"
 ENV_BATCH_SIZE = "TANGO_BATCH_SIZE"
 ENV_THREADS = "TANGO_THREADS"
+ENV_MAX_WAIT_MS = "TANGO_MAX_WAIT_MS"  # tier 2: > 0 gathers items of many chunks into one batch
+ENV_QUANTIZE = "TANGO_QUANTIZE"
+ENV_PRECISION = "TANGO_PRECISION"
+ENV_METRICS_PORT = "TANGO_METRICS_PORT"
 STORE_RETRIES = 8  # ~15 s of backoff: rides out a Redis restart before giving the task back
 
 Entry = tuple[int, ResultRecord, "bool | None"]
@@ -57,6 +63,10 @@ class WorkerSettings:
     threads: int | None = None
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     max_attempts: int = DEFAULT_MAX_ATTEMPTS  # starts of one chunk before its items are recorded as failed
+    max_wait_ms: int = 0
+    quantize: bool = False
+    precision: str = "fp32"
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
@@ -68,11 +78,15 @@ class WorkerSettings:
         return cls(tier=tier, model=model, device=env.get(ENV_DEVICE, "cpu") or "cpu",
                    batch_size=_int(env, ENV_BATCH_SIZE, 32), threads=_int(env, ENV_THREADS, None),
                    cluster=ClusterSettings.from_env(env=env),
-                   max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS))
+                   max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
+                   max_wait_ms=_int(env, ENV_MAX_WAIT_MS, 0, low=0), quantize=env.get(ENV_QUANTIZE, "") == "1",
+                   precision=env.get(ENV_PRECISION) or "fp32", metrics_port=_int(env, ENV_METRICS_PORT, 0, low=0))
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
-               ENV_MAX_ATTEMPTS: str(self.max_attempts), **self.cluster.to_env()}
+               ENV_MAX_ATTEMPTS: str(self.max_attempts), ENV_MAX_WAIT_MS: str(self.max_wait_ms),
+               ENV_QUANTIZE: "1" if self.quantize else "", ENV_PRECISION: self.precision,
+               ENV_METRICS_PORT: str(self.metrics_port), **self.cluster.to_env()}
         if self.threads:
             env[ENV_THREADS] = str(self.threads)
         return env
@@ -82,7 +96,8 @@ class TierRuntime:
     """A tier's Celery app plus the model and store each worker process holds."""
 
     def __init__(self, tier: int, decide: Callable[["TierRuntime", Chunk, np.ndarray, LabelAlignment], Decision],
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, batching: "Callable[[WorkerSettings, Scorer], Scorer | None] | None" = None
+                 ) -> None:
         self.tier = tier
         self.queue = f"tier{tier}"
         self.decide = decide
@@ -91,6 +106,9 @@ class TierRuntime:
         self.model = None
         self.store: ResultStore | None = None
         self.settings: WorkerSettings | None = None
+        self.metrics: WorkerMetrics | None = None
+        self.scorer: Scorer | None = None  # the model, or tier 2's cross-chunk batcher in front of it
+        self._batching = batching
         self._lock = threading.Lock()
         self._serving = False  # set once a worker of *this* app starts (tests import both tiers)
         self._connect_signals()
@@ -139,6 +157,9 @@ class TierRuntime:
                         in_pool_child)
 
     def _on_shutdown(self, **_) -> None:
+        close = getattr(self.scorer, "close", None)
+        if self._serving and close is not None:
+            close()  # run what is queued, so the waiting tasks store their results and get acked
         if self._serving and self.store is not None:
             try:
                 self.store.withdraw(self.tier, self.worker_name)
@@ -158,9 +179,15 @@ class TierRuntime:
                 return
             settings = self.settings or WorkerSettings.from_env(self.tier, self._env)
             start = time.perf_counter()
-            self.model = load_model(settings)
+            model = load_model(settings)
+            self.metrics = WorkerMetrics(self.tier)
+            model.on_batch = self.metrics.batch
             self.store = ResultStore.open(settings.cluster, retries=STORE_RETRIES)
             self.settings = settings
+            self.scorer = (self._batching(settings, model) if self._batching else None) or model
+            if settings.metrics_port:
+                self.metrics.serve(settings.metrics_port)
+            self.model = model  # last: other threads take a set model to mean "loaded"
             self.store.advertise(self.tier, self.worker_name, {"model": settings.model, "labels": self.model.labels,
                                                                "device": str(self.model.device)})
             log.info("tier %d worker ready: model %s (labels %s), device %s, queue %r, batch size %d, "
@@ -207,7 +234,7 @@ class TierRuntime:
             return self._fail(chunk, f"tier {self.tier} model {self.settings.model} does not fit the job: {exc}")
         texts = [item.text for item in chunk.items]
         pairs = [item.text_pair or "" for item in chunk.items] if chunk.has_pairs else None
-        probs, ok, errors = item_probabilities(self.model, texts, pairs)
+        probs, ok, errors = item_probabilities(self.scorer, texts, pairs)
         if errors:
             self._fail_items(chunk, errors)
             if not ok:
@@ -217,12 +244,14 @@ class TierRuntime:
         if forward:
             self.app.send_task(TASK_TIER2, args=[chunk.forward(forward).encode()])
         added = self.store.write(chunk.job, entries)
+        self.metrics.chunk(len(entries), len(forward))
         log.info("job %r chunk %d: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.chunk,
                  len(chunk.items), len(entries), added, len(forward), time.perf_counter() - start)
         return {"job": chunk.job, "chunk": chunk.chunk, "decided": len(entries), "forwarded": len(forward)}
 
     def _fail(self, chunk: Chunk, reason: str) -> dict:
         log.error("job %r chunk %d failed: %s", chunk.job, chunk.chunk, reason)
+        self.metrics.failed(len(chunk.items))
         self.store.write(chunk.job, [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
                                      for item in chunk.items])
         return {"job": chunk.job, "chunk": chunk.chunk, "failed": reason}
@@ -231,6 +260,7 @@ class TierRuntime:
         """Record the items the model raised on (by position in the chunk), each with its reason."""
         log.error("job %r chunk %d: tier %d model failed on %d of %d items (first: %s)", chunk.job, chunk.chunk,
                   self.tier, len(errors), len(chunk.items), next(iter(errors.values())))
+        self.metrics.failed(len(errors))
         self.store.write(chunk.job, [(chunk.items[n].index, ResultRecord.failed(
             chunk.items[n].id, self.tier, f"tier {self.tier} model error: {reason}"), None)
             for n, reason in errors.items()])
@@ -264,10 +294,11 @@ def load_model(settings: WorkerSettings):
         torch.set_num_threads(settings.threads)
     from common.models import load_tier
 
-    return load_tier(settings.model, device=settings.device, batch_size=settings.batch_size)
+    return load_tier(settings.model, device=settings.device, batch_size=settings.batch_size,
+                     quantize=settings.quantize, precision=settings.precision)
 
 
-def _int(env: dict[str, str], name: str, default: int | None) -> int | None:
+def _int(env: dict[str, str], name: str, default: int | None, low: int = 1) -> int | None:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
@@ -275,6 +306,6 @@ def _int(env: dict[str, str], name: str, default: int | None) -> int | None:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value}")
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}")
     return value

@@ -70,3 +70,25 @@ def test_unavailable_devices_fail_early(spec):
         pytest.skip("this machine has MPS")
     with pytest.raises(ConfigError):
         resolve_device(spec)
+
+
+def test_a_quantized_model_loads_and_classifies_like_the_float_one(tiny_models):
+    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+
+    from tests.workers import TEXTS
+
+    plain = load_tier(str(tiny_models["big"]))
+    quantized = load_tier(str(tiny_models["big"]), quantize=True)
+    assert any(isinstance(m, QuantizedLinear) for m in quantized.model.modules())
+    assert quantized.labels == plain.labels
+    probs, reference = quantized.probabilities(TEXTS), plain.probabilities(TEXTS)
+    assert probs.shape == reference.shape and np.allclose(probs.sum(axis=1), 1.0)
+    # this random model's wide init amplifies int8 noise (up to ~0.13 here); real checkpoints differ far less
+    assert np.abs(probs - reference).mean() < 0.1
+
+
+def test_half_precision_is_refused_on_the_cpu(tiny_models):
+    with pytest.raises(ModelLoadError, match="GPU"):
+        load_tier(str(tiny_models["big"]), precision="bf16")
+    with pytest.raises(ModelLoadError, match="precision"):
+        load_tier(str(tiny_models["big"]), precision="fp8")
