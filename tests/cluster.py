@@ -33,37 +33,55 @@ def free_port() -> int:
 class RedisServer:
     port: int
     process: subprocess.Popen
+    argv: list[str] = field(default_factory=list)
+    password: str | None = None  # the default user's (``--requirepass``), for the test's own client
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
+        return redis.Redis(port=self.port, password=self.password, decode_responses=True)
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
 
+    def crash(self) -> None:
+        """SIGKILL: no shutdown save, only what the append-only file already holds survives."""
+        self.process.kill()
+        self.process.wait(timeout=30)
 
-def start_redis(directory: Path) -> RedisServer:
+    def restart(self) -> None:
+        """The same server again: same port, same --dir (so the same AOF, if any)."""
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _await_ping(self)
+
+
+def start_redis(directory: Path, *args: str, password: str | None = None) -> RedisServer:
+    """A throwaway redis-server without persistence; ``args`` add or override settings."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not on PATH: the cluster tests need a real Redis")
     port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = RedisServer(port, process)
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(directory), *args]
+    server = RedisServer(port, subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                         argv, password)
+    _await_ping(server)
+    return server
+
+
+def _await_ping(server: RedisServer) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         try:
             if server.client().ping():
-                return server
+                return
         except redis.ConnectionError:
             time.sleep(0.05)
-    process.kill()
-    pytest.fail(f"redis-server on port {port} did not answer PING")
+    server.process.kill()
+    pytest.fail(f"redis-server on port {server.port} did not answer PING")
 
 
 @pytest.fixture(scope="session")
@@ -111,12 +129,13 @@ class Worker:
 
 
 def start_worker(tier: int, name: str, model: Path, redis_url: str, log_dir: Path,
-                 pool: str = "prefork") -> Worker:
-    """``python -m celery -A tierN_worker worker`` as its own process group."""
+                 pool: str = "prefork", app: str | None = None, **env: str) -> Worker:
+    """``python -m celery -A tierN_worker worker`` (or ``-A app``) as its own process group; ``env``
+    adds TANGO_* settings."""
     log = log_dir / f"{name}.log"
-    env = tango_env(redis_url, TANGO_MODEL=str(model), TANGO_THREADS="1")
+    env = tango_env(redis_url, TANGO_MODEL=str(model), TANGO_THREADS="1", **env)
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", f"tier{tier}_worker", "worker", "-Q", f"tier{tier}", "-P", pool,
+        [sys.executable, "-m", "celery", "-A", app or f"tier{tier}_worker", "worker", "-Q", f"tier{tier}", "-P", pool,
          "-c", "1", "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "-l", "INFO"],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     return Worker(name, process, log)
