@@ -20,6 +20,7 @@ from torch import nn
 
 from common.config import PRECISIONS
 from common.devices import resolve_device
+from common.encoding import FastEncoder
 from common.errors import ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,19 @@ class TierModel:
     # called with (items, seconds) after every forward pass: worker metrics hang here
     on_batch: Callable[[int, float], None] | None = None
     labels: list[str] = field(init=False)
+    encoder: FastEncoder | None = field(init=False)
 
     def __post_init__(self) -> None:
         id2label = self.model.config.id2label or {}
         self.labels = [str(id2label.get(i, f"LABEL_{i}")) for i in range(self.num_labels)]
+        self.encoder = FastEncoder.for_tokenizer(self.tokenizer, self.max_length)
+
+    def encode(self, texts: list[str], pairs: list[str] | None) -> dict[str, torch.Tensor]:
+        """Padded, truncated model inputs; the fast path when the tokenizer has a Rust backend."""
+        if self.encoder is not None:
+            return self.encoder(texts, pairs)
+        return dict(self.tokenizer(texts, pairs, padding=True, truncation=True, max_length=self.max_length,
+                                   return_tensors="pt"))
 
     @property
     def num_labels(self) -> int:
@@ -86,9 +96,7 @@ class TierModel:
 
     def _forward(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
         start = time.perf_counter()
-        encoded = self.tokenizer(texts, pairs, padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt")
-        encoded = {k: v.to(self.device) for k, v in encoded.items()}
+        encoded = {k: v.to(self.device) for k, v in self.encode(texts, pairs).items()}
         logits = self.model(**encoded).logits.float().cpu().numpy()
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - start)
