@@ -23,8 +23,12 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
               help="Training examples (default 3000 from SST-2, 200 with --quick; the sample set has 175).")
 @click.option("--max-corpus-items", "max_corpus_items", type=click.IntRange(min=1), default=None, metavar="N",
               help="Label only the first N corpus items.")
-@click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=0.9, show_default=True, metavar="T",
-              help="Items whose calibrated tier-1 confidence is at or above T stop at tier 1.")
+@click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=None, metavar="T",
+              help="Items whose calibrated tier-1 confidence is at or above T stop at tier 1. Default: the "
+                   "fastest threshold within --max-drop accuracy points of the big model on held-out "
+                   "calibration items.")
+@click.option("--max-drop", "max_drop", type=click.FloatRange(0.0, 100.0), default=1.0, show_default=True,
+              metavar="POINTS", help="Accuracy points the cascade may lose when the threshold is chosen for you.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Inference batch size of both tiers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data splits and training.")
@@ -33,7 +37,7 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
                    "(not available yet: the demo runs embedded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object on stdout.")
 def demo_command(data_dir: str | None, cache_dir: str, quick: bool, max_train_samples: int | None,
-                 max_corpus_items: int | None, threshold: float, batch_size: int, seed: int,
+                 max_corpus_items: int | None, threshold: float | None, max_drop: float, batch_size: int, seed: int,
                  redis_url: str | None, as_json: bool) -> None:
     """Build a MiniLM cascade and label a sample corpus with it, offline.
 
@@ -51,6 +55,6 @@ def demo_command(data_dir: str | None, cache_dir: str, quick: bool, max_train_sa
                           "--redis-url, then serve the printed models with `tango worker`")
     settings = DemoSettings(cache_dir=Path(cache_dir), data_dir=data_dir, quick=quick,
                             max_train_samples=max_train_samples, max_corpus_items=max_corpus_items,
-                            threshold=threshold, seed=seed, batch_size=batch_size)
+                            threshold=threshold, max_drop=max_drop, seed=seed, batch_size=batch_size)
     result = run_demo(settings, say=lambda line: click.echo(line, err=True))
     click.echo(json.dumps(result.as_dict()) if as_json else format_result(result))

@@ -26,7 +26,7 @@ from common.training import TrainingData, label_ids_for
 log = logging.getLogger(__name__)
 
 SAMPLE_FILE = Path(__file__).parent / "data" / "sample_reviews.tsv"
-RECIPE_VERSION = 1  # bump when the recipe changes, so stale cached pairs are rebuilt
+RECIPE_VERSION = 2  # bump when the recipe changes, so stale cached pairs are rebuilt
 
 
 @dataclass
@@ -38,7 +38,8 @@ class DemoSettings:
     quick: bool = False
     max_train_samples: int | None = None
     max_corpus_items: int | None = None
-    threshold: float = 0.9
+    threshold: float | None = None  # None: the fastest within ``max_drop`` on the calibration split
+    max_drop: float = 1.0
     seed: int = 0
     batch_size: int = 32
 
@@ -48,8 +49,15 @@ class DemoSettings:
     def epochs(self, sample: bool) -> tuple[float, float]:
         """(big, small) epochs: the sample set is tiny, so it needs more passes."""
         if self.quick:
-            return (3.0, 6.0) if sample else (1.0, 2.0)
-        return (6.0, 6.0) if sample else (1.0, 3.0)
+            return (3.0, 3.0) if sample else (1.0, 2.0)
+        return (6.0, 3.0) if sample else (1.0, 3.0)
+
+    def phrases(self, sample: bool) -> int:
+        """Unlabelled phrases the big tier labels for distillation: a few hundred sentences are too
+        few for a one-layer student to learn graded confidences from, SST-2 is already phrase-rich."""
+        if not sample:
+            return 0
+        return 600 if self.quick else 3000
 
     @staticmethod
     def small_learning_rate(sample: bool) -> float:
@@ -144,8 +152,24 @@ def _cap(data: TrainingData, limit: int | None) -> TrainingData:
 def cache_key(settings: DemoSettings, data: DemoData) -> str:
     """Names the pair by everything that shaped it, so changed options never reuse stale models."""
     spec = {"v": RECIPE_VERSION, "train": data.train.fingerprint(), "calib": data.calibration.fingerprint(),
-            "epochs": settings.epochs(data.sample), "seed": settings.seed}
+            "epochs": settings.epochs(data.sample),
+            "phrases": settings.phrases(data.sample), "seed": settings.seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def with_phrases(data: TrainingData, count: int, seed: int) -> TrainingData:
+    """The sentences plus ``count`` random word spans of them (3+ words), for the teacher to label."""
+    rng = random.Random(seed)
+    words = [text.split() for text in data.texts]
+    spans: list[str] = []
+    candidates = [w for w in words if len(w) > 3]
+    while candidates and len(spans) < count:
+        sentence = rng.choice(candidates)
+        start = rng.randrange(0, len(sentence) - 2)
+        end = rng.randrange(start + 3, len(sentence) + 1)
+        spans.append(" ".join(sentence[start:end]))
+    ids = np.concatenate([data.label_ids, np.zeros(len(spans), dtype=np.int64)])
+    return TrainingData(data.texts + spans, None, ids, list(data.labels))
 
 
 def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None]) -> tuple[Path, Path]:
@@ -165,12 +189,14 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
         say(f"training the big tier: MiniLM, 6 layers, on {len(data.train)} examples ({big_epochs:g} epochs)")
         train_model(TrainSettings(model=backbone, output=str(big), epochs=big_epochs, batch_size=16,
                                   learning_rate=1e-4, seed=settings.seed), data.train)
-    say("labelling the training data with the big tier (soft labels for distillation)")
-    soft = teacher_logits(str(big), data.train, cache_dir=root / "logits")
+    distil = with_phrases(data.train, settings.phrases(data.sample), settings.seed)
+    say(f"labelling {len(distil)} sentences and phrases with the big tier (soft labels for distillation)")
+    soft = teacher_logits(str(big), distil, cache_dir=root / "logits")
+    distil.label_ids = soft.argmax(axis=1)  # phrases have no gold label: the teacher's answer stands in
     say(f"distilling the small tier: MiniLM cut to 1 layer ({small_epochs:g} epochs)")
     train_model(TrainSettings(model=backbone, output=str(small), layer_num=1, epochs=small_epochs,
                               batch_size=16, learning_rate=settings.small_learning_rate(data.sample),
-                              distill_alpha=0.5, seed=settings.seed), data.train, teacher_logits=soft)
+                              distill_alpha=0.5, seed=settings.seed), distil, teacher_logits=soft)
     calib = calibrate_model(small, data.calibration.texts, data.calibration.pairs, data.calibration.label_ids)
     say(f"calibrated the small tier on {calib.examples} held-out examples: temperature {calib.temperature:.2f}")
     return big, small
@@ -184,12 +210,13 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> DemoResult:
         f"from {data.source}")
     say("step 2/3: building the model pair (cached after the first run)")
     big_dir, small_dir = build_pair(settings, data, say)
-    say(f"step 3/3: labelling {len(data.corpus)} items through the cascade (threshold {settings.threshold:g}), "
-        "then with the big model alone")
-    return label_corpus(settings, data, big_dir, small_dir)
+    say("step 3/3: choosing the threshold, then labelling the corpus through the cascade and with the "
+        "big model alone")
+    return label_corpus(settings, data, big_dir, small_dir, say)
 
 
-def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_dir: Path) -> DemoResult:
+def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_dir: Path,
+                 say: Callable[[str], None] = lambda _: None) -> DemoResult:
     from common.cascade import TIER_SMALL, Cascade, run_single
     from common.evaluation import ideal_speedup
     from common.labels import align_labels
@@ -198,19 +225,34 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
     small = load_tier(str(small_dir), batch_size=settings.batch_size)
     big = load_tier(str(big_dir), batch_size=settings.batch_size)
     alignment = align_labels(small.labels, big.labels)
+    threshold = settings.threshold or choose_threshold(small, big, alignment, data.calibration, settings.max_drop, say)
     texts = data.corpus.texts
     for model in (small, big):
         model.logits(texts[:2])
-    out = Cascade(small, big, settings.threshold, alignment).run(texts, progress=True)
+    out = Cascade(small, big, threshold, alignment).run(texts, progress=True)
     alone = run_single(big, alignment.big_to_canonical, alignment.labels, texts, progress="big model alone")
     small_alone = alignment.small_to_canonical[small.logits(texts).argmax(axis=1)]
     gold = _gold(data, alignment)
     tier1 = int((out.tiers == TIER_SMALL).sum())
-    return DemoResult(data.source, len(texts), settings.threshold, tier1, len(texts) - tier1, out.seconds,
+    return DemoResult(data.source, len(texts), threshold, tier1, len(texts) - tier1, out.seconds,
                       alone.seconds, alone.seconds / out.seconds if out.seconds else float("inf"),
                       ideal_speedup(out.small_seconds, alone.seconds, out.tier2_fraction),
                       _accuracy(out.label_ids, gold), _accuracy(alone.label_ids, gold), _accuracy(small_alone, gold),
                       {"small": str(small_dir), "big": str(big_dir)})
+
+
+def choose_threshold(small, big, alignment, calibration: TrainingData, max_drop: float,
+                     say: Callable[[str], None]) -> float:
+    """The sweep's recommendation on the held-out calibration items, never on the corpus it then labels."""
+    from common.sweep import run_pair, sweep
+
+    pair = run_pair(small, big, alignment, calibration.texts, calibration.pairs, progress=False)
+    gold = np.asarray([alignment.label_id(calibration.labels[i]) for i in calibration.label_ids])
+    result = sweep(pair.small_probs, pair.big_preds, gold, *pair.per_item(), max_drop=max_drop)
+    threshold = result.recommended.threshold
+    say(f"  threshold {threshold:.3f}: the fastest within {max_drop:g} accuracy points of the big model "
+        f"on the {len(calibration)} held-out calibration items")
+    return threshold
 
 
 def _gold(data: DemoData, alignment) -> np.ndarray | None:
@@ -224,7 +266,7 @@ def _accuracy(preds: np.ndarray, gold: np.ndarray | None) -> float | None:
 
 def format_result(result: DemoResult) -> str:
     share = 100.0 / result.items
-    lines = [f"labelled {result.items} items from {result.source} at threshold {result.threshold:g}",
+    lines = [f"labelled {result.items} items from {result.source} at threshold {result.threshold:.3f}",
              f"  tier 1 (small, MiniLM 1 layer) decided {result.tier1_items:5d} items ({result.tier1_items * share:.1f}%)",
              f"  tier 2 (big, MiniLM 6 layers)  decided {result.tier2_items:5d} items ({result.tier2_items * share:.1f}%)",
              f"  time: cascade {result.cascade_seconds:.2f} s, big model alone {result.big_seconds:.2f} s",
