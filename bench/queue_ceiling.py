@@ -1,0 +1,137 @@
+"""The queue's own ceiling: a near-free model through submit, tier 1, tier 2 and the result store.
+
+A 1-layer BERT with hidden size 8 costs next to nothing, so what this measures is
+the pipeline itself: reading and validating the corpus, encoding chunks, the broker,
+decoding, the routing, the Lua result writes and the forward to tier 2 (the threshold
+is set so that about 20% of items escalate). Prints ``N items/s`` end to end (from the
+start of ``tango submit`` to the job's ``finished`` time), plus the tier-2 mean batch
+size from its Prometheus endpoint and the peak memory of every process.
+
+    python bench/queue_ceiling.py --items 100000 --chunk-size 1000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (free_port, machine, peak_of, start_redis, start_worker, stop_all,  # noqa: E402
+                           wait_done, wait_ready)
+
+SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "sst2"
+
+
+def build_corpus(path: Path, items: int) -> list[str]:
+    """``items`` SST-2 train sentences (cycled) as JSON lines with gold labels."""
+    rows = [line.split("\t") for line in (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    names = ("negative", "positive")
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(items):
+            text, label = rows[n % len(rows)]
+            out.write(json.dumps({"id": str(n), "text": text, "label": names[int(label)]}) + "\n")
+    return [text for text, _ in rows[:5000]]
+
+
+def build_model(directory: Path, sample: list[str]) -> Path:
+    from common.tiny import build_tiny_model
+
+    return build_tiny_model(directory, ["negative", "positive"], layers=1, hidden=8, corpus=sample, seed=3)
+
+
+def escalating_threshold(model_dir: Path, sample: list[str], fraction: float) -> float:
+    """The confidence below which ``fraction`` of the sample falls: about that share goes to tier 2."""
+    import numpy as np
+
+    from common.models import load_tier
+
+    probs = load_tier(str(model_dir), batch_size=256).probabilities(sample)
+    return float(np.quantile(probs.max(axis=1), fraction))
+
+
+def scrape_batches(port: int) -> tuple[float, float]:
+    """(batches, items) of tier 2's batch-size histogram."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("tango_batch_size_sum", "tango_batch_size_count")):
+            name, value = line.split(" ")
+            values[name.split("{")[0]] = float(value)
+    return values.get("tango_batch_size_count", 0.0), values.get("tango_batch_size_sum", 0.0)
+
+
+def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:
+    """One job through a fresh Redis and fresh workers; returns its figures."""
+    corpus = root / f"corpus-{items}.jsonl"
+    build_corpus(corpus, items)
+    redis_proc, url = start_redis(root)
+    port = free_port()
+    tier2_args = ["--batch-size", str(args.tier2_batch), "--threads", "1", "--metrics-port", str(port)]
+    if args.max_wait_ms:
+        tier2_args += ["--max-wait-ms", str(args.max_wait_ms)]
+    workers = [start_worker(1, model, url, root, "--batch-size", str(args.tier1_batch), "--threads", "1",
+                            "-c", str(args.tier1_processes)),
+               start_worker(2, model, url, root, *tier2_args)]
+    try:
+        wait_ready(workers)
+        idle = {w.name: w.cpu_seconds() for w in [redis_proc, *workers]}
+        job = f"ceiling-{items}"
+        start = time.time()
+        submit_mb, _ = peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold),
+                                "--chunk-size", str(args.chunk_size), "--labels", "negative,positive"], url)
+        submitted = time.time()
+        import redis
+
+        finished = wait_done(redis.Redis.from_url(url), job)
+        wait_mb, _ = peak_of(["wait", job], url)
+        results_mb, _ = peak_of(["results", job, "-o", str(root / f"results-{items}.jsonl")], url)
+        status = redis.Redis.from_url(url, decode_responses=True).hgetall(f"tango:{{{job}}}:meta")
+        batches, batched = scrape_batches(port)
+        return {"items": items, "seconds": finished - start, "submit_seconds": submitted - start,
+                "rate": items / (finished - start), "tier2": int(status["tier2"]), "done": int(status["done"]),
+                "tier2_batches": batches, "tier2_mean_batch": batched / batches if batches else 0.0,
+                "submit_mb": submit_mb, "wait_mb": wait_mb, "results_mb": results_mb,
+                "worker_mb": {w.name: w.peak_rss_mb() for w in workers},
+                "cpu": {w.name: w.cpu_seconds() - idle[w.name] for w in [redis_proc, *workers]},
+                "redis_mb": redis_proc.peak_rss_mb()}
+    finally:
+        stop_all([redis_proc, *workers])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--tier1-batch", type=int, default=256)
+    parser.add_argument("--tier2-batch", type=int, default=256)
+    parser.add_argument("--tier1-processes", type=int, default=1)
+    parser.add_argument("--max-wait-ms", type=int, default=0, help="tier-2 batcher (0: off)")
+    parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="tango-ceiling-") as tmp:
+        root = Path(tmp)
+        sample = build_corpus(root / "sample.jsonl", 10)
+        model = build_model(root / "model", sample)
+        threshold = escalating_threshold(model, sample, args.escalate)
+        figures = run_job(root, args.items, args, model, threshold)
+    print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
+          f"process(es), tier-2 batch {args.tier2_batch}, max wait {args.max_wait_ms} ms, 1 torch thread each")
+    print(f"{figures['items']} items ({figures['done']} done, {figures['tier2'] / figures['items']:.1%} by tier 2) "
+          f"in {figures['seconds']:.2f} s (submit returned after {figures['submit_seconds']:.2f} s); "
+          f"tier-2 mean batch {figures['tier2_mean_batch']:.1f} over {figures['tier2_batches']:.0f} batches")
+    print(f"peak memory MiB: submit {figures['submit_mb']:.0f}, wait {figures['wait_mb']:.0f}, "
+          f"results {figures['results_mb']:.0f}, " + ", ".join(f"{k} {v:.0f}" for k, v in figures["worker_mb"].items())
+          + f", redis {figures['redis_mb']:.0f}")
+    print("CPU seconds used by the job: " +
+          ", ".join(f"{k} {v:.1f}" for k, v in figures["cpu"].items()))
+    print(f"{figures['rate']:.0f} items/s")
+
+
+if __name__ == "__main__":
+    main()
