@@ -144,6 +144,24 @@ def jobs_command(limit: int, redis_url: str | None) -> None:
         click.echo(f"{s.job:<28} {s.state:<10} {s.done:>9} {s.total:>9} {s.failed:>7} {tier2:>6}  {created}")
 
 
+@click.command("resume", context_settings=CONTEXT)
+@click.argument("job")
+@redis_option
+def resume_command(job: str, redis_url: str | None) -> None:
+    """Send JOB's unanswered items to tier 1 again (after a Redis crash lost queued work).
+
+    Safe at any time: results are written once per item, so a resend costs at
+    most duplicate work. Reads the job's source file as submit did.
+    """
+    from common.celery_app import make_app
+    from common.submission import resume
+
+    settings, store = open_store(redis_url)
+    with redis_errors(settings):
+        done = resume(store, make_app("client", settings), job)
+    click.echo(f"resent {done.items} unanswered items of {job} in {done.chunks} chunks")
+
+
 @click.command("cancel", context_settings=CONTEXT)
 @click.argument("job")
 @redis_option

@@ -109,6 +109,7 @@ class JobSpec:
     labelled: int = 0
     truncated: int = 0  # items whose text the parser cut to its maximum length
     rejected: int = 0  # input records left out by --skip-invalid (not part of ``total``)
+    corpus: str = ""  # how the source was read (JSON), so ``resume`` can read it the same way
 
 
 @dataclass
@@ -203,7 +204,7 @@ class ResultStore:
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
-                  "rejected": spec.rejected,
+                  "rejected": spec.rejected, "corpus": spec.corpus,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
@@ -286,6 +287,14 @@ class ResultStore:
         if added < 0:
             raise JobGoneError(_gone(job))
         return int(added)
+
+    def answered(self, job: str) -> set[int]:
+        """The indices of every item with a result or a recorded failure."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hkeys(results_key(job))
+        pipe.hkeys(failures_key(job))
+        results, failures = pipe.execute()
+        return {int(index) for index in (*results, *failures)}
 
     def iter_results(self, job: str, partial: bool = False, block: int = READ_BLOCK) -> Iterator[ResultRecord]:
         """Every item's record in input order, ``block`` keys per round trip.

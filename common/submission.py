@@ -8,6 +8,8 @@ model does not speak it refuses the chunk instead of writing wrong labels.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +22,8 @@ from kombu.exceptions import OperationalError
 from common.cascade import validate_threshold
 from common.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.corpus import CorpusSpec, Item, read_corpus, summarize
-from common.errors import ConfigError, ServiceUnavailable
+from common.errors import DataError
+from common.errors import ConfigError, JobError, ServiceUnavailable
 from common.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
 from common.messages import TASK_TIER1, Chunk, WorkItem
@@ -75,25 +78,70 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
-                             truncated=summary.truncated, rejected=summary.rejected))
+                             truncated=summary.truncated, rejected=summary.rejected,
+                             corpus=json.dumps({**dataclasses.asdict(request.spec),
+                                                "skip_invalid": request.skip_invalid})))
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
-    skip = (lambda error: None) if request.skip_invalid else None  # already counted by summarize
-    chunks = 0
-    try:
-        with app.producer_or_acquire() as producer:
-            for chunk in chunked(read_corpus(request.path, request.spec, skip), job, request.chunk_size,
-                                 threshold, source.labels):
-                app.send_task(TASK_TIER1, args=[chunk.encode()], producer=producer)
-                chunks += 1
-                if progress:
-                    progress(len(chunk.items))
-    except OperationalError as exc:
-        raise ServiceUnavailable(f"lost the broker at {store.url} after {chunks} chunks of job {job!r}: "
-                                 f"{exc}; cancel it and submit again") from None
+    items = read_corpus(request.path, request.spec, _skip if request.skip_invalid else None)
+    chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels), progress)
     store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
     return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
                      summary.rejected)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    job: str
+    chunks: int
+    items: int
+
+
+def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
+    """Send every item of a running job that has no result yet to tier 1 again.
+
+    The result store, not the broker, is the record of what is done: kombu can
+    lose a message that a worker popped just as Redis crashed. Re-reading the
+    job's source the way submit read it and re-sending the unanswered items is
+    always safe (writes are idempotent); it costs duplicate work at most.
+    """
+    status = store.status(job)
+    if status.is_final:
+        raise JobError(f"job {job!r} is {status.state}: nothing to resume")
+    corpus = json.loads(status.extra.get("corpus") or "{}")
+    if not corpus:
+        raise JobError(f"job {job!r} was submitted without a record of how to read its source; submit it again")
+    skip_invalid = corpus.pop("skip_invalid", False)
+    path, spec = status.extra.get("source", ""), CorpusSpec(**corpus)
+    answered = store.answered(job)
+    size = int(status.extra.get("chunk_size") or 1)
+    items = read_corpus(path, spec, _skip if skip_invalid else None)
+    missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
+               for chunk in chunked(items, job, size, status.threshold, status.labels))
+    chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items))
+    log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
+    return Resumed(job, chunks, sent)
+
+
+def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
+            progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Send chunks to tier 1 over one producer; returns how many chunks and items were sent."""
+    sent = items = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                app.send_task(TASK_TIER1, args=[chunk.encode()], producer=producer)
+                sent, items = sent + 1, items + len(chunk.items)
+                if progress:
+                    progress(len(chunk.items))
+    except OperationalError as exc:
+        raise ServiceUnavailable(f"lost the broker at {store.url} after {sent} chunks of job {job!r}: "
+                                 f"{exc}; run `tango resume {job}` once it is back") from None
+    return sent, items
+
+
+def _skip(error: DataError) -> None:
+    """Drop a bad record on the sending pass (``summarize`` counted and recorded it)."""
 
 
 def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str]) -> Iterator[Chunk]:
