@@ -1,0 +1,103 @@
+"""Bad input at `tango submit`, against a real redis-server: each case is one line naming the record,
+with nothing recorded or enqueued; `--skip-invalid` records the bad records as rejected and goes on."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from cli.main import cli, run
+from common.corpus import DEFAULT_MAX_CHARS
+from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+
+GOOD = '{"id": "a", "text": "a fine film"}\n'
+BAD_LINES = {  # name: (line 2 of a .jsonl file, what the error says)
+    "malformed JSON": (b'{"text": "unclosed\n', "line 2: malformed JSON"),
+    "missing text": (b'{"id": "b", "txt": "typo"}\n', "line 2: missing field 'text'"),
+    "non-string text": (b'{"id": "b", "text": 42}\n', "line 2: field 'text' must be a string, got int"),
+    "empty text": (b'{"id": "b", "text": "   "}\n', "line 2: field 'text' is empty"),
+    "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}\n', "line 2: not valid UTF-8"),
+    "duplicate id": (b'{"id": "a", "text": "again"}\n', "line 2: duplicate id 'a'"),
+    "not an object": (b'["a", "list"]\n', "line 2: expected a JSON object, got list"),
+}
+
+
+def submit(redis_url: str, path, *args: str) -> int:
+    return run(cli, args=["submit", str(path), "--labels", "neg,pos", "--job-id", "j", "--redis-url", redis_url,
+                          *args])
+
+
+def queued_items(client) -> list[dict]:
+    items = []
+    for raw in client.lrange("tier1", 0, -1):
+        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        items += args[0]["items"]
+    return items
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LINES))
+def test_a_bad_record_stops_submit_naming_its_line(redis_server, redis_url, tmp_path, capsys, case):
+    line, message = BAD_LINES[case]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(GOOD.encode() + line + b'{"id": "c", "text": "last"}\n')
+    assert submit(redis_url, path) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and str(path) in err
+    assert redis_server.client().keys("*") == [], "nothing may be recorded or enqueued"
+
+
+@pytest.mark.parametrize("content, args, message", [
+    (b"", (), "no items to label"),
+    (b"\n  \n", (), "no items to label"),
+    (b"sentence,label\nfine,1\n", (), "line 1: no column 'text'"),
+    (b'{"text": "fine"}\n', ("--text-column", "body"), "line 1: missing field 'body'"),
+    (GOOD.encode() + b'{"text": "b"}\n{"text": "c"}\n{"text": "d"}\n', ("--max-items", "3"),
+     "line 4: item 4 is over the limit of 3 items"),
+])
+def test_an_unusable_file_stops_submit(redis_server, redis_url, tmp_path, capsys, content, args, message):
+    path = tmp_path / ("in.csv" if content.startswith(b"sentence") else "in.jsonl")
+    path.write_bytes(content)
+    assert submit(redis_url, path, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert redis_server.client().keys("*") == []
+
+
+def test_the_item_limit_comes_from_the_environment_too(redis_server, redis_url, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "in.jsonl"
+    path.write_text(GOOD + '{"text": "b"}\n')
+    monkeypatch.setenv("TANGO_MAX_ITEMS", "1")
+    assert submit(redis_url, path) == 2 and "over the limit of 1 items" in capsys.readouterr().err
+    assert redis_server.client().keys("*") == []
+
+
+def test_a_1mb_text_is_cut_to_the_maximum_and_counted(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text(GOOD + json.dumps({"id": "big", "text": "word " * 200_000}) + "\n")
+    assert submit(redis_url, path) == 0
+    assert "1 over-long texts cut" in capsys.readouterr().err
+    items = queued_items(redis_server.client())
+    assert [len(i["text"]) for i in items] == [len("a fine film"), DEFAULT_MAX_CHARS]
+    assert redis_server.client().hget("tango:{j}:meta", "truncated") == "1"
+
+
+def test_skip_invalid_records_every_bad_record_and_submits_the_rest(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    bad = [line for line, _ in BAD_LINES.values()]
+    body = GOOD.encode() + b"".join(bad[n] + f'{{"id": "ok{n}", "text": "good {n}"}}\n'.encode()
+                                    for n in range(len(bad)))
+    path.write_bytes(body)
+    assert submit(redis_url, path, "--skip-invalid") == 0
+    assert f"{len(bad)} invalid records rejected" in capsys.readouterr().err
+    client = redis_server.client()
+    assert [i["id"] for i in queued_items(client)] == ["a"] + [f"ok{n}" for n in range(len(bad))]
+    assert [i["i"] for i in queued_items(client)] == list(range(len(bad) + 1))  # indices stay dense
+    assert run(cli, args=["status", "j", "--json", "--redis-url", redis_url]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["total"], status["rejected"]) == (len(bad) + 1, len(bad))
+    assert [r["line"] for r in status["rejects"]] == [2 + 2 * n for n in range(len(bad))]
+    reasons = " ".join(r["reason"] for r in status["rejects"])
+    assert all(message.split(": ", 1)[1] in reasons for _, message in BAD_LINES.values())
+    assert run(cli, args=["status", "j", "--redis-url", redis_url]) == 0
+    assert f"rejected  {len(bad)} invalid input records left out (first: " in capsys.readouterr().out
