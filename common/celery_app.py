@@ -18,6 +18,7 @@ from common.config import ClusterSettings
 from common.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, TASK_TIER2
 
 ROLES = ("client", "tier1", "tier2")
+PROCESS_START_TIMEOUT = 600.0  # seconds a pool process may take to load its model
 
 
 def make_app(role: str, settings: ClusterSettings) -> Celery:
@@ -53,6 +54,9 @@ def celery_config(settings: ClusterSettings) -> dict[str, Any]:
         "result_backend": None,
         "task_send_sent_event": False,
         "worker_prefetch_multiplier": 1,
+        # a prefork child loads its model before it reports up; Celery's 4 s default would kill and
+        # replace every child whose model takes longer to load, forever
+        "worker_proc_alive_timeout": PROCESS_START_TIMEOUT,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_send_task_events": False,
         "broker_connection_retry_on_startup": True,

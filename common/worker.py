@@ -120,12 +120,14 @@ class TierRuntime:
         signals.worker_ready.connect(self._on_ready, weak=False)
         signals.worker_shutdown.connect(self._on_shutdown, weak=False)
         signals.worker_process_shutdown.connect(self._on_shutdown, weak=False)  # prefork children
+        signals.worker_shutting_down.connect(self._on_shutting_down, weak=False)
 
     def _preflight(self, sender=None, **_) -> None:
         """Before any fork: fail the whole worker with one line if its settings or model are unusable."""
         if getattr(sender, "app", None) is not self.app:
             return
         self._serving = True
+        self._controller = sender
         try:
             self.settings = WorkerSettings.from_env(self.tier, self._env)
             model_labels(self.settings.model)
@@ -153,8 +155,16 @@ class TierRuntime:
             self.ensure_loaded()
         except Exception as exc:  # noqa: BLE001 - whatever it is, this process cannot serve
             code = exc.exit_code if isinstance(exc, TangoError) else 2
-            stop_worker(f"tier {self.tier} worker process {os.getpid()} cannot load its model: {exc}", code,
-                        in_pool_child)
+            model = self.settings.model if self.settings else os.environ.get(ENV_MODEL, "?")
+            stop_worker(f"tier {self.tier} worker process {os.getpid()} cannot load its model {model}: "
+                        f"{first_line(exc)}", code, in_pool_child)
+
+    def _on_shutting_down(self, how: str = "", exitcode: int | None = None, **_) -> None:
+        """Keep a cold shutdown's non-zero status (SIGQUIT, as ``stop_worker`` sends): Celery's
+        terminate path drops it and exits 0, which would hide a worker that could not serve."""
+        controller = getattr(self, "_controller", None)
+        if self._serving and controller is not None and how == "Cold" and exitcode:
+            controller.exitcode = exitcode
 
     def _on_shutdown(self, **_) -> None:
         close = getattr(self.scorer, "close", None)

@@ -1,0 +1,63 @@
+"""Faults inside a worker, with real celery worker processes: an item the model raises on, a chunk that
+kills its process every time (capped, then recorded as failed items), a model that cannot load."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from tests.chaos.harness import drained, until
+from tests.cluster import START_TIMEOUT, run_tango, start_redis, start_worker, wait_ready
+
+KILLER, RAISER = 15, 25  # item positions; chunks of 10: the killer spoils chunk 1, the raiser only itself
+
+
+def test_a_crashing_chunk_is_capped_and_a_raising_item_fails_alone(tiny_models, tmp_path):
+    corpus = tmp_path / "in.jsonl"
+    texts = {KILLER: "POISON-KILL here", RAISER: "POISON-RAISE here"}
+    corpus.write_text("".join(json.dumps({"id": f"x{i}", "text": texts.get(i, f"a plain review number {i}")}) + "\n"
+                              for i in range(40)))
+    server = start_redis(tmp_path)
+    env = {"TANGO_MAX_ATTEMPTS": "2", "TANGO_VISIBILITY_TIMEOUT": "4"}
+    workers = [start_worker(1, "poisoned", tiny_models["small"], server.url, tmp_path, app="tests.chaos.poison_app",
+                            **env),
+               start_worker(2, "t2", tiny_models["big"], server.url, tmp_path, **env)]
+    try:
+        wait_ready(workers)
+        assert run_tango("submit", str(corpus), "--job-id", "poison", "--chunk-size", "10", "--labels",
+                         "negative,positive", redis_url=server.url).returncode == 0
+        waited = run_tango("wait", "poison", redis_url=server.url)
+        until(lambda: drained(server.client()), "the queues to drain")
+        status = json.loads(run_tango("status", "poison", "--json", redis_url=server.url).stdout)
+        fetched = run_tango("results", "poison", redis_url=server.url)
+        log = workers[0].log.read_text()
+        alive = workers[0].process.poll() is None
+    finally:
+        for worker in workers:
+            worker.stop()
+        server.stop()
+    assert waited.returncode == 1 and "ended failed (11 failed items)" in waited.stderr
+    assert (status["state"], status["done"], status["failed"]) == ("failed", 29, 11)
+    records = [json.loads(line) for line in fetched.stdout.splitlines()]
+    assert [r["id"] for r in records] == [f"x{i}" for i in range(40)]
+    failed = {i: r["error"] for i, r in enumerate(records) if "error" in r}
+    assert sorted(failed) == [*range(10, 20), RAISER]
+    assert all("gave up after 2 starts" in failed[i] for i in range(10, 20))
+    assert failed[RAISER] == "tier 1 model error: ValueError: poisoned text"
+    assert all(r["label"] in ("negative", "positive") for i, r in enumerate(records) if i not in failed)
+    assert log.count("exited with 'signal 9 (SIGKILL)'") == 2, "two starts, then the cap"
+    assert alive, "the worker itself survives its pool processes"
+
+
+def test_a_worker_whose_model_cannot_load_exits_non_zero_with_one_line(tiny_models, tmp_path):
+    broken = shutil.copytree(tiny_models["small"], tmp_path / "broken-model")
+    (broken / "model.safetensors").write_bytes(b"not a tensor file")  # the config still reads fine
+    server = start_redis(tmp_path)
+    worker = start_worker(1, "broken", broken, server.url, tmp_path)
+    try:
+        code = worker.process.wait(timeout=START_TIMEOUT)
+    finally:
+        worker.stop()
+        server.stop()
+    reasons = [line for line in worker.log.read_text().splitlines() if "cannot load its model" in line]
+    assert code != 0
+    assert len(reasons) == 1 and "broken-model" in reasons[0], worker.log.read_text()[-3000:]
