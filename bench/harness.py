@@ -6,6 +6,7 @@ in the same run, print the figures and clean up every process they started.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -14,12 +15,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
+SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
 START_TIMEOUT = 300.0
 
 
@@ -145,6 +148,28 @@ def peak_of(args: list[str], redis_url: str) -> tuple[float, str]:
     if returncode != "0":
         sys.exit(f"tango {' '.join(args)} failed: {done.stderr[-2000:]}")
     return int(kib) / 1024, done.stdout
+
+
+def build_corpus(path: Path, items: int) -> list[str]:
+    """``items`` SST-2 train sentences (cycled) as JSON lines with gold labels."""
+    rows = [line.split("\t") for line in (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    names = ("negative", "positive")
+    with path.open("w", encoding="utf-8") as out:
+        for n in range(items):
+            text, label = rows[n % len(rows)]
+            out.write(json.dumps({"id": str(n), "text": text, "label": names[int(label)]}) + "\n")
+    return [text for text, _ in rows[:5000]]
+
+
+def scrape_batches(port: int) -> tuple[float, float]:
+    """(batches, items) of tier 2's batch-size histogram."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("tango_batch_size_sum", "tango_batch_size_count")):
+            name, value = line.split(" ")
+            values[name.split("{")[0]] = float(value)
+    return values.get("tango_batch_size_count", 0.0), values.get("tango_batch_size_sum", 0.0)
 
 
 def _children(pid: int) -> list[int]:

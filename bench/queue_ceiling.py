@@ -12,30 +12,15 @@ size from its Prometheus endpoint and the peak memory of every process.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import (free_port, machine, peak_of, start_redis, start_worker, stop_all,  # noqa: E402
-                           wait_done, wait_ready)
-
-SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "sst2"
-
-
-def build_corpus(path: Path, items: int) -> list[str]:
-    """``items`` SST-2 train sentences (cycled) as JSON lines with gold labels."""
-    rows = [line.split("\t") for line in (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]]
-    names = ("negative", "positive")
-    with path.open("w", encoding="utf-8") as out:
-        for n in range(items):
-            text, label = rows[n % len(rows)]
-            out.write(json.dumps({"id": str(n), "text": text, "label": names[int(label)]}) + "\n")
-    return [text for text, _ in rows[:5000]]
+from bench.harness import (build_corpus, free_port, machine, peak_of, scrape_batches, start_redis,  # noqa: E402
+                           start_worker, stop_all, wait_done, wait_ready)
 
 
 def build_model(directory: Path, sample: list[str]) -> Path:
@@ -52,17 +37,6 @@ def escalating_threshold(model_dir: Path, sample: list[str], fraction: float) ->
 
     probs = load_tier(str(model_dir), batch_size=256).probabilities(sample)
     return float(np.quantile(probs.max(axis=1), fraction))
-
-
-def scrape_batches(port: int) -> tuple[float, float]:
-    """(batches, items) of tier 2's batch-size histogram."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line.startswith(("tango_batch_size_sum", "tango_batch_size_count")):
-            name, value = line.split(" ")
-            values[name.split("{")[0]] = float(value)
-    return values.get("tango_batch_size_count", 0.0), values.get("tango_batch_size_sum", 0.0)
 
 
 def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:

@@ -1,0 +1,127 @@
+"""The cluster (real redis-server, one tier-1 and one tier-2 worker) vs the in-process cascade.
+
+Both sides label the same items with the same models, threshold and chunk size, in one run:
+in-process first, then the cluster with a plain tier-2 worker (one model batch per forwarded
+chunk), then the cluster with tier 2's cross-chunk batcher (``--max-wait-ms``), then in-process
+again; the ratio uses the mean of the two in-process runs. Workers are started and warm before
+the clock starts (in-process models are loaded before too). Cluster time runs from the start of
+``tango submit`` to the job's ``finished`` time. Tier 2's mean batch size comes from its
+Prometheus endpoint.
+
+    python bench/cluster_vs_inprocess.py --items 4000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis  # noqa: E402
+import torch  # noqa: E402
+
+from bench.harness import (build_corpus, free_port, machine, peak_of, scrape_batches, start_redis,  # noqa: E402
+                           start_worker, stop_all, wait_done, wait_ready)
+from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
+from cli.label import label_items  # noqa: E402
+from common.cascade import Cascade  # noqa: E402
+from common.corpus import read_corpus  # noqa: E402
+from common.labels import align_labels  # noqa: E402
+from common.models import load_tier  # noqa: E402
+
+
+def in_process(cascade: Cascade, corpus: Path, chunk_size: int) -> tuple[float, list[str]]:
+    """What ``tango label`` does, timed without model loading; returns (seconds, labels)."""
+    start = time.perf_counter()
+    records = list(label_items(cascade, read_corpus(corpus), ("small", "big"), {"tier2": 0, "items": 0}, chunk_size))
+    return time.perf_counter() - start, [r.label for r in records]
+
+
+def cluster(root: Path, pair: Pair, corpus: Path, args: argparse.Namespace, threshold: float,
+            tier2_args: list[str], run: int) -> dict:
+    """One job on a fresh Redis with fresh, warm workers; returns its figures."""
+    redis_proc, url = start_redis(root)
+    port = free_port()
+    workers = [start_worker(1, pair.small, url, root, "--threads", "1", "--batch-size", str(args.batch_size)),
+               start_worker(2, pair.big, url, root, "--threads", "1", "--batch-size", str(args.batch_size),
+                            "--metrics-port", str(port), *tier2_args)]
+    try:
+        wait_ready(workers)
+        job = f"bench-{run}"
+        start = time.time()
+        peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
+                 str(args.chunk_size), "--labels", "negative,positive"], url)
+        finished = wait_done(redis.Redis.from_url(url), job)
+        out = root / f"{job}.jsonl"
+        peak_of(["results", job, "-o", str(out)], url)
+        batches, items = scrape_batches(port)
+        meta = redis.Redis.from_url(url, decode_responses=True).hgetall(f"tango:{{{job}}}:meta")
+        return {"seconds": finished - start, "batches": batches, "mean_batch": items / batches if batches else 0,
+                "tier2": int(meta["tier2"]),
+                "labels": [json.loads(line)["label"] for line in out.read_text().splitlines()]}
+    finally:
+        stop_all([redis_proc, *workers])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=4000)
+    parser.add_argument("--chunk-size", type=int, default=64, help="as `tango submit`'s default")
+    parser.add_argument("--batch-size", type=int, default=32, help="model batch size, both tiers, both sides")
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch thread counts to run in-process with; the fastest is the baseline "
+                             "(default: 1 and all cores; each worker gets 1)")
+    parser.add_argument("--max-wait-ms", type=int, default=50)
+    parser.add_argument("--inflight", type=int, default=16, help="tier-2 task threads when batching")
+    parser.add_argument("--stand-in", action="store_true")
+    args = parser.parse_args()
+    threads = args.threads or sorted({1, torch.get_num_threads()})
+    with tempfile.TemporaryDirectory(prefix="tango-cluster-bench-") as tmp:
+        root = Path(tmp)
+        pair = choose_pair(root, args.stand_in)
+        corpus = root / "corpus.jsonl"
+        sample = build_corpus(corpus, args.items)
+        small = load_tier(str(pair.small), batch_size=args.batch_size)
+        big = load_tier(str(pair.big), batch_size=args.batch_size)
+        threshold = pick_threshold(pair, small, sample[:1000], args.threshold)
+        cascade = Cascade(small, big, threshold, align_labels(small.labels, big.labels))
+        print(f"machine: {machine()}")
+        print(f"models: {pair.label}")
+        print(f"{args.items} SST-2 train sentences, threshold {threshold:.4f}, chunk size {args.chunk_size}, "
+              f"batch size {args.batch_size}; in-process with {threads} torch threads, workers 1 thread each")
+        cascade.run(sample[:16])  # warm-up
+        runs = {n: [] for n in threads}
+        for n in threads:
+            torch.set_num_threads(n)
+            seconds, reference = in_process(cascade, corpus, args.chunk_size)
+            runs[n].append(seconds)
+        plain = cluster(root, pair, corpus, args, threshold, [], 1)
+        batched = cluster(root, pair, corpus, args, threshold,
+                          ["--max-wait-ms", str(args.max_wait_ms), "-c", str(args.inflight)], 2)
+        for n in reversed(threads):
+            torch.set_num_threads(n)
+            runs[n].append(in_process(cascade, corpus, args.chunk_size)[0])
+    for n, seconds in runs.items():
+        print(f"in-process, {n} torch thread(s): {seconds[0]:.1f} s before, {seconds[1]:.1f} s after the cluster "
+              f"({args.items / (sum(seconds) / 2):.1f} items/s on average)")
+    best = min(threads, key=lambda n: sum(runs[n]))
+    base = args.items / (sum(runs[best]) / 2)
+    print(f"baseline: in-process with {best} thread(s), {base:.1f} items/s")
+    for name, figures in (("cluster, plain tier 2", plain),
+                          (f"cluster, tier-2 batcher (max wait {args.max_wait_ms} ms, {args.inflight} in flight)",
+                           batched)):
+        rate = args.items / figures["seconds"]
+        agree = sum(a == b for a, b in zip(figures["labels"], reference)) / len(reference)
+        print(f"{name}: {figures['seconds']:.1f} s ({rate:.1f} items/s), ratio to in-process {rate / base:.3f}; "
+              f"tier 2: {figures['tier2']} items in {figures['batches']:.0f} batches, mean batch "
+              f"{figures['mean_batch']:.1f} of {args.batch_size} ({figures['mean_batch'] / args.batch_size:.0%}); "
+              f"labels agree with in-process on {agree:.2%}")
+
+
+if __name__ == "__main__":
+    main()
