@@ -162,6 +162,9 @@ class TierRuntime:
     def _on_shutting_down(self, how: str = "", exitcode: int | None = None, **_) -> None:
         """Keep a cold shutdown's non-zero status (SIGQUIT, as ``stop_worker`` sends): Celery's
         terminate path drops it and exits 0, which would hide a worker that could not serve."""
+        drain = getattr(self.scorer, "drain", None)
+        if self._serving and drain is not None:
+            drain()  # tier 2's batcher: run what is queued now, so its task threads finish and ack
         controller = getattr(self, "_controller", None)
         if self._serving and controller is not None and how == "Cold" and exitcode:
             controller.exitcode = exitcode

@@ -71,6 +71,7 @@ class Batcher:
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._closing = False
+        self._draining = False  # run what is queued at once, without waiting for batches to fill
         self._thread = threading.Thread(target=self._loop, name="tango-batcher", daemon=True)
         self._thread.start()
 
@@ -91,10 +92,17 @@ class Batcher:
         """Blocking form, a drop-in for ``TierModel.probabilities`` (what a task thread calls)."""
         return self.submit(texts, pairs).result()
 
+    def drain(self) -> None:
+        """From now on run items as soon as they are queued: the worker is shutting down and its
+        task threads must finish (and their messages be acknowledged) without waiting out a timer."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
+
     def close(self, timeout: float | None = None) -> None:
         """Run every item already queued (without waiting for more), then stop the thread."""
         with self._cond:
-            self._closing = True
+            self._closing = self._draining = True
             self._cond.notify_all()
         self._thread.join(timeout)
 
@@ -111,7 +119,7 @@ class Batcher:
         """Wait (holding the condition) until a batch is due; None once closed and drained."""
         while True:
             waiting = self._waiting()
-            if waiting >= self.batch_size or (waiting and self._closing):
+            if waiting >= self.batch_size or (waiting and self._draining):
                 return self._take()
             if not waiting:
                 if self._closing:

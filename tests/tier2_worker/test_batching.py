@@ -128,3 +128,13 @@ def test_batched_tier_2_keeps_each_jobs_results_apart(tiny_models, redis_url):
         assert [(r.id, r.label, r.tier) for r in got] == [(r.id, r.label, r.tier) for r in want]
         assert np.allclose([r.score for r in got], [r.score for r in want], atol=1e-5)
         assert batched.store.status(job).state == "done"
+
+
+def test_drain_runs_queued_items_at_once_and_keeps_accepting():
+    model = Recorder()
+    batcher = Batcher(model, batch_size=100, max_wait=HOUR)
+    waiting = batcher.submit(texts(0, 2))
+    batcher.drain()
+    assert waiting.result(START_TIMEOUT)[:, 0].tolist() == [0, 1]
+    assert batcher.probabilities(texts(5, 1))[:, 0].tolist() == [5]  # a task still finishing its message
+    batcher.close()
