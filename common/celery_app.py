@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu import Queue
@@ -71,5 +72,13 @@ def celery_config(settings: ClusterSettings) -> dict[str, Any]:
     }
     if settings.redis_url.startswith("rediss://"):
         # without it kombu silently skips certificate checks (RELIABILITY.md)
-        config["broker_use_ssl"] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        config["broker_use_ssl"] = tls_options(settings.redis_url)
     return config
+
+
+def tls_options(url: str) -> dict[str, Any]:
+    """Certificates are always checked; a private CA or client certificate comes from the URL's
+    query (``?ssl_ca_certs=PATH&ssl_certfile=...&ssl_keyfile=...``), as redis-py reads it too."""
+    query = parse_qs(urlsplit(url).query)
+    files = {name: query[name][-1] for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if name in query}
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **files}

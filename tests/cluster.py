@@ -74,7 +74,7 @@ def start_redis(directory: Path, *args: str, password: str | None = None) -> Red
 
 def _await_ping(server: RedisServer) -> None:
     deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and server.process.poll() is None:
         try:
             if server.client().ping():
                 return
