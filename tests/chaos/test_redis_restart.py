@@ -43,6 +43,14 @@ def start_job(server: RedisServer, fleet: Fleet, texts: list[str], tmp_path,
     return ids, waiter, log
 
 
+def crash_and_restart(server: RedisServer, job: str) -> None:
+    """SIGKILL Redis once the job has answered some items, and start it again on the same port and dir."""
+    client = server.client()
+    until(lambda: progress(client, job)[1] > 0, "the job to start")
+    server.crash()
+    server.restart()
+
+
 def settled(client, job: str) -> bool:
     """The job ended, or nothing is queued or in flight and nothing moves: it can only wait for a resume."""
     before = progress(client, job)
@@ -57,10 +65,7 @@ def test_with_aof_workers_reconnect_and_the_job_finishes(tiny_models, texts, tmp
     fleet = Fleet(server, tiny_models, tmp_path, env={"TANGO_VISIBILITY_TIMEOUT": "4"})
     try:
         ids, waiter, log = start_job(server, fleet, texts, tmp_path, "aof")
-        client = server.client()
-        until(lambda: progress(client, "aof")[1] > 0, "the job to start")
-        server.crash()
-        server.restart()
+        crash_and_restart(server, "aof")
         state, answered = progress(server.client(), "aof")
         assert state == "running" and answered < N_ITEMS, "the crash should have hit the job mid-way"
         until(lambda: settled(server.client(), "aof"), "the job to finish or stall", timeout=600)
@@ -86,10 +91,7 @@ def test_without_persistence_the_cli_reports_the_job_gone(tiny_models, texts, tm
     fleet = Fleet(server, tiny_models, tmp_path)
     try:
         _, waiter, log = start_job(server, fleet, texts, tmp_path, "vol")
-        client = server.client()
-        until(lambda: progress(client, "vol")[1] > 0, "the job to start")
-        server.crash()
-        server.restart()
+        crash_and_restart(server, "vol")
         out, _ = waiter.communicate(timeout=600)
         err = log.read_text()
         status = run_tango("status", "vol", redis_url=server.url)

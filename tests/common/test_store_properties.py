@@ -56,13 +56,18 @@ def store(redis_url) -> ResultStore:
     return ResultStore.open(ClusterSettings(redis_url=redis_url))
 
 
+def new_job(store: ResultStore, total: int) -> str:
+    job = f"p{next(_jobs)}"
+    store.create_job(JobSpec(job=job, total=total, labels=["negative", "positive"], threshold=0.9, chunk_size=4))
+    store.mark_submitted(job)
+    return job
+
+
 @SETTINGS
 @given(deliveries())
 def test_any_replay_of_chunk_writes_equals_writing_each_item_once(store, case):
     total, writes = case
-    job = f"p{next(_jobs)}"
-    store.create_job(JobSpec(job=job, total=total, labels=["negative", "positive"], threshold=0.9, chunk_size=4))
-    store.mark_submitted(job)
+    job = new_job(store, total)
     added = sum(store.write(job, [record(*entry) for entry in chunk]) for chunk in writes)
     final = reference(writes)
     status = store.status(job)
@@ -82,9 +87,7 @@ def test_any_replay_of_chunk_writes_equals_writing_each_item_once(store, case):
 @given(deliveries())
 def test_the_job_is_unfinished_until_its_last_item_whatever_the_order(store, case):
     total, writes = case
-    job = f"q{next(_jobs)}"
-    store.create_job(JobSpec(job=job, total=total, labels=["negative", "positive"], threshold=0.9, chunk_size=4))
-    store.mark_submitted(job)
+    job = new_job(store, total)
     seen: set[int] = set()
     for chunk in writes:
         store.write(job, [record(*entry) for entry in chunk])
