@@ -1,0 +1,29 @@
+"""`tango worker`'s throughput options: what it refuses before starting anything, and its defaults."""
+from __future__ import annotations
+
+import pytest
+
+from cli.main import cli, run
+from cli.worker import available_cores, choose_pool, default_threads
+from common.errors import ConfigError
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tier1", "--max-wait-ms", "20"], "tier 1's chunks are batches already"),
+    (["tier2", "-c", "2", "--metrics-port", "9100"], "one process's metrics"),
+    (["tier2", "--max-wait-ms", "20", "-P", "prefork"], "needs the threads pool"),
+])
+def test_unworkable_combinations_fail_with_one_line(args, message, tiny_models, capsys):
+    assert run(cli, args=["worker", *args, "--model", str(tiny_models["big"])]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_batching_runs_on_threads_and_threads_share_the_cores():
+    assert choose_pool(None, "cpu", 20) == "threads"
+    assert choose_pool(None, "cpu", 0) == "prefork" and choose_pool(None, "cuda", 0) == "solo"
+    cores = available_cores()
+    assert default_threads(1) == cores and default_threads(cores * 2) == 1
+    assert default_threads(2) * 2 <= max(cores, 2)
+    with pytest.raises(ConfigError):
+        choose_pool("solo", "cpu", 20)
