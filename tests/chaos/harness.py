@@ -83,6 +83,12 @@ def pool_children(pid: int) -> list[int]:
         return []
 
 
+def busy(worker: Worker) -> bool:
+    """Whether the worker's log shows a task received and not yet finished (its pool process runs it)."""
+    text = worker.log.read_text(errors="replace")
+    return text.rfind("] received") > max(text.rfind("] succeeded in"), text.rfind("exited with"))
+
+
 def in_flight(client: redis.Redis, queue: str) -> int:
     """Messages of ``queue`` a worker holds unacknowledged right now (kombu's ``unacked`` hash)."""
     return sum(json.loads(raw)[2] == queue for raw in client.hvals("unacked"))
@@ -114,7 +120,7 @@ def kill_one(fleet: Fleet, tier: int, whole: bool) -> bool:
     """SIGKILL a tier's worker that holds a task: its pool process only, or (``whole``) its process group
     followed by a replacement. Returns False when the tier had nothing in flight to kill."""
     client = fleet.server.client()
-    victims = fleet.alive(tier)
+    victims = [worker for worker in fleet.alive(tier) if busy(worker)]
     if not victims or not in_flight(client, f"tier{tier}"):
         return False
     victim = victims[0]
