@@ -134,17 +134,22 @@ def wait_done(client: redis.Redis, job: str, timeout: float = 3600.0) -> float:
     sys.exit(f"job {job} did not finish within {timeout:.0f} s")
 
 
+LAST_CPU = [0.0]  # CPU seconds of the last peak_of command
+
+
 def peak_of(args: list[str], redis_url: str) -> tuple[float, str]:
-    """Peak RSS (MiB) of one ``tango`` command and its stdout.
+    """Peak RSS (MiB) of one ``tango`` command and its stdout (its CPU seconds go to ``LAST_CPU``).
 
     A fresh helper process runs only this command, so its RUSAGE_CHILDREN maximum (what the
     kernel recorded for the waited child) belongs to that command alone.
     """
     code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, file=sys.stderr)")
+            "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+            "print(u.ru_maxrss, r.returncode, u.ru_utime + u.ru_stime, file=sys.stderr)")
     done = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "cli.main", *args], cwd=ROOT,
                           env=env_for(redis_url), capture_output=True, text=True)
-    kib, returncode = done.stderr.strip().splitlines()[-1].split()
+    kib, returncode, cpu = done.stderr.strip().splitlines()[-1].split()
+    LAST_CPU[0] = float(cpu)
     if returncode != "0":
         sys.exit(f"tango {' '.join(args)} failed: {done.stderr[-2000:]}")
     return int(kib) / 1024, done.stdout
