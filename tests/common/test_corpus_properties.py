@@ -62,3 +62,21 @@ def test_long_texts_are_cut_and_counted(tmp_path_factory, n_long, cap):
     spec = CorpusSpec(max_chars=cap)
     assert all(len(i.text) <= cap for i in read_corpus(path, spec))
     assert summarize(path, spec).truncated == n_long
+
+
+BAD_RECORDS = [b'{"text": "unclosed\n', b'{"text": ""}\n', b'{"text": 7}\n', b'{"txt": "typo"}\n',
+               b'{"text": "caf\xe9"}\n', b'[1, 2]\n']
+
+
+@SETTINGS
+@given(st.lists(st.one_of(texts.map(lambda t: ("good", t)), st.sampled_from(BAD_RECORDS).map(lambda b: ("bad", b))),
+                min_size=1, max_size=30))
+def test_skipping_invalid_records_keeps_every_good_one_in_order(tmp_path_factory, rows):
+    path = tmp_path_factory.mktemp("c") / "in.jsonl"
+    path.write_bytes(b"".join(json.dumps({"text": value}).encode() + b"\n" if kind == "good" else value
+                              for kind, value in rows))
+    rejected = []
+    items = list(read_corpus(path, on_error=rejected.append))
+    assert [i.text for i in items] == [value for kind, value in rows if kind == "good"]
+    assert [e.line for e in rejected] == [n for n, (kind, _) in enumerate(rows, start=1) if kind == "bad"]
+    assert all(f"line {e.line}:" in str(e) for e in rejected)
