@@ -162,6 +162,18 @@ def resume_command(job: str, redis_url: str | None) -> None:
     click.echo(f"resent {done.items} unanswered items of {job} in {done.chunks} chunks")
 
 
+@click.command("purge", context_settings=CONTEXT)
+@click.argument("jobs", nargs=-1, required=True, metavar="JOB...")
+@redis_option
+def purge_command(jobs: tuple[str, ...], redis_url: str | None) -> None:
+    """Delete ended jobs' records from Redis (job keys never expire on their own)."""
+    settings, store = open_store(redis_url)
+    with redis_errors(settings):
+        for job in jobs:
+            store.purge(job)
+            click.echo(f"purged {job}")
+
+
 @click.command("cancel", context_settings=CONTEXT)
 @click.argument("job")
 @redis_option

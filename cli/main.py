@@ -72,13 +72,13 @@ def _register() -> None:
 
     cli.add_command(eval_command, "eval")
 
-    from cli.cluster import (cancel_command, jobs_command, results_command, resume_command, status_command,
-                             submit_command, wait_command)
+    from cli.cluster import (cancel_command, jobs_command, purge_command, results_command, resume_command,
+                             status_command, submit_command, wait_command)
     from cli.label import label_command
     from cli.worker import worker_command
 
     for command in (submit_command, status_command, wait_command, results_command, jobs_command,
-                    cancel_command, resume_command, label_command, worker_command):
+                    cancel_command, resume_command, purge_command, label_command, worker_command):
         cli.add_command(command)
     from cli.calibrate import calibrate_command
     from cli.sweep import sweep_command

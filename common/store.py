@@ -255,6 +255,15 @@ class ResultStore:
             out.append(_status(raw) if raw else JobStatus(job, "gone", 0, [], 0.0, created))
         return out
 
+    def purge(self, job: str) -> None:
+        """Delete an ended job's records; an active one is refused (cancel it first)."""
+        state = self.state(job)
+        if state in ACTIVE_STATES:
+            raise JobError(f"job {job!r} is {state}: cancel it before purging")
+        if state is None and self.client.zscore(JOBS_INDEX, validate_job_id(job)) is None:
+            raise self._missing(job)
+        self.delete_job(job)
+
     def delete_job(self, job: str) -> None:
         self.client.delete(*job_keys(job))
         self.client.zrem(JOBS_INDEX, validate_job_id(job))

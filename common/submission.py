@@ -119,6 +119,7 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
                for chunk in chunked(items, job, size, status.threshold, status.labels))
     chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items))
+    store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
     log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
     return Resumed(job, chunks, sent)
 

@@ -1,0 +1,52 @@
+"""`tango resume` and `tango purge` against a real redis-server (no workers: the queue shows what is sent)."""
+from __future__ import annotations
+
+import base64
+import json
+
+from cli.main import cli, run
+from common.config import ClusterSettings
+from common.keys import job_keys
+from common.results import ResultRecord
+from common.store import ResultStore
+from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+
+
+def queued_indices(client) -> list[list[int]]:
+    out = []
+    for raw in reversed(client.lrange("tier1", 0, -1)):  # kombu pushes left, workers pop right
+        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        out.append([item["i"] for item in args[0]["items"]])
+    return out
+
+
+def test_resume_resends_only_unanswered_items_read_as_submit_read_them(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"key": f"k{i}", "body": f"text {i}"}) + "\n" for i in range(7))
+                    + '{"broken\n')
+    args = ["--labels", "a,b", "--redis-url", redis_url]
+    assert run(cli, args=["submit", str(path), "--job-id", "r", "--chunk-size", "3", "--text-column", "body",
+                          "--id-column", "key", "--skip-invalid", *args]) == 0
+    client = redis_server.client()
+    assert queued_indices(client) == [[0, 1, 2], [3, 4, 5], [6]]
+    client.delete("tier1")  # the broker lost every message
+    store = ResultStore.open(ClusterSettings(redis_url=redis_url))
+    store.write("r", [(i, ResultRecord(f"k{i}", "a", 0.9, 1, "m"), None) for i in (0, 2, 3, 4, 5)])
+    capsys.readouterr()
+    assert run(cli, args=["resume", "r", "--redis-url", redis_url]) == 0
+    assert capsys.readouterr().out.strip() == "resent 2 unanswered items of r in 2 chunks"
+    assert queued_indices(client) == [[1], [6]]
+
+
+def test_purge_deletes_an_ended_job_and_refuses_a_running_one(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "one"}\n{"text": "two"}\n')
+    assert run(cli, args=["submit", str(path), "--labels", "a,b", "--job-id", "p", "--redis-url", redis_url]) == 0
+    assert run(cli, args=["purge", "p", "--redis-url", redis_url]) == 2
+    assert "cancel it before purging" in capsys.readouterr().err
+    assert run(cli, args=["cancel", "p", "--redis-url", redis_url]) == 0
+    assert run(cli, args=["purge", "p", "--redis-url", redis_url]) == 0
+    client = redis_server.client()
+    assert client.exists(*job_keys("p")) == 0 and client.zscore("tango:jobs", "p") is None
+    assert run(cli, args=["purge", "p", "--redis-url", redis_url]) == 2
+    assert "no job 'p'" in capsys.readouterr().err
