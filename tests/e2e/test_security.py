@@ -15,7 +15,7 @@ ADMIN_PASSWORD = "admin-S3cr3t-pw"
 SECRET = "S3cr3t"  # in every password above and below: must appear in no output or log
 COMMANDS = {
     "submit": ["submit", "{corpus}", "--labels", "a,b"], "status": ["status", "j"], "wait": ["wait", "j"],
-    "results": ["results", "j"], "jobs": ["jobs"], "cancel": ["cancel", "j"], "resume": ["resume", "j"],
+    "results": ["results", "j"], "jobs": ["jobs"], "cancel": ["cancel", "j"], "resume": ["resume", "j"], "purge": ["purge", "j"],
     "worker": ["worker", "tier1", "--model", "{model}"],
 }
 
