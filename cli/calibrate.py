@@ -25,9 +25,9 @@ from cli.options import CONTEXT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def calibrate_command(model: str, task_name: str | None, data_dir: str | None, validation_file: str | None,
                       max_items: int | None, batch_size: int, device: str, dry_run: bool, as_json: bool) -> None:
-    """Temperature-scale a model's confidences (Guo et al. 2017).
+    """Fit and save a temperature that calibrates a model's confidences.
 
-    Fits one temperature T minimising the negative log-likelihood of held-out
+    Temperature scaling (Guo et al., 2017) fits one temperature T minimising the negative log-likelihood of held-out
     labels under softmax(logits / T), so that a confidence threshold means the
     same whichever small model sits in tier 1. Reports NLL and expected
     calibration error before and after.
