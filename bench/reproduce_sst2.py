@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="MiniLM depths to distil and compare (each is cached)")
     p.add_argument("--distill-samples", type=int, default=30000,
                    help="SST-2 train sentences labelled by the big model for distillation")
-    p.add_argument("--small-epochs", type=float, default=3.0, help="distillation epochs")
+    p.add_argument("--small-epochs", type=float, default=2.0, help="distillation epochs")
     p.add_argument("--small-lr", type=float, default=5e-4,
                    help="distillation learning rate (a 1-2 layer cut learns slowly through BERT's pooler)")
     p.add_argument("--distill-temperature", type=float, default=2.0, help="softmax temperature of the KD loss")
