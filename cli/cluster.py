@@ -86,10 +86,17 @@ def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
               help="Seconds between polls.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
               help="Give up (exit 1) after S seconds.")
+@click.option("--resume-stalled", is_flag=True,
+              help="When the job stops moving with nothing queued or in flight (a Redis crash lost a task), "
+                   "send its unanswered items again, as `tango resume` does.")
 @redis_option
-def wait_command(job: str, interval: float, timeout: float | None, redis_url: str | None) -> int:
+def wait_command(job: str, interval: float, timeout: float | None, resume_stalled: bool,
+                 redis_url: str | None) -> int:
     """Show a live progress bar until JOB ends; exit 0 when every item succeeded, 1 otherwise."""
     from tqdm import tqdm
+
+    from common.celery_app import make_app
+    from common.submission import resume, stalled
 
     settings, store = open_store(redis_url)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -104,7 +111,10 @@ def wait_command(job: str, interval: float, timeout: float | None, redis_url: st
                 if status.is_final or (deadline is not None and time.monotonic() > deadline):
                     break
                 time.sleep(interval)
-                status = poll(store, job, settings)
+                status, before = poll(store, job, settings), status
+                if resume_stalled and stalled(store, before, status):
+                    resumed = resume(store, make_app("client", settings), job)
+                    bar.write(f"tango: job {job!r} stalled; resent {resumed.items} unanswered items", file=sys.stderr)
     click.echo(format_status(status), err=True)
     if status.state == "done":
         return EXIT_OK

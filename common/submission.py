@@ -26,10 +26,12 @@ from common.errors import DataError
 from common.errors import ConfigError, JobError, ServiceUnavailable
 from common.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
-from common.messages import TASK_TIER1, Chunk, WorkItem
-from common.store import JobSpec, ResultStore
+from common.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, Chunk, WorkItem
+from common.store import JobSpec, JobStatus, ResultStore
 
 log = logging.getLogger(__name__)
+
+UNACKED = "unacked"  # kombu's hash of the messages workers hold (its default ``unacked_key``)
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,18 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
     log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
     return Resumed(job, chunks, sent)
+
+
+def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
+    """A running job that did not move between two looks while no task is queued or held anywhere:
+    nothing will ever answer its remaining items unless they are sent again."""
+    if now.is_final or now.answered != before.answered:
+        return False
+    pipe = store.client.pipeline(transaction=False)
+    pipe.llen(QUEUE_TIER1)
+    pipe.llen(QUEUE_TIER2)
+    pipe.hlen(UNACKED)
+    return not any(pipe.execute())
 
 
 def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
