@@ -50,3 +50,20 @@ def test_purge_deletes_an_ended_job_and_refuses_a_running_one(redis_server, redi
     assert client.exists(*job_keys("p")) == 0 and client.zscore("tango:jobs", "p") is None
     assert run(cli, args=["purge", "p", "--redis-url", redis_url]) == 2
     assert "no job 'p'" in capsys.readouterr().err
+
+
+def test_wait_resends_a_stalled_job_and_only_a_stalled_one(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(4)))
+    assert run(cli, args=["submit", str(path), "--labels", "a,b", "--job-id", "w", "--chunk-size", "2",
+                          "--redis-url", redis_url]) == 0
+    client = redis_server.client()
+    wait = ["wait", "w", "--resume-stalled", "--interval", "0.1", "--timeout", "1", "--redis-url", redis_url]
+    capsys.readouterr()
+    assert run(cli, args=wait) == 1  # no workers: the queued chunks are not a stall
+    assert "resent" not in capsys.readouterr().err and queued_indices(client) == [[0, 1], [2, 3]]
+    client.delete("tier1")  # now they are lost
+    ResultStore.open(ClusterSettings(redis_url=redis_url)).write("w", [(0, ResultRecord("1", "a", 0.9, 1, "m"), None)])
+    assert run(cli, args=wait) == 1
+    assert "job 'w' stalled; resent 3 unanswered items" in capsys.readouterr().err
+    assert queued_indices(client) == [[1], [2, 3]]
