@@ -1,9 +1,9 @@
 """The cluster (real redis-server, one tier-1 and one tier-2 worker) vs the in-process cascade.
 
-Both sides label the same items with the same models, threshold and chunk size, in one run:
-in-process first, then the cluster with a plain tier-2 worker (one model batch per forwarded
-chunk), then the cluster with tier 2's cross-chunk batcher (``--max-wait-ms``), then in-process
-again; the ratio uses the mean of the two in-process runs. Workers are started and warm before
+Both sides label the same items with the same models, threshold and chunk size, in one run,
+in rounds: in-process, then the cluster with a plain tier-2 worker (one model batch per
+forwarded chunk), then the cluster with tier 2's cross-chunk batcher (``--max-wait-ms``); each
+round's ratios use that round's in-process rate, and the median over rounds is printed. Workers are started and warm before
 the clock starts (in-process models are loaded before too). Cluster time runs from the start of
 ``tango submit`` to the job's ``finished`` time. Tier 2's mean batch size comes from its
 Prometheus endpoint.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -70,17 +71,20 @@ def cluster(root: Path, pair: Pair, corpus: Path, args: argparse.Namespace, thre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of in-process, plain, batched")
     parser.add_argument("--chunk-size", type=int, default=64, help="as `tango submit`'s default")
     parser.add_argument("--batch-size", type=int, default=32, help="model batch size, both tiers, both sides")
     parser.add_argument("--threshold", type=float, default=None)
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
-                        help="torch thread counts to run in-process with; the fastest is the baseline "
-                             "(default: 1 and all cores; each worker gets 1)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1],
+                        help="torch thread counts to run in-process with; per round the fastest is the "
+                             "baseline (each worker gets 1 thread)")
     parser.add_argument("--max-wait-ms", type=int, default=50)
     parser.add_argument("--inflight", type=int, default=16, help="tier-2 task threads when batching")
     parser.add_argument("--stand-in", action="store_true")
     args = parser.parse_args()
-    threads = args.threads or sorted({1, torch.get_num_threads()})
+    variants = {"plain tier 2": [],
+                f"tier-2 batcher ({args.max_wait_ms} ms, {args.inflight} in flight)":
+                    ["--max-wait-ms", str(args.max_wait_ms), "-c", str(args.inflight)]}
     with tempfile.TemporaryDirectory(prefix="tango-cluster-bench-") as tmp:
         root = Path(tmp)
         pair = choose_pair(root, args.stand_in)
@@ -93,34 +97,39 @@ def main() -> None:
         print(f"machine: {machine()}")
         print(f"models: {pair.label}")
         print(f"{args.items} SST-2 train sentences, threshold {threshold:.4f}, chunk size {args.chunk_size}, "
-              f"batch size {args.batch_size}; in-process with {threads} torch threads, workers 1 thread each")
+              f"batch size {args.batch_size}; in-process with {args.threads} torch threads, workers 1 thread each")
         cascade.run(sample[:16])  # warm-up
-        runs = {n: [] for n in threads}
-        for n in threads:
-            torch.set_num_threads(n)
-            seconds, reference = in_process(cascade, corpus, args.chunk_size)
-            runs[n].append(seconds)
-        plain = cluster(root, pair, corpus, args, threshold, [], 1)
-        batched = cluster(root, pair, corpus, args, threshold,
-                          ["--max-wait-ms", str(args.max_wait_ms), "-c", str(args.inflight)], 2)
-        for n in reversed(threads):
-            torch.set_num_threads(n)
-            runs[n].append(in_process(cascade, corpus, args.chunk_size)[0])
-    for n, seconds in runs.items():
-        print(f"in-process, {n} torch thread(s): {seconds[0]:.1f} s before, {seconds[1]:.1f} s after the cluster "
-              f"({args.items / (sum(seconds) / 2):.1f} items/s on average)")
-    best = min(threads, key=lambda n: sum(runs[n]))
-    base = args.items / (sum(runs[best]) / 2)
-    print(f"baseline: in-process with {best} thread(s), {base:.1f} items/s")
-    for name, figures in (("cluster, plain tier 2", plain),
-                          (f"cluster, tier-2 batcher (max wait {args.max_wait_ms} ms, {args.inflight} in flight)",
-                           batched)):
-        rate = args.items / figures["seconds"]
-        agree = sum(a == b for a, b in zip(figures["labels"], reference)) / len(reference)
-        print(f"{name}: {figures['seconds']:.1f} s ({rate:.1f} items/s), ratio to in-process {rate / base:.3f}; "
-              f"tier 2: {figures['tier2']} items in {figures['batches']:.0f} batches, mean batch "
-              f"{figures['mean_batch']:.1f} of {args.batch_size} ({figures['mean_batch'] / args.batch_size:.0%}); "
-              f"labels agree with in-process on {agree:.2%}")
+        ratios: dict[str, list[float]] = {name: [] for name in variants}
+        for round_ in range(1, args.rounds + 1):
+            base, reference = best_in_process(cascade, corpus, args, round_)
+            for n, (name, extra) in enumerate(variants.items()):
+                figures = cluster(root, pair, corpus, args, threshold, extra, 10 * round_ + n)
+                ratios[name].append(args.items / figures["seconds"] / base)
+                report(f"round {round_}, cluster, {name}", figures, args, base, reference)
+        print(f"load average after: {machine().rsplit('load average ', 1)[1]}")
+    for name, values in ratios.items():
+        print(f"cluster ({name}) / in-process: " + ", ".join(f"{v:.3f}" for v in values)
+              + f"; median {statistics.median(values):.3f}")
+
+
+def best_in_process(cascade: Cascade, corpus: Path, args: argparse.Namespace, round_: int) -> tuple[float, list]:
+    """The fastest in-process rate over the thread counts (items/s) and its labels."""
+    best, labels = 0.0, []
+    for n in args.threads:
+        torch.set_num_threads(n)
+        seconds, labels = in_process(cascade, corpus, args.chunk_size)
+        print(f"round {round_}, in-process, {n} torch thread(s): {seconds:.1f} s ({args.items / seconds:.1f} items/s)")
+        best = max(best, args.items / seconds)
+    return best, labels
+
+
+def report(name: str, figures: dict, args: argparse.Namespace, base: float, reference: list) -> None:
+    rate = args.items / figures["seconds"]
+    agree = sum(a == b for a, b in zip(figures["labels"], reference)) / len(reference)
+    print(f"{name}: {figures['seconds']:.1f} s ({rate:.1f} items/s), ratio to in-process {rate / base:.3f}; "
+          f"tier 2: {figures['tier2']} items in {figures['batches']:.0f} batches, mean batch "
+          f"{figures['mean_batch']:.1f} of {args.batch_size} ({figures['mean_batch'] / args.batch_size:.0%}); "
+          f"labels agree with in-process on {agree:.2%}")
 
 
 if __name__ == "__main__":
