@@ -27,3 +27,15 @@ def test_batching_runs_on_threads_and_threads_share_the_cores():
     assert default_threads(2) * 2 <= max(cores, 2)
     with pytest.raises(ConfigError):
         choose_pool("solo", "cpu", 20)
+
+
+def test_label_quantize_labels_every_item(tiny_models, tmp_path):
+    import json
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a gripping , funny film\ndull and far too long\nthe cast is fine\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert run(cli, args=["label", str(corpus), "--small", str(tiny_models["small"]), "--big",
+                          str(tiny_models["big"]), "--quantize", "-o", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and {r["label"] for r in records} <= {"negative", "positive"}
