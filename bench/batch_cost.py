@@ -35,17 +35,21 @@ def main() -> None:
                         help="fix the model's batch size: --sizes are then how many items one call gets "
                              "(the model sorts them by length and pads each batch less)")
     parser.add_argument("--stand-in", action="store_true")
+    parser.add_argument("--model", default=None, help="measure this model directory instead of a pair's tier")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts, _ = sst2_dev()
     random.Random(0).shuffle(texts)
     texts = texts[:args.items]
     with tempfile.TemporaryDirectory(prefix="tango-batch-cost-") as tmp:
-        pair = choose_pair(Path(tmp), args.stand_in)
-        path = pair.big if args.tier == "big" else pair.small
+        if args.model:
+            path, label = Path(args.model), args.model
+        else:
+            pair = choose_pair(Path(tmp), args.stand_in)
+            path, label = (pair.big if args.tier == "big" else pair.small), f"{args.tier} of {pair.label}"
         models = {size: load_tier(str(path), batch_size=args.model_batch or size) for size in args.sizes}
         print(f"machine: {machine()}")
-        print(f"model: {args.tier} of {pair.label}; {len(texts)} SST-2 dev items, {args.threads} torch thread(s), "
+        print(f"model: {label}; {len(texts)} SST-2 dev items, {args.threads} torch thread(s), "
               f"model batch {args.model_batch or 'as the call'}")
         models[args.sizes[0]].logits(texts[:8])
         best = {size: float("inf") for size in args.sizes}
