@@ -25,9 +25,10 @@ class Pair:
 def reproduction_pair(cache: Path = REPRO_CACHE) -> Pair | None:
     """The reproduction's big model and its smallest distilled student, if both are complete."""
     for big in sorted(cache.glob("big-mpnet-sst2-*")):
-        if not (big / "config.json").is_file():
+        if not (big / "config.json").is_file() or big.name.endswith(".partial"):
             continue
-        smalls = sorted(p for p in cache.glob(f"small-minilm-L*-kd-{big.name}-*") if (p / "config.json").is_file())
+        smalls = sorted(p for p in cache.glob(f"small-minilm-L*-kd-{big.name}-*")
+                        if (p / "config.json").is_file() and not p.name.endswith(".partial"))
         if smalls:
             return Pair(smalls[0], big, f"reproduction pair: {smalls[0].name} / {big.name}", True)
     return None
