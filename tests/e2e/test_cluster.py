@@ -185,13 +185,18 @@ class _Hostile:
 
 
 def test_a_pickled_message_is_refused_and_never_run(cluster, tmp_path):
+    import pickle
+
     from kombu import Connection, Producer
 
     server, workers = cluster
     marker = tmp_path / "pwned"
+    # raw pickle bytes labelled as such, as anyone who can write to Redis could send them
+    body = pickle.dumps(([_Hostile(marker)], {}, {}))
     with Connection(server.url) as connection:
         Producer(connection).publish(
-            ([_Hostile(marker)], {}, {}), routing_key="tier1", serializer="pickle", declare=[],
+            body, routing_key="tier1", content_type="application/x-python-serialize",
+            content_encoding="binary", declare=[],
             headers={"lang": "py", "task": "tango.tier1.classify", "id": "hostile-1", "root_id": "hostile-1",
                      "parent_id": None, "group": None, "argsrepr": "", "kwargsrepr": "", "origin": "test"})
     store = ResultStore.open(ClusterSettings(redis_url=server.url))
