@@ -193,7 +193,7 @@ def _fit(model, tokenizer, settings: TrainSettings, data: TrainingData,
         losses.append(loss.item())
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)  # mininterval paces output
     if bar is not None:
         bar.close()
     log.info("trained %d steps, last-50 mean loss %.4f", len(steps), float(np.mean(losses[-50:])))
