@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from common.errors import EXIT_USAGE, TangoError
+from common.errors import TangoError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -38,6 +38,15 @@ def validate_threshold(threshold: float, num_labels: int) -> float:
     return float(threshold)
 
 
+def ideal_speedup(small_seconds: float, big_seconds: float, tier2_fraction: float) -> float | None:
+    """big / (small + fraction x big): what a cascade with no overhead would achieve.
+
+    Works on totals or per-item costs alike, since it is a ratio.
+    """
+    cost = small_seconds + tier2_fraction * big_seconds
+    return big_seconds / cost if cost > 0 else None
+
+
 def escalate_mask(probs: np.ndarray, threshold: float) -> np.ndarray:
     """True where an item goes on to tier 2: its confidence is below the threshold.
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import random
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -217,8 +216,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None]) -> DemoResult:
 
 def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_dir: Path,
                  say: Callable[[str], None] = lambda _: None) -> DemoResult:
-    from common.cascade import TIER_SMALL, Cascade, run_single
-    from common.evaluation import ideal_speedup
+    from common.cascade import TIER_SMALL, Cascade, ideal_speedup, run_single
     from common.labels import align_labels
     from common.models import load_tier
 
@@ -228,7 +226,7 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
     threshold = settings.threshold or choose_threshold(small, big, alignment, data.calibration, settings.max_drop, say)
     texts = data.corpus.texts
     for model in (small, big):
-        model.logits(texts[:2])
+        model.warm_up(texts)
     out = Cascade(small, big, threshold, alignment).run(texts, progress=True)
     alone = run_single(big, alignment.big_to_canonical, alignment.labels, texts, progress="big model alone")
     small_alone = alignment.small_to_canonical[small.logits(texts).argmax(axis=1)]
@@ -261,7 +259,9 @@ def _gold(data: DemoData, alignment) -> np.ndarray | None:
 
 
 def _accuracy(preds: np.ndarray, gold: np.ndarray | None) -> float | None:
-    return None if gold is None else float(np.mean(np.asarray(preds) == gold) * 100.0)
+    from common.sweep import accuracy
+
+    return None if gold is None else accuracy(np.asarray(preds), gold)
 
 
 def format_result(result: DemoResult) -> str:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.cascade import TIER_SMALL, Cascade, CascadeOutput, run_single, validate_threshold
+from common.cascade import (TIER_SMALL, Cascade, CascadeOutput, ideal_speedup,  # noqa: F401 (re-exported)
+                            run_single, validate_threshold)
 from common.glue import EvalData, gold_label_ids, load_eval_data, positive_label_id
 from common.labels import LabelAlignment, align_labels, parse_label_map
 from common.metrics import compute_metrics
-from common.models import TierModel, load_tier
+from common.models import load_tier
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def evaluate(settings: EvalSettings) -> dict:
     gold = gold_label_ids(data, alignment)
     cascade = Cascade(small, big, settings.confidence_threshold, alignment)
     for model in (small, big):
-        warm_up(model, data)
+        model.warm_up(data.texts, data.pairs)
     output = cascade.run(data.texts, data.pairs, progress=settings.progress)
     report = _header(settings, data, alignment)
     report["cascade"] = _summary(output, data, gold, alignment)
@@ -63,17 +64,6 @@ def evaluate(settings: EvalSettings) -> dict:
         report["speedup"] = alone.seconds / output.seconds if output.seconds else None
         report["ideal_speedup"] = ideal_speedup(output.small_seconds, alone.seconds, output.tier2_fraction)
     return report
-
-
-def warm_up(model: TierModel, data: EvalData) -> None:
-    """One tiny batch, so one-off costs (allocations, kernel choice) are not timed."""
-    model.logits(data.texts[:2], data.pairs[:2] if data.pairs else None)
-
-
-def ideal_speedup(small_seconds: float, big_seconds: float, tier2_fraction: float) -> float | None:
-    """big / (small + fraction x big): what a cascade with no overhead would achieve."""
-    cost = small_seconds + tier2_fraction * big_seconds
-    return big_seconds / cost if cost > 0 else None
 
 
 def _header(settings: EvalSettings, data: EvalData, alignment: LabelAlignment) -> dict:

@@ -87,6 +87,10 @@ class TierModel:
                                            [pairs[i] for i in batch] if pairs else None)
         return out
 
+    def warm_up(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
+        """One tiny batch, so one-off costs (allocations, kernel choice) are not timed."""
+        self.logits(texts[:2], pairs[:2] if pairs else None)
+
     def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                       progress: str | None = None) -> np.ndarray:
         """Softmax of the logits, divided by the calibration temperature first."""

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from common.cascade import escalate_mask
+from common.cascade import escalate_mask, ideal_speedup
 from common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray, smal
 
 
 def _speedup(small_cost: float, big_cost: float, fraction: float) -> float:
-    cost = small_cost + fraction * big_cost
-    return big_cost / cost if cost > 0 else float("inf")
+    speedup = ideal_speedup(small_cost, big_cost, fraction)
+    return float("inf") if speedup is None else speedup
 
 
 def recommend(rows: Sequence[SweepRow], big_metric: float, max_drop: float) -> SweepRow | None:
@@ -223,7 +223,7 @@ def run_pair(small, big, alignment, texts: Sequence[str], pairs: Sequence[str] |
     import time
 
     for model in (small, big):
-        model.logits(texts[:2], pairs[:2] if pairs else None)
+        model.warm_up(texts, pairs)
     start = time.perf_counter()
     raw = small.probabilities(texts, pairs, progress="small model" if progress else None)
     small_seconds = time.perf_counter() - start

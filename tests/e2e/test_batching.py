@@ -18,7 +18,7 @@ from common.config import ClusterSettings
 from common.store import ResultStore
 from tests.cluster import (ROOT, START_TIMEOUT, Worker, free_port, start_redis, start_worker, tango_env,
                            wait_ready)
-from tests.e2e.test_cluster import assert_drained, embedded, read_jsonl, submit, until, wait_and_fetch
+from tests.e2e.test_cluster import assert_drained, embedded, submit, until, wait_and_fetch
 from tests.e2e.test_cluster import sentences  # noqa: F401 (fixture)
 
 ITEMS = 640
