@@ -111,6 +111,7 @@ class TierRuntime:
         self._batching = batching
         self._lock = threading.Lock()
         self._serving = False  # set once a worker of *this* app starts (tests import both tiers)
+        self._controller = None  # the Celery WorkController, whose exit code a cold shutdown would lose
         self._connect_signals()
 
     # -- lifecycle ----------------------------------------------------------
@@ -165,9 +166,8 @@ class TierRuntime:
         drain = getattr(self.scorer, "drain", None)
         if self._serving and drain is not None:
             drain()  # tier 2's batcher: run what is queued now, so its task threads finish and ack
-        controller = getattr(self, "_controller", None)
-        if self._serving and controller is not None and how == "Cold" and exitcode:
-            controller.exitcode = exitcode
+        if self._serving and self._controller is not None and how == "Cold" and exitcode:
+            self._controller.exitcode = exitcode
 
     def _on_shutdown(self, **_) -> None:
         close = getattr(self.scorer, "close", None)
