@@ -16,7 +16,7 @@ from celery import Celery
 from kombu import Queue
 
 from common.config import ClusterSettings
-from common.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, TASK_TIER2
+from common.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, TASK_TIER2, Chunk
 
 ROLES = ("client", "tier1", "tier2")
 PROCESS_START_TIMEOUT = 600.0  # seconds a pool process may take to load its model
@@ -29,6 +29,15 @@ def make_app(role: str, settings: ClusterSettings) -> Celery:
     app = Celery(f"tango-{role}", broker=settings.redis_url, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+def send_chunk(app: Celery, task: str, chunk: Chunk, producer: Any = None) -> None:
+    """Publish one chunk as the task's only argument.
+
+    The message's ``argsrepr`` header (what monitors and logs show) is the chunk's
+    one-line description: Celery's default walks the whole payload through
+    ``saferepr``, which cost more than encoding the chunk (a fifth of submit's CPU)."""
+    app.send_task(task, args=[chunk.encode()], argsrepr=chunk.describe(), kwargsrepr="{}", producer=producer)
 
 
 def celery_config(settings: ClusterSettings) -> dict[str, Any]:

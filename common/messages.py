@@ -73,6 +73,10 @@ class Chunk:
                 "threshold": self.threshold, "labels": list(self.labels),
                 "items": [item.encode() for item in self.items]}
 
+    def describe(self) -> str:
+        """One line for logs and monitors, never the texts themselves."""
+        return f"[job {self.job!r} chunk {self.chunk} tier {self.tier}: {len(self.items)} items]"
+
     def forward(self, items: Iterable[WorkItem]) -> "Chunk":
         """The same chunk, cut down to the items tier 1 sends on to tier 2."""
         return Chunk(self.job, self.chunk, 2, self.threshold, self.labels, tuple(items))

@@ -15,6 +15,8 @@ from common.errors import ConfigError
 
 OUTPUT_FORMATS = ("jsonl", "csv")
 FIELDS = ("id", "label", "score", "tier", "model")
+# one encoder for every record: ``json.dumps`` with options builds a new one per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class ResultRecord:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(self.to_dict())
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "ResultRecord":

@@ -20,6 +20,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from common.cascade import validate_threshold
+from common.celery_app import send_chunk
 from common.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.corpus import CorpusSpec, Item, read_corpus, summarize
 from common.errors import DataError
@@ -145,7 +146,7 @@ def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
     try:
         with app.producer_or_acquire() as producer:
             for chunk in chunks:
-                app.send_task(TASK_TIER1, args=[chunk.encode()], producer=producer)
+                send_chunk(app, TASK_TIER1, chunk, producer)
                 sent, items = sent + 1, items + len(chunk.items)
                 if progress:
                     progress(len(chunk.items))

@@ -24,7 +24,7 @@ from celery import Celery, signals
 from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
-from common.celery_app import make_app
+from common.celery_app import make_app, send_chunk
 from common.config import ClusterSettings
 from common.errors import (ConfigError, JobError, JobGoneError, LabelMismatchError, MessageError, TangoError,
                            first_line)
@@ -255,7 +255,7 @@ class TierRuntime:
             chunk = replace(chunk, items=tuple(chunk.items[n] for n in ok))
         entries, forward = self.decide(self, chunk, probs, alignment)
         if forward:
-            self.app.send_task(TASK_TIER2, args=[chunk.forward(forward).encode()])
+            send_chunk(self.app, TASK_TIER2, chunk.forward(forward))
         added = self.store.write(chunk.job, entries)
         self.metrics.chunk(len(entries), len(forward))
         log.info("job %r chunk %d: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.chunk,
@@ -305,6 +305,10 @@ def load_model(settings: WorkerSettings):
         import torch
 
         torch.set_num_threads(settings.threads)
+        # the Rust tokenizer's thread pool obeys the same share of the cores (read once, at first use)
+        os.environ.setdefault("RAYON_NUM_THREADS", str(settings.threads))
+        if settings.threads == 1:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from common.models import load_tier
 
     return load_tier(settings.model, device=settings.device, batch_size=settings.batch_size,

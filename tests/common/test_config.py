@@ -57,3 +57,20 @@ def test_tls_urls_check_certificates():
 def test_the_app_refuses_pickle():
     app = make_app("client", ClusterSettings())
     assert "pickle" not in app.conf.accept_content
+
+
+def test_a_sent_chunk_is_described_in_one_line_without_its_texts():
+    """Monitors and logs see the chunk's description; the payload itself travels whole."""
+    from kombu import Connection
+
+    from common.celery_app import send_chunk
+    from common.messages import Chunk, WorkItem
+
+    app = make_app("client", ClusterSettings())
+    app.conf.broker_url = "memory://"
+    chunk = Chunk("job-1", 3, 1, 0.9, ("neg", "pos"), (WorkItem(0, "a", "secret text"), WorkItem(1, "b", "more")))
+    send_chunk(app, "tango.tier1.classify", chunk)
+    with Connection("memory://") as conn:
+        message = conn.SimpleQueue("tier1").get(timeout=5)
+    assert message.headers["argsrepr"] == "[job 'job-1' chunk 3 tier 1: 2 items]"
+    assert Chunk.decode(message.payload[0][0]) == chunk
