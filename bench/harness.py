@@ -92,11 +92,15 @@ def env_for(redis_url: str) -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
-def start_worker(tier: int, model: Path | str, redis_url: str, log_dir: Path, *args: str) -> Process:
-    """``tango worker tierN --model MODEL ARGS`` as its own process group, logging to a file."""
+def start_worker(tier: int, model: Path | str, redis_url: str, log_dir: Path, *args: str,
+                 module: str = "cli.main") -> Process:
+    """``tango worker tierN --model MODEL ARGS`` as its own process group, logging to a file.
+
+    ``module`` swaps in another entry point with the same arguments (bench/celery_batches_tier2.py),
+    so every tier-2 variant starts, logs and reports ready the same way."""
     name = f"tier{tier}-{len(list(log_dir.glob('*.log')))}"
     log = log_dir / f"{name}.log"
-    popen = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", f"tier{tier}", "--model", str(model),
+    popen = subprocess.Popen([sys.executable, "-m", module, "worker", f"tier{tier}", "--model", str(model),
                               "-n", f"{name}@%h", *args], cwd=ROOT, env=env_for(redis_url),
                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     return Process(name, popen, log)
