@@ -23,7 +23,7 @@ from common.errors import ConfigError
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Inference batch size.")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=None,
               help="Worker processes, each loading the model once [default: 1]; with --max-wait-ms, task "
-                   "threads, i.e. messages held at once [default: batch size / 2, at least 8].")
+                   "threads, i.e. messages held at once [default: the batch size, at least 8].")
 @click.option("--pool", "-P", type=click.Choice(["prefork", "solo", "threads"]), default=None,
               help="Celery pool (default: prefork on CPU, solo on a GPU: CUDA does not survive a fork).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -53,8 +53,9 @@ def worker_command(tier: str, model: str, device: str, batch_size: int, concurre
     if max_wait_ms and tier != "tier2":
         raise ConfigError("--max-wait-ms batches tier 2's forwarded items; tier 1's chunks are batches already")
     pool = choose_pool(pool, device, max_wait_ms)
-    # batching: enough messages in hand to fill the batcher's pool (GATHER_BATCHES batches) at ~8 items each
-    concurrency = concurrency or (max(8, batch_size // 2) if max_wait_ms else 1)
+    # batching: one message in hand per batch slot, so a pool refills while the model runs
+    # (bench/tier2_backlog.py: batch/2 threads gave 94% full batches with a backlog, batch-size threads 98%)
+    concurrency = concurrency or (max(8, batch_size) if max_wait_ms else 1)
     processes = concurrency if pool == "prefork" else 1
     if metrics_port and processes > 1:
         raise ConfigError("--metrics-port serves one process's metrics: use -c 1 (or --max-wait-ms, one process "
