@@ -51,6 +51,12 @@ class ServiceUnavailable(TangoError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class WorkerError(TangoError):
+    """Raised when a worker process that tango started exits early or never becomes ready."""
+
+    exit_code = EXIT_FAILURE
+
+
 class JobError(TangoError):
     """Raised when a job is unknown, malformed, or its records are gone."""
 
