@@ -91,11 +91,6 @@ def make_app(flush_every: int, flush_interval: float):
     from tier2_worker.app import decide
 
     runtime = TierRuntime(tier=2, decide=decide, batching=lambda settings, model: PooledRows(model))
-    # importing tier2_worker.app declared its task shared (Celery's default), and a shared task is
-    # put into every app when it finalizes, ahead of the app's own: drop it, or it runs instead
-    runtime.app.finalize()
-    runtime.app.tasks.unregister(TASK_TIER2)
-
     @runtime.app.task(name=TASK_TIER2, base=Batches, flush_every=flush_every, flush_interval=flush_interval)
     def classify(requests: list) -> None:
         runtime.ensure_loaded()

@@ -28,6 +28,6 @@ runtime = TierRuntime(tier=1, decide=decide)
 app = runtime.app
 
 
-@app.task(name=TASK_TIER1)
+@app.task(name=TASK_TIER1, shared=False)  # not put into other apps (e.g. a process importing both tiers)
 def classify(payload: dict) -> dict:
     return runtime.run(payload)

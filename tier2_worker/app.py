@@ -40,6 +40,6 @@ runtime = TierRuntime(tier=2, decide=decide, batching=batching)
 app = runtime.app
 
 
-@app.task(name=TASK_TIER2)
+@app.task(name=TASK_TIER2, shared=False)  # not put into other apps (e.g. a process importing both tiers)
 def classify(payload: dict) -> dict:
     return runtime.run(payload)

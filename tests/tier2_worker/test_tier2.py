@@ -38,3 +38,14 @@ def test_generic_label_names_are_matched_by_index(tiny_models, redis_url):
     new_job(rt.store, "j1")
     rt.run(chunk("j1", tier=2))
     assert {r.label for r in rt.store.iter_results("j1")} <= {"negative", "positive"}
+
+
+def test_each_tier_task_lives_only_in_its_own_app() -> None:
+    """A process that imports both tiers (tests, benchmarks) must not serve one tier's
+    queue with the other's task: Celery's shared tasks would join every app."""
+    from common.messages import TASK_TIER1, TASK_TIER2
+    from tier1_worker import app as tier1_app
+    from tier2_worker import app as tier2_app
+
+    assert TASK_TIER1 in tier1_app.tasks and TASK_TIER2 not in tier1_app.tasks
+    assert TASK_TIER2 in tier2_app.tasks and TASK_TIER1 not in tier2_app.tasks
