@@ -37,7 +37,7 @@ def _timed(fn, repeats: int):
 def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, Path]) -> dict:
     data = load_eval_data("sst2", data_dir=args.data_dir)
     big = load_tier(str(big_dir), batch_size=args.batch_size)
-    smalls = {n: load_tier(str(p), batch_size=args.batch_size, quantize=args.quantize_small)
+    smalls = {n: load_tier(str(p), batch_size=args.batch_size, quantize=n in args.quantize_small)
               for n, p in small_dirs.items()}
     alignment = align_labels(next(iter(smalls.values())).labels, big.labels)
     gold = gold_label_ids(data, alignment)
@@ -52,7 +52,7 @@ def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, P
     for layers, small in smalls.items():
         small_s, probs = _timed(lambda: _canonical_probs(small, alignment, data.texts), repeats)
         small_acc = accuracy(probs.argmax(axis=1), gold)
-        int8 = ", int8" if args.quantize_small else ""
+        int8 = ", int8" if layers in args.quantize_small else ""
         rows.append(_row(f"small alone (MiniLM, {layers} layer{'s' * (layers > 1)}{int8})", None, small_acc, 0.0,
                          small_s, big_s, None))
         result = sweep(probs, big_out.label_ids, gold, small_s / len(data), big_s / len(data), max_drop=args.max_drop)
@@ -62,7 +62,7 @@ def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, P
             chosen = layers
     rows += _cascade_rows(args, smalls, big, alignment, data.texts, gold, sweeps, big_s)
     table = {"items": len(data), "threads": args.threads, "repeats": repeats, "rows": rows,
-             "small_int8": bool(args.quantize_small),
+             "small_int8_layers": list(args.quantize_small),
              "chosen_small_layers": chosen, "sweeps": {n: s.as_dict() for n, s in sweeps.items()},
              "models": {"big": str(big_dir), **{f"small_L{n}": str(p) for n, p in small_dirs.items()}}}
     _write_outputs(args, sweeps, chosen)

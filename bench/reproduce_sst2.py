@@ -59,8 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="inference batch size for both tiers")
     p.add_argument("--repeats", type=int, default=2, help="time each configuration this often, keep the fastest")
     p.add_argument("--seed", type=int, default=0, help="seed for subsets and training")
-    p.add_argument("--quantize-small", action="store_true",
-                   help="run the small tiers with dynamic int8 quantization (tier 1 tolerates it, MPNet does not)")
+    p.add_argument("--quantize-small", type=int, nargs="+", default=[], metavar="LAYERS",
+                   help="small depths to run with dynamic int8 quantization (tier 1 tolerates it, MPNet does not)")
     p.add_argument("--build-only", action="store_true", help="build (or find) the cached pair and stop")
     p.add_argument("--output", default="bench/out", help="folder for the table (JSON) and plot")
     return p.parse_args(argv)
