@@ -100,7 +100,8 @@ def start_tier2(variant: str, pair: Pair, url: str, root: Path, port: int, args:
     common = ["--threads", "1", "--batch-size", str(args.batch_size), "--metrics-port", str(port),
               "--max-wait-ms", str(args.max_wait_ms)]
     if variant == "batcher":
-        return start_worker(2, pair.big, url, root, *common, "-c", str(args.inflight))
+        inflight = ["-c", str(args.inflight)] if args.inflight else []  # none: the worker's default
+        return start_worker(2, pair.big, url, root, *common, *inflight)
     prefetch = ["--prefetch", "1"] if variant.endswith("prefetch1") else []
     return start_worker(2, pair.big, url, root, *common, "--flush-every", str(flush_every), *prefetch,
                         module="bench.celery_batches_tier2")
@@ -183,7 +184,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=int, default=50, help="our max wait = celery-batches flush_interval")
-    parser.add_argument("--inflight", type=int, default=16, help="our batcher's task threads (messages held)")
+    parser.add_argument("--inflight", type=int, default=None,
+                        help="our batcher's task threads (messages held) [default: tango worker's, the batch size]")
     parser.add_argument("--flush-every", type=int, default=0,
                         help="celery-batches messages per flush [default: the messages that carry "
                              f"{GATHER_BATCHES} x batch size items, the pool our batcher gathers]")
