@@ -21,6 +21,9 @@ from cli.options import CONTEXT
 @click.option("--validation_file", default=None, metavar="FILE",
               help="Labelled data to sweep on (tsv, csv, jsonl or parquet) instead of the task's dev set.")
 @click.option("--layer_num", type=int, default=None, metavar="N", help="Keep only the first N layers of the small model.")
+@click.option("--quantize-small", "quantize_small", is_flag=True,
+              help="Run the small model int8 (dynamic quantization, CPU), as `tango worker tier1 --quantize` does, "
+                   "so its costs and confidences are the ones the cluster will see.")
 @click.option("--label_map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
 @click.option("--metric", default=None, metavar="NAME",
               help="Metric to optimise (default: the task's first, e.g. accuracy; matthews_correlation for cola).")
@@ -33,7 +36,7 @@ from cli.options import CONTEXT
               help="Where sweep.csv and sweep.png are written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole table and the recommendation as JSON.")
 def sweep_command(small_model: str, big_model: str, task_name: str | None, data_dir: str | None,
-                  validation_file: str | None, layer_num: int | None, label_map: str | None,
+                  validation_file: str | None, layer_num: int | None, quantize_small: bool, label_map: str | None,
                   metric: str | None, max_drop: float, device: str, batch_size: int,
                   output_dir: str, as_json: bool) -> None:
     """Sweep the confidence threshold of a cascade and recommend one.
@@ -50,7 +53,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
     if not task_name and not validation_file:
         raise ConfigError("pass --task (with --data_dir or the hub) or --validation_file")
     result, title = _run(small_model, big_model, task_name or "sst2", data_dir, validation_file, layer_num,
-                         label_map, metric, max_drop, device, batch_size, progress=not as_json)
+                         quantize_small, label_map, metric, max_drop, device, batch_size, progress=not as_json)
     out = Path(output_dir)
     csv_path = write_csv(result, out / "sweep.csv")
     png_path = plot(result, out / "sweep.png", title)
@@ -66,7 +69,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
 
 
 def _run(small_model: str, big_model: str, task_name: str, data_dir: str | None, validation_file: str | None,
-         layer_num: int | None, label_map: str | None, metric: str | None, max_drop: float, device: str,
+         layer_num: int | None, quantize_small: bool, label_map: str | None, metric: str | None, max_drop: float, device: str,
          batch_size: int, progress: bool):
     from common.glue import gold_label_ids, load_eval_data, positive_label_id
     from common.labels import align_labels, parse_label_map
@@ -74,7 +77,7 @@ def _run(small_model: str, big_model: str, task_name: str, data_dir: str | None,
     from common.sweep import run_pair, sweep
 
     data = load_eval_data(task_name, validation_file, data_dir)
-    small = load_tier(small_model, device=device, batch_size=batch_size, layer_num=layer_num)
+    small = load_tier(small_model, device=device, batch_size=batch_size, layer_num=layer_num, quantize=quantize_small)
     big = load_tier(big_model, device=device, batch_size=batch_size)
     alignment = align_labels(small.labels, big.labels, parse_label_map(label_map))
     gold = gold_label_ids(data, alignment)

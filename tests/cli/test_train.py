@@ -78,6 +78,20 @@ def test_sweep_writes_csv_png_and_recommends(tiny_models, glue_dir, tmp_path, ca
     assert (tmp_path / "sweep.csv").read_text().startswith("threshold,accuracy,tier2_fraction,speedup")
 
 
+def test_sweep_can_run_the_small_model_int8(tiny_models, glue_dir, tmp_path, capsys, monkeypatch):
+    import common.models
+
+    loaded = []
+    real = common.models.load_tier
+    monkeypatch.setattr(common.models, "load_tier", lambda name, **kw: loaded.append((name, kw)) or real(name, **kw))
+    assert tango("sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--task", "sst2",
+                 "--data_dir", glue_dir, "--output-dir", tmp_path, "--json", "--quantize-small") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {str(name): kw.get("quantize", False) for name, kw in loaded} == {
+        str(tiny_models["small"]): True, str(tiny_models["big"]): False}  # only tier 1 is quantized
+    assert len(report["rows"]) > 1
+
+
 def test_sweep_json_has_the_whole_table(tiny_models, glue_dir, tmp_path, capsys):
     assert tango("sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--task", "sst2",
                  "--data_dir", glue_dir, "--output-dir", tmp_path, "--json", "--max-drop", "2") == 0
