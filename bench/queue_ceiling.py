@@ -48,9 +48,12 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
     tier2_args = ["--batch-size", str(args.tier2_batch), "--threads", "1", "--metrics-port", str(port)]
     if args.max_wait_ms:
         tier2_args += ["--max-wait-ms", str(args.max_wait_ms)]
-    workers = [start_worker(1, model, url, root, "--batch-size", str(args.tier1_batch), "--threads", "1",
-                            "-c", str(args.tier1_processes)),
-               start_worker(2, model, url, root, *tier2_args)]
+    tier1_args = ["--batch-size", str(args.tier1_batch), "--threads", "1"]
+    if args.tier1_solo:  # one solo worker per process: no prefork parent relaying each chunk to a child
+        tier1 = [start_worker(1, model, url, root, *tier1_args, "-P", "solo") for _ in range(args.tier1_processes)]
+    else:
+        tier1 = [start_worker(1, model, url, root, *tier1_args, "-c", str(args.tier1_processes))]
+    workers = [*tier1, start_worker(2, model, url, root, *tier2_args)]
     try:
         wait_ready(workers)
         idle = {w.name: w.cpu_seconds() for w in [redis_proc, *workers]}
@@ -86,6 +89,8 @@ def main() -> None:
     parser.add_argument("--tier1-batch", type=int, default=256)
     parser.add_argument("--tier2-batch", type=int, default=256)
     parser.add_argument("--tier1-processes", type=int, default=1)
+    parser.add_argument("--tier1-solo", action="store_true",
+                        help="run --tier1-processes separate solo-pool workers instead of one prefork worker")
     parser.add_argument("--max-wait-ms", type=int, default=0, help="tier-2 batcher (0: off)")
     parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
     args = parser.parse_args()
