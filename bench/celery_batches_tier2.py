@@ -91,6 +91,7 @@ def make_app(flush_every: int, flush_interval: float):
     from tier2_worker.app import decide
 
     runtime = TierRuntime(tier=2, decide=decide, batching=lambda settings, model: PooledRows(model))
+
     @runtime.app.task(name=TASK_TIER2, base=Batches, flush_every=flush_every, flush_interval=flush_interval)
     def classify(requests: list) -> None:
         runtime.ensure_loaded()

@@ -18,7 +18,6 @@ result and that the model ran each queued item exactly once.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import sys
@@ -37,6 +36,7 @@ from bench.harness import (Process, build_corpus, free_port, machine, peak_of, s
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
 from common.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
 from common.models import load_tier  # noqa: E402
+from common.submission import queued_payloads  # noqa: E402
 from tier2_worker.app import GATHER_BATCHES  # noqa: E402
 
 VARIANTS = ("batcher", "celery-batches", "celery-batches-prefetch1")
@@ -61,16 +61,9 @@ class Run:
 
 
 def queued(client: redis.Redis, queue: str = QUEUE_TIER2) -> Backlog:
-    """The chunks on a queue and their item indices, read from kombu's Redis list (JSON only)."""
-    indices, raw = [], client.lrange(queue, 0, -1)
-    for message in raw:
-        envelope = json.loads(message)
-        body = envelope["body"]
-        if envelope.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
-        indices += [item["i"] for item in args[0]["items"]]
-    return Backlog(len(raw), sorted(indices))
+    """The chunks on a queue and their item indices (JSON only)."""
+    payloads = queued_payloads(client, queue)
+    return Backlog(len(payloads), sorted(item["i"] for payload in payloads for item in payload["items"]))
 
 
 def build_backlog(root: Path, pair: Pair, url: str, corpus: Path, job: str, args: argparse.Namespace,

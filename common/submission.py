@@ -8,6 +8,7 @@ model does not speak it refuses the chunk instead of writing wrong labels.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import logging
@@ -125,6 +126,20 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
     log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
     return Resumed(job, chunks, sent)
+
+
+def queued_payloads(client, queue: str) -> list[dict]:
+    """The chunk payloads waiting on a queue, read from kombu's Redis list as stored (newest first;
+    workers pop from the other end). For inspection (tests, benchmarks): nothing is consumed."""
+    out = []
+    for raw in client.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, _, _ = json.loads(body)
+        out.append(args[0])
+    return out
 
 
 def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:

@@ -1,7 +1,6 @@
 """`tango resume` and `tango purge` against a real redis-server (no workers: the queue shows what is sent)."""
 from __future__ import annotations
 
-import base64
 import json
 
 from cli.main import cli, run
@@ -9,15 +8,13 @@ from common.config import ClusterSettings
 from common.keys import job_keys
 from common.results import ResultRecord
 from common.store import ResultStore
+from common.submission import queued_payloads
 from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
 
 
 def queued_indices(client) -> list[list[int]]:
-    out = []
-    for raw in reversed(client.lrange("tier1", 0, -1)):  # kombu pushes left, workers pop right
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        out.append([item["i"] for item in args[0]["items"]])
-    return out
+    # kombu pushes left, workers pop right
+    return [[item["i"] for item in payload["items"]] for payload in reversed(queued_payloads(client, "tier1"))]
 
 
 def test_resume_resends_only_unanswered_items_read_as_submit_read_them(redis_server, redis_url, tmp_path, capsys):

@@ -2,13 +2,13 @@
 with nothing recorded or enqueued; `--skip-invalid` records the bad records as rejected and goes on."""
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
 
 from cli.main import cli, run
 from common.corpus import DEFAULT_MAX_CHARS
+from common.submission import queued_payloads
 from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
 
 GOOD = '{"id": "a", "text": "a fine film"}\n'
@@ -29,11 +29,7 @@ def submit(redis_url: str, path, *args: str) -> int:
 
 
 def queued_items(client) -> list[dict]:
-    items = []
-    for raw in client.lrange("tier1", 0, -1):
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        items += args[0]["items"]
-    return items
+    return [item for payload in queued_payloads(client, "tier1") for item in payload["items"]]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LINES))
