@@ -92,7 +92,8 @@ def make_app(flush_every: int, flush_interval: float):
 
     runtime = TierRuntime(tier=2, decide=decide, batching=lambda settings, model: PooledRows(model))
 
-    @runtime.app.task(name=TASK_TIER2, base=Batches, flush_every=flush_every, flush_interval=flush_interval)
+    @runtime.app.task(name=TASK_TIER2, base=Batches, flush_every=flush_every, flush_interval=flush_interval,
+                      shared=False)  # a shared task would join tier 1's app too
     def classify(requests: list) -> None:
         runtime.ensure_loaded()
         payloads = [request.args[0] if request.args else None for request in requests]
