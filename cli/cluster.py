@@ -243,3 +243,8 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
         first = f" (first: {rejects[0][1]})" if rejects else ""
         lines.append(f"rejected  {s.rejected} invalid input records left out{first}")
     return "\n".join(lines)
+
+
+# the cluster client's commands: none loads a model (nor imports torch or transformers)
+COMMANDS = (submit_command, status_command, wait_command, results_command, jobs_command, cancel_command,
+            resume_command, purge_command)

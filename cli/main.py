@@ -17,19 +17,23 @@ from common.errors import TangoError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """tango: a two-tier (TangoBERT) model cascade for text classification.
 
     A small model labels every item; items it is unsure of go to a big model.
     Run it in-process (eval, label) or as a Celery cluster on Redis.
     """
-    setup_logging(verbose)
+    setup_logging(verbose, models=ctx.invoked_subcommand not in MODEL_FREE_COMMANDS)
 
 
-def setup_logging(verbose: int = 0) -> None:
+def setup_logging(verbose: int = 0, models: bool = True) -> None:
+    """Log to stderr; ``models`` also quiets transformers, which costs its import (~0.5 s), so the
+    cluster client's commands, which never load a model, skip it (a job's clock starts with submit)."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
-    quiet_transformers()
+    if models:
+        quiet_transformers()
 
 
 def quiet_transformers() -> None:
@@ -63,6 +67,9 @@ def run(command: click.Command, prog_name: str | None = None, args: list[str] | 
     return result if isinstance(result, int) else 0
 
 
+MODEL_FREE_COMMANDS: set[str] = set()  # filled by _register: the cluster client's commands
+
+
 def main() -> None:
     sys.exit(run(cli))
 
@@ -72,14 +79,13 @@ def _register() -> None:
 
     cli.add_command(eval_command, "eval")
 
-    from cli.cluster import (cancel_command, jobs_command, purge_command, results_command, resume_command,
-                             status_command, submit_command, wait_command)
+    from cli.cluster import COMMANDS
     from cli.label import label_command
     from cli.worker import worker_command
 
-    for command in (submit_command, status_command, wait_command, results_command, jobs_command,
-                    cancel_command, resume_command, purge_command, label_command, worker_command):
+    for command in (*COMMANDS, label_command, worker_command):
         cli.add_command(command)
+    MODEL_FREE_COMMANDS.update(command.name for command in COMMANDS)
     from cli.calibrate import calibrate_command
     from cli.sweep import sweep_command
     from cli.train import train_command

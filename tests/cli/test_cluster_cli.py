@@ -27,11 +27,13 @@ def test_an_unreachable_redis_is_one_line_naming_the_masked_url(command):
     assert "redis://admin:***@127.0.0.1" in lines[0] and "hunter2" not in done.stderr + done.stdout
 
 
-def test_cluster_commands_do_not_import_torch(redis_url, corpus):
+def test_cluster_commands_import_neither_torch_nor_transformers(redis_url, corpus):
+    """A job's clock starts with ``tango submit``: importing transformers alone costs it ~0.5 s."""
     code = ("import sys; from cli.main import cli, run; "
             f"assert run(cli, args=['submit', {str(corpus)!r}, '--labels', 'a,b', '--job-id', 'j1']) == 0; "
             "assert run(cli, args=['status', 'j1']) == 0; assert run(cli, args=['jobs']) == 0; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+            "assert 'torch' not in sys.modules, 'torch was imported'; "
+            "assert 'transformers' not in sys.modules, 'transformers was imported'")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=tango_env(redis_url), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -31,3 +31,15 @@ def test_the_callers_tokenizer_is_left_as_it_was(tiny_models):
     tier = load_tier(str(tiny_models["big"]))
     assert tier.tokenizer.backend_tokenizer.padding is None
     assert tier.tokenizer("a b c")["input_ids"] == tier.tokenizer.backend_tokenizer.encode("a b c").ids
+
+
+def test_left_padding_tokenizers_are_padded_on_the_left(tiny_models):
+    tier = load_tier(str(tiny_models["big"]))
+    tier.tokenizer.padding_side = "left"
+    encoder = FastEncoder.for_tokenizer(tier.tokenizer, tier.max_length)
+    for pairs in (None, PAIRS):
+        fast = {k: v.numpy() for k, v in encoder(TEXTS, pairs).items()}
+        slow = reference(tier, TEXTS, pairs)
+        assert fast["attention_mask"][1, 0] == 0 and fast["attention_mask"][1, -1] == 1
+        for key in slow:
+            assert np.array_equal(fast[key], slow[key]), key
