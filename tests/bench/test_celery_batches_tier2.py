@@ -60,3 +60,6 @@ def test_the_app_runs_the_batches_task_not_tier2s_shared_one(monkeypatch) -> Non
     monkeypatch.setenv("TANGO_REDIS_URL", "redis://127.0.0.1:1/0")
     task = make_app(flush_every=8, flush_interval=0.05).tasks[TASK_TIER2]
     assert isinstance(task, Batches) and (task.flush_every, task.flush_interval) == (8, 0.05)
+    from tier1_worker import app as tier1_app
+
+    assert TASK_TIER2 not in tier1_app.tasks  # not shared: it must not join other apps in this process
