@@ -170,15 +170,21 @@ def build_corpus(path: Path, items: int) -> list[str]:
     return [text for text, _ in rows[:5000]]
 
 
-def scrape_batches(port: int) -> tuple[float, float]:
-    """(batches, items) of tier 2's batch-size histogram."""
+def scrape(port: int, *names: str) -> list[float]:
+    """The values of unlabelled-or-single-series metrics ``names`` on a worker's endpoint (0 if absent)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
     values = {}
     for line in text.splitlines():
-        if line.startswith(("tango_batch_size_sum", "tango_batch_size_count")):
+        if line.startswith(names):
             name, value = line.split(" ")
             values[name.split("{")[0]] = float(value)
-    return values.get("tango_batch_size_count", 0.0), values.get("tango_batch_size_sum", 0.0)
+    return [values.get(name, 0.0) for name in names]
+
+
+def scrape_batches(port: int) -> tuple[float, float]:
+    """(batches, items) of tier 2's batch-size histogram."""
+    batches, items = scrape(port, "tango_batch_size_count", "tango_batch_size_sum")
+    return batches, items
 
 
 def _children(pid: int) -> list[int]:

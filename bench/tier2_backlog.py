@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from bench.harness import (Process, build_corpus, free_port, machine, peak_of, scrape_batches,  # noqa: E402
+from bench.harness import (Process, build_corpus, free_port, machine, peak_of, scrape, scrape_batches,  # noqa: E402
                            start_redis, start_worker, stop_all, wait_done, wait_ready)
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
 from common.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
@@ -117,6 +117,9 @@ def run_variant(variant: str, root: Path, pair: Pair, corpus: Path, args: argpar
         client = redis.Redis.from_url(url)
         polls = poll_batches(port, client, job, args.poll_ms / 1000)
         run = Run(variant, backlog, wait_done(client, job) - start, polls)
+        busy, = scrape(port, "tango_inference_seconds_sum")
+        print(f"  {variant}: model busy {busy:.2f} s of {run.seconds:.2f} s ({busy / run.seconds:.0%}), "
+              f"{busy / len(backlog.indices) * 1000:.1f} ms per item")
         out = root / f"{job}-{variant}.jsonl"
         peak_of(["results", job, "-o", str(out)], url)
         lines = [json.loads(line) for line in out.read_text().splitlines()]

@@ -33,7 +33,7 @@ def batching(settings: WorkerSettings, model: Scorer) -> Batcher | None:
     if settings.max_wait_ms <= 0:
         return None
     return Batcher(model.probabilities, batch_size=settings.batch_size * GATHER_BATCHES,
-                   max_wait=settings.max_wait_ms / 1000)
+                   max_wait=settings.max_wait_ms / 1000, unit=settings.batch_size)
 
 
 runtime = TierRuntime(tier=2, decide=decide, batching=batching)

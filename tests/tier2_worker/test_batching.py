@@ -3,6 +3,7 @@ keeps each chunk's (and job's) rows apart, and confines a model error to its own
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -54,6 +55,29 @@ def test_a_partial_batch_runs_once_the_oldest_item_has_waited_max_wait():
     batcher = Batcher(model, batch_size=1000, max_wait=0.01)
     assert batcher.probabilities(texts(0, 5))[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert model.batches == [texts(0, 5)]
+    batcher.close()
+
+
+def test_a_timed_cut_keeps_whole_model_batches_and_the_rest_waits_again():
+    model = Recorder()
+    batcher = Batcher(model, batch_size=16, max_wait=1.0, unit=4)
+    early = batcher.submit(texts(0, 10))  # overdue after 1 s: 8 run (two model batches), 2 wait again
+    deadline = time.monotonic() + START_TIMEOUT
+    while not model.batches and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.batches == [texts(0, 8)] and not early.done()
+    late = batcher.submit(texts(100, 2))  # within the restarted wait: joins the 2 left behind
+    assert late.result(START_TIMEOUT)[:, 0].tolist() == [100, 101]
+    assert model.batches[1:] == [texts(8, 2) + texts(100, 2)]
+    assert early.result(0)[:, 0].tolist() == list(range(10))
+    batcher.close()
+
+
+def test_a_timed_cut_below_one_model_batch_runs_it_all():
+    model = Recorder()
+    batcher = Batcher(model, batch_size=16, max_wait=0.01, unit=4)
+    assert batcher.probabilities(texts(0, 3))[:, 0].tolist() == [0, 1, 2]
+    assert model.batches == [texts(0, 3)]
     batcher.close()
 
 
