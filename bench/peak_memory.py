@@ -18,15 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import build_corpus, machine  # noqa: E402
-from bench.queue_ceiling import build_model, escalating_threshold, run_job  # noqa: E402
+from bench.queue_ceiling import build_model, escalating_threshold, make_parser, run_job  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     args = parser.parse_args()
-    settings = argparse.Namespace(chunk_size=1000, tier1_batch=256, tier2_batch=256, tier1_processes=1,
-                                  max_wait_ms=0)
+    settings = make_parser().parse_args([])  # the queue ceiling's job, with its defaults
     print(f"machine: {machine()}")
     rows = {}
     with tempfile.TemporaryDirectory(prefix="tango-memory-") as tmp:

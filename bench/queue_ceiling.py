@@ -40,23 +40,27 @@ def escalating_threshold(model_dir: Path, sample: list[str], fraction: float) ->
 
 
 def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:
-    """One job through a fresh Redis and fresh workers; returns its figures."""
+    """One job through a fresh Redis and fresh workers; returns its figures. Every process it
+    started is stopped on the way out, also when a worker fails to start."""
     corpus = root / f"corpus-{items}.jsonl"
     build_corpus(corpus, items)
     redis_proc, url = start_redis(root)
-    port = free_port()
-    tier2_args = ["--batch-size", str(args.tier2_batch), "--threads", "1", "--metrics-port", str(port)]
-    if args.max_wait_ms:
-        tier2_args += ["--max-wait-ms", str(args.max_wait_ms)]
-    tier1_args = ["--batch-size", str(args.tier1_batch), "--threads", "1"]
-    if args.tier1_solo:  # one solo worker per process: no prefork parent relaying each chunk to a child
-        tier1 = [start_worker(1, model, url, root, *tier1_args, "-P", "solo") for _ in range(args.tier1_processes)]
-    else:
-        tier1 = [start_worker(1, model, url, root, *tier1_args, "-c", str(args.tier1_processes))]
-    workers = [*tier1, start_worker(2, model, url, root, *tier2_args)]
+    processes = [redis_proc]
     try:
+        port = free_port()
+        tier2_args = ["--batch-size", str(args.tier2_batch), "--threads", "1", "--metrics-port", str(port)]
+        if args.max_wait_ms:
+            tier2_args += ["--max-wait-ms", str(args.max_wait_ms)]
+        tier1_args = ["--batch-size", str(args.tier1_batch), "--threads", "1"]
+        if args.tier1_solo:  # one solo worker per process: no prefork parent relaying each chunk to a child
+            for _ in range(args.tier1_processes):
+                processes.append(start_worker(1, model, url, root, *tier1_args, "-P", "solo"))
+        else:
+            processes.append(start_worker(1, model, url, root, *tier1_args, "-c", str(args.tier1_processes)))
+        processes.append(start_worker(2, model, url, root, *tier2_args))
+        workers = processes[1:]
         wait_ready(workers)
-        idle = {w.name: w.cpu_seconds() for w in [redis_proc, *workers]}
+        idle = {w.name: w.cpu_seconds() for w in processes}
         job = f"ceiling-{items}"
         start = time.time()
         submit_mb, _ = peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold),
@@ -76,13 +80,14 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
                 "submit_mb": submit_mb, "wait_mb": wait_mb, "results_mb": results_mb,
                 "worker_mb": {w.name: w.peak_rss_mb() for w in workers},
                 "cpu": {"submit (whole command)": submit_cpu,
-                        **{w.name: w.cpu_seconds() - idle[w.name] for w in [redis_proc, *workers]}},
+                        **{w.name: w.cpu_seconds() - idle[w.name] for w in processes}},
                 "redis_mb": redis_proc.peak_rss_mb()}
     finally:
-        stop_all([redis_proc, *workers])
+        stop_all(processes)
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """The job settings; bench/peak_memory.py runs the same job with their defaults."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--chunk-size", type=int, default=1000)
@@ -93,6 +98,11 @@ def main() -> None:
                         help="run --tier1-processes separate solo-pool workers instead of one prefork worker")
     parser.add_argument("--max-wait-ms", type=int, default=0, help="tier-2 batcher (0: off)")
     parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
+    return parser
+
+
+def main() -> None:
+    parser = make_parser()
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tango-ceiling-") as tmp:
