@@ -4,10 +4,10 @@
 tokenizer spends more time turning each ``Encoding`` into Python lists and lists
 into tensors than the Rust code spends tokenizing (measured: ~60% of tier 1's
 tokenize time for a near-free model, bench/queue_ceiling.py). ``FastEncoder`` asks
-the same backend for the same padded, truncated encodings and builds the arrays
-with numpy; the ids are identical (tests/common/test_encoding.py). Padding is done
-here too, by one masked numpy fill per field: the Rust padder costs more per item
-(~4 of ~24 us for a short sentence) than filling the arrays from unpadded encodings.
+the same backend for the same truncated encodings and builds the padded arrays with
+numpy; the ids are identical (tests/common/test_encoding.py). Padding is one masked
+numpy fill per field: the Rust padder cost more per item (~4 of ~24 us for a short
+sentence) than filling the arrays from unpadded encodings.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+_FIELDS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class FastEncoder:
