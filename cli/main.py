@@ -24,7 +24,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
     A small model labels every item; items it is unsure of go to a big model.
     Run it in-process (eval, label) or as a Celery cluster on Redis.
     """
-    setup_logging(verbose, models=ctx.invoked_subcommand not in MODEL_FREE_COMMANDS)
+    from cli.cluster import COMMANDS
+
+    setup_logging(verbose, models=ctx.invoked_subcommand not in {command.name for command in COMMANDS})
 
 
 def setup_logging(verbose: int = 0, models: bool = True) -> None:
@@ -67,9 +69,6 @@ def run(command: click.Command, prog_name: str | None = None, args: list[str] | 
     return result if isinstance(result, int) else 0
 
 
-MODEL_FREE_COMMANDS: set[str] = set()  # filled by _register: the cluster client's commands
-
-
 def main() -> None:
     sys.exit(run(cli))
 
@@ -85,7 +84,6 @@ def _register() -> None:
 
     for command in (*COMMANDS, label_command, worker_command):
         cli.add_command(command)
-    MODEL_FREE_COMMANDS.update(command.name for command in COMMANDS)
     from cli.calibrate import calibrate_command
     from cli.sweep import sweep_command
     from cli.train import train_command
