@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from bench.harness import machine  # noqa: E402
 from bench.pairs import choose_pair, sst2_dev  # noqa: E402
-from common.models import load_tier  # noqa: E402
+from common.ml.models import load_tier  # noqa: E402
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import torch  # noqa: E402
 from bench.harness import machine  # noqa: E402
 from bench.pairs import choose_pair, pick_threshold, sst2_dev  # noqa: E402
 from common.cascade import Cascade  # noqa: E402
-from common.evaluation import ideal_speedup  # noqa: E402
+from common.cascade import ideal_speedup  # noqa: E402
 from common.labels import align_labels  # noqa: E402
-from common.models import TierModel, load_tier  # noqa: E402
+from common.ml.models import TierModel, load_tier  # noqa: E402
 
 
 def timed(run, repeats: int) -> tuple[float, object]:

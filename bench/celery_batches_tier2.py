@@ -28,11 +28,13 @@ from typing import Sequence
 
 import numpy as np
 
-from common.config import ClusterSettings
+from common.queue.config import ClusterSettings
 from common.errors import MessageError
-from common.faults import Scorer
-from common.messages import TASK_TIER2, Chunk
-from common.worker import TierRuntime, WorkerSettings
+from common.queue.faults import Scorer
+from common.queue.messages import TASK_TIER2, Chunk
+from common.queue.config import WorkerSettings
+from common.queue.decisions import decide_tier2
+from common.queue.runtime import TierRuntime
 
 Key = tuple[tuple[str, ...], "tuple[str, ...] | None"]
 
@@ -40,7 +42,7 @@ Key = tuple[tuple[str, ...], "tuple[str, ...] | None"]
 class PooledRows:
     """A scorer that answers each message's texts from one model pass over the whole flush.
 
-    ``TierRuntime.run`` asks its scorer for a chunk's (texts, pairs); rows computed by ``load``
+    ``ChunkProcessor.process`` asks its scorer for a chunk's (texts, pairs); rows computed by ``load``
     are handed out once, anything else (a chunk whose pooled pass failed, the one-by-one retry
     of ``item_probabilities``) goes to the model itself, so faults stay contained per item."""
 
@@ -79,7 +81,7 @@ class PooledRows:
 
 
 def _key(chunk: Chunk) -> Key:
-    """What ``TierRuntime._run`` passes its scorer for this chunk."""
+    """What ``ChunkProcessor.process`` passes its scorer for this chunk."""
     texts = tuple(item.text for item in chunk.items)
     return texts, tuple(item.text_pair or "" for item in chunk.items) if chunk.has_pairs else None
 
@@ -88,9 +90,10 @@ def make_app(flush_every: int, flush_interval: float):
     """Tier 2's runtime with a celery-batches task under tier 2's task name."""
     from celery_batches import Batches
 
-    from tier2_worker.app import decide
+    from common.ml.models import load_for_worker
 
-    runtime = TierRuntime(tier=2, decide=decide, batching=lambda settings, model: PooledRows(model))
+    runtime = TierRuntime(tier=2, decide=decide_tier2, loader=load_for_worker,
+                          batching=lambda settings, model: PooledRows(model))
 
     @runtime.app.task(name=TASK_TIER2, base=Batches, flush_every=flush_every, flush_interval=flush_interval,
                       shared=False)  # a shared task would join tier 1's app too
@@ -105,7 +108,7 @@ def make_app(flush_every: int, flush_interval: float):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``worker tier2 --model M ...``: the arguments bench.harness.start_worker passes ``tango worker``."""
+    """``worker tier2 --model M ...``: the arguments ``common.testing.cluster.start_worker`` passes ``tango worker``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["worker"])
     parser.add_argument("tier", choices=["tier2"])

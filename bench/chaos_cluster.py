@@ -38,7 +38,7 @@ def texts() -> list[str]:
 
 
 def models(directory: Path, sample: list[str]) -> dict[str, Path]:
-    from common.tiny import build_tiny_model, build_tokenizer
+    from common.testing.tiny import build_tiny_model, build_tokenizer
 
     tokenizer = build_tokenizer(sample)
     labels = ["negative", "positive"]
@@ -47,26 +47,14 @@ def models(directory: Path, sample: list[str]) -> dict[str, Path]:
 
 
 def main() -> int:
-    from tests.chaos.harness import Fleet, run_chaos, write_corpus
-    from tests.cluster import start_redis, wait_ready
+    from common.testing.chaos import chaos_scenario
 
     args = parse_args()
     sample = texts()
     with tempfile.TemporaryDirectory(prefix="tango-chaos-") as tmp:
         root = Path(tmp)
-        server = start_redis(root)
-        fleet = Fleet(server, models(root / "models", sample), root,
-                      env={"TANGO_VISIBILITY_TIMEOUT": repr(args.visibility_timeout)})
-        try:
-            for tier in (1, 1, 2, 2):
-                fleet.add(tier)
-            wait_ready(fleet.workers)
-            ids = write_corpus(root / "corpus.jsonl", sample, args.items)
-            figures = run_chaos(server, fleet, root / "corpus.jsonl", ids, "chaos", args.kills, args.chunk_size,
-                                root / "results.jsonl")
-        finally:
-            fleet.close()
-            server.stop()
+        figures = chaos_scenario(root, models(root / "models", sample), sample, args.items, args.kills,
+                                 args.chunk_size, args.visibility_timeout)
     print(figures.report())
     return 0 if (figures.lost, figures.duplicated, figures.state) == (0, 0, "done") else 1
 

@@ -25,14 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 import torch  # noqa: E402
 
-from bench.harness import (build_corpus, free_port, machine, peak_of, scrape_batches, start_redis,  # noqa: E402
-                           start_worker, stop_all, wait_done, wait_ready)
+from common.queue.keys import meta_key  # noqa: E402
+from bench.harness import build_corpus, machine, peak_of, scrape_batches, wait_done  # noqa: E402
+from common.testing.cluster import free_port, start_redis, start_worker, stop_all, wait_ready  # noqa: E402
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
 from cli.label import label_items  # noqa: E402
 from common.cascade import Cascade  # noqa: E402
-from common.corpus import read_corpus  # noqa: E402
+from common.data.corpus import read_corpus  # noqa: E402
 from common.labels import align_labels  # noqa: E402
-from common.models import load_tier  # noqa: E402
+from common.ml.models import load_tier  # noqa: E402
 
 
 def in_process(cascade: Cascade, corpus: Path, chunk_size: int) -> tuple[float, list[str]]:
@@ -45,7 +46,8 @@ def in_process(cascade: Cascade, corpus: Path, chunk_size: int) -> tuple[float, 
 def cluster(root: Path, pair: Pair, corpus: Path, args: argparse.Namespace, threshold: float,
             tier2_args: list[str], run: int) -> dict:
     """One job on a fresh Redis with fresh, warm workers; returns its figures."""
-    redis_proc, url = start_redis(root)
+    server = start_redis(root)
+    redis_proc, url = server.process, server.url
     port = free_port()
     workers = [start_worker(1, pair.small, url, root, "--threads", "1", "--batch-size", str(args.batch_size)),
                start_worker(2, pair.big, url, root, "--threads", "1", "--batch-size", str(args.batch_size),
@@ -60,7 +62,7 @@ def cluster(root: Path, pair: Pair, corpus: Path, args: argparse.Namespace, thre
         out = root / f"{job}.jsonl"
         peak_of(["results", job, "-o", str(out)], url)
         batches, items = scrape_batches(port)
-        meta = redis.Redis.from_url(url, decode_responses=True).hgetall(f"tango:{{{job}}}:meta")
+        meta = redis.Redis.from_url(url, decode_responses=True).hgetall(meta_key(job))
         return {"seconds": finished - start, "batches": batches, "mean_batch": items / batches if batches else 0,
                 "tier2": int(meta["tier2"]),
                 "labels": [json.loads(line)["label"] for line in out.read_text().splitlines()]}

@@ -1,5 +1,5 @@
-"""What the throughput benchmarks share: the machine's description, a throwaway redis-server,
-tier workers started through the real ``tango worker`` command, and peak-memory readings.
+"""What the throughput benchmarks share: the machine's description, corpora, job timing, CPU and
+peak-memory readings. Clusters start through ``common.testing.cluster``, as the tests' do.
 
 Benchmarks are scripts, not tests: they start real processes, measure both sides of a ratio
 in the same run, print the figures and clean up every process they started.
@@ -9,21 +9,20 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
+from common.queue.keys import meta_key
+from common.testing.cluster import ROOT, Process, cluster_env, tango_argv
+
 SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
-START_TIMEOUT = 300.0
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every process a benchmark starts inherits these
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def machine() -> str:
@@ -37,98 +36,20 @@ def machine() -> str:
             f"load average {load}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def cpu_seconds(process: Process) -> float:
+    """User + system CPU time of the process and its live children so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(_cpu_ticks(pid) for pid in [process.pid, *_children(process.pid)]) / ticks
 
 
-@dataclass
-class Process:
-    """A process started in its own group, killed as a group."""
-
-    name: str
-    popen: subprocess.Popen
-    log: Path | None = None
-
-    def stop(self, sig: int = signal.SIGKILL) -> None:
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, sig)
-            except ProcessLookupError:
-                pass
-        self.popen.wait(timeout=60)
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the process and its live children so far."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        return sum(_cpu_ticks(pid) for pid in [self.popen.pid, *_children(self.popen.pid)]) / ticks
-
-    def peak_rss_mb(self) -> float:
-        """Peak resident memory (VmHWM) of the process and its children, summed, in MiB."""
-        return sum(_hwm_kb(pid) for pid in [self.popen.pid, *_children(self.popen.pid)]) / 1024
-
-
-def start_redis(directory: Path) -> tuple[Process, str]:
-    port = free_port()
-    binary = shutil.which("redis-server") or sys.exit("redis-server is not on PATH")
-    popen = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                              "no", "--dir", str(directory)], stdout=subprocess.DEVNULL, start_new_session=True)
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            client.ping()
-            return Process("redis", popen), f"redis://127.0.0.1:{port}/0"
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    popen.kill()
-    sys.exit("redis-server did not answer")
-
-
-def env_for(redis_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANGO_")}
-    return {**env, "TANGO_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-            "TOKENIZERS_PARALLELISM": "false"}
-
-
-def start_worker(tier: int, model: Path | str, redis_url: str, log_dir: Path, *args: str,
-                 module: str = "cli.main") -> Process:
-    """``tango worker tierN --model MODEL ARGS`` as its own process group, logging to a file.
-
-    ``module`` swaps in another entry point with the same arguments (bench/celery_batches_tier2.py),
-    so every tier-2 variant starts, logs and reports ready the same way."""
-    name = f"tier{tier}-{len(list(log_dir.glob('*.log')))}"
-    log = log_dir / f"{name}.log"
-    popen = subprocess.Popen([sys.executable, "-m", module, "worker", f"tier{tier}", "--model", str(model),
-                              "-n", f"{name}@%h", *args], cwd=ROOT, env=env_for(redis_url),
-                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Process(name, popen, log)
-
-
-def wait_ready(workers: list[Process]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    pending = list(workers)
-    while pending and time.monotonic() < deadline:
-        for worker in list(pending):
-            text = worker.log.read_text()
-            if worker.popen.poll() is not None:
-                sys.exit(f"worker {worker.name} exited: {text[-2000:]}")
-            if "worker ready: model" in text and " ready." in text:
-                pending.remove(worker)
-        time.sleep(0.1)
-    if pending:
-        sys.exit(f"workers never became ready: {[w.name for w in pending]}")
-
-
-def stop_all(processes: list[Process]) -> None:
-    for process in reversed(processes):
-        process.stop()
+def peak_rss_mb(process: Process) -> float:
+    """Peak resident memory (VmHWM) of the process and its children, summed, in MiB."""
+    return sum(_hwm_kb(pid) for pid in [process.pid, *_children(process.pid)]) / 1024
 
 
 def wait_done(client: redis.Redis, job: str, timeout: float = 3600.0) -> float:
     """Poll the job's record until it is final; returns the time.time() it finished."""
-    key = f"tango:{{{job}}}:meta"
+    key = meta_key(job)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state, finished = client.hmget(key, "state", "finished")
@@ -150,8 +71,8 @@ def peak_of(args: list[str], redis_url: str) -> tuple[float, str]:
     code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
             "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
             "print(u.ru_maxrss, r.returncode, u.ru_utime + u.ru_stime, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "cli.main", *args], cwd=ROOT,
-                          env=env_for(redis_url), capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, *tango_argv(*args)], cwd=ROOT, env=cluster_env(redis_url),
+                          capture_output=True, text=True)
     kib, returncode, cpu = done.stderr.strip().splitlines()[-1].split()
     LAST_CPU[0] = float(cpu)
     if returncode != "0":

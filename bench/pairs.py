@@ -36,7 +36,7 @@ def reproduction_pair(cache: Path = REPRO_CACHE) -> Pair | None:
 
 def stand_in_pair(directory: Path) -> Pair:
     """Random BERTs: 1 layer x 128 hidden (small) and 6 layers x 384 hidden (big), one tokenizer."""
-    from common.tiny import build_tiny_model, build_tokenizer
+    from common.testing.tiny import build_tiny_model, build_tokenizer
 
     texts = [line.split("\t")[0] for line in (SST2 / "train.tsv").read_text(encoding="utf-8").splitlines()[1:20000]]
     tokenizer = build_tokenizer(texts, vocab_size=8000)

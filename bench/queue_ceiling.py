@@ -19,12 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import (LAST_CPU, build_corpus, free_port, machine, peak_of, scrape_batches, start_redis,  # noqa: E402
-                           start_worker, stop_all, wait_done, wait_ready)
+from common.queue.keys import meta_key  # noqa: E402
+from bench.harness import (LAST_CPU, build_corpus, cpu_seconds, machine, peak_of, peak_rss_mb, scrape_batches,  # noqa: E402
+                           wait_done)
+from common.testing.cluster import free_port, start_redis, start_worker, stop_all, wait_ready  # noqa: E402
 
 
 def build_model(directory: Path, sample: list[str]) -> Path:
-    from common.tiny import build_tiny_model
+    from common.testing.tiny import build_tiny_model
 
     return build_tiny_model(directory, ["negative", "positive"], layers=1, hidden=8, corpus=sample, seed=3)
 
@@ -33,7 +35,7 @@ def escalating_threshold(model_dir: Path, sample: list[str], fraction: float) ->
     """The confidence below which ``fraction`` of the sample falls: about that share goes to tier 2."""
     import numpy as np
 
-    from common.models import load_tier
+    from common.ml.models import load_tier
 
     probs = load_tier(str(model_dir), batch_size=256).probabilities(sample)
     return float(np.quantile(probs.max(axis=1), fraction))
@@ -44,7 +46,8 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
     started is stopped on the way out, also when a worker fails to start."""
     corpus = root / f"corpus-{items}.jsonl"
     build_corpus(corpus, items)
-    redis_proc, url = start_redis(root)
+    server = start_redis(root)
+    redis_proc, url = server.process, server.url
     processes = [redis_proc]
     try:
         port = free_port()
@@ -60,7 +63,7 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
         processes.append(start_worker(2, model, url, root, *tier2_args))
         workers = processes[1:]
         wait_ready(workers)
-        idle = {w.name: w.cpu_seconds() for w in processes}
+        idle = {w.name: cpu_seconds(w) for w in processes}
         job = f"ceiling-{items}"
         start = time.time()
         submit_mb, _ = peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold),
@@ -72,16 +75,16 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
         finished = wait_done(redis.Redis.from_url(url), job)
         wait_mb, _ = peak_of(["wait", job], url)
         results_mb, _ = peak_of(["results", job, "-o", str(root / f"results-{items}.jsonl")], url)
-        status = redis.Redis.from_url(url, decode_responses=True).hgetall(f"tango:{{{job}}}:meta")
+        status = redis.Redis.from_url(url, decode_responses=True).hgetall(meta_key(job))
         batches, batched = scrape_batches(port)
         return {"items": items, "seconds": finished - start, "submit_seconds": submitted - start,
                 "rate": items / (finished - start), "tier2": int(status["tier2"]), "done": int(status["done"]),
                 "tier2_batches": batches, "tier2_mean_batch": batched / batches if batches else 0.0,
                 "submit_mb": submit_mb, "wait_mb": wait_mb, "results_mb": results_mb,
-                "worker_mb": {w.name: w.peak_rss_mb() for w in workers},
+                "worker_mb": {w.name: peak_rss_mb(w) for w in workers},
                 "cpu": {"submit (whole command)": submit_cpu,
-                        **{w.name: w.cpu_seconds() - idle[w.name] for w in processes}},
-                "redis_mb": redis_proc.peak_rss_mb()}
+                        **{w.name: cpu_seconds(w) - idle[w.name] for w in processes}},
+                "redis_mb": peak_rss_mb(redis_proc)}
     finally:
         stop_all(processes)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from common.cascade import Cascade, run_single
-from common.evaluation import ideal_speedup
-from common.glue import gold_label_ids, load_eval_data
+from common.cascade import ideal_speedup
+from common.data.glue import gold_label_ids, load_eval_data
 from common.labels import align_labels
-from common.models import TierModel, load_tier
-from common.sweep import SweepResult, accuracy, plot, recommendation_line, sweep, write_csv
+from common.ml.models import TierModel, load_tier
+from common.ml.sweep import SweepResult, accuracy_points, plot, recommendation_line, sweep, write_csv
 
 log = logging.getLogger("reproduce_sst2")
 
@@ -60,13 +60,13 @@ def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, P
         model.logits(data.texts[:32])
     repeats = args.repeats
     big_s, big_out = _timed(lambda: run_single(big, alignment.big_to_canonical, alignment.labels, data.texts), repeats)
-    big_acc = accuracy(big_out.label_ids, gold)
+    big_acc = accuracy_points(big_out.label_ids, gold)
     log.info("big alone: accuracy %.2f in %.1fs (%.1f items/s)", big_acc, big_s, len(data) / big_s)
     rows = [_row("big alone (MPNet, 12 layers)", None, big_acc, 1.0, big_s, big_s, None)]
     sweeps, chosen = {}, None
     for name, small in smalls.items():
         small_s, probs = _timed(lambda: _canonical_probs(small, alignment, data.texts), repeats)
-        small_acc = accuracy(probs.argmax(axis=1), gold)
+        small_acc = accuracy_points(probs.argmax(axis=1), gold)
         rows.append(_row(f"small alone (MiniLM {name})", None, small_acc, 0.0, small_s, big_s, None))
         result = sweep(probs, big_out.label_ids, gold, small_s / len(data), big_s / len(data), max_drop=args.max_drop)
         sweeps[name] = result
@@ -99,7 +99,7 @@ def _cascade_rows(args, smalls, big, alignment, texts, gold, sweeps: dict[str, S
             cascade = Cascade(small, big, threshold, alignment)
             seconds, out = _timed(lambda: cascade.run(texts), args.repeats)
             name = f"cascade {variant} T={threshold:.4f}" + (" (recommended)" if threshold == recommended else "")
-            rows.append(_row(name, threshold, accuracy(out.label_ids, gold), out.tier2_fraction, seconds, big_s,
+            rows.append(_row(name, threshold, accuracy_points(out.label_ids, gold), out.tier2_fraction, seconds, big_s,
                              ideal_speedup(out.small_seconds, big_s, out.tier2_fraction)))
             log.info("%s", _format_row(rows[-1]))
     return rows

@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.backbones import minilm_dir, mpnet_backbone  # noqa: E402
-from common.calibration import calibrate_model  # noqa: E402
-from common.training import (TrainingData, TrainSettings, load_task_training_data,  # noqa: E402
+from common.ml.backbones import minilm_dir, mpnet_backbone  # noqa: E402
+from common.ml.calibration import calibrate_model  # noqa: E402
+from common.ml.training import (TrainingData, TrainSettings, load_task_training_data,  # noqa: E402
                              teacher_logits, train_model)
 
 log = logging.getLogger("reproduce_sst2")

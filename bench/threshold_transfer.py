@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.pairs import REPRO_CACHE, reproduction_pair  # noqa: E402
 from bench.reproduce_sst2 import split_train  # noqa: E402
 from common.cascade import ideal_speedup  # noqa: E402
-from common.glue import gold_label_ids, load_eval_data  # noqa: E402
+from common.data.glue import gold_label_ids, load_eval_data  # noqa: E402
 from common.labels import align_labels  # noqa: E402
-from common.models import load_tier  # noqa: E402
-from common.sweep import accuracy, sweep  # noqa: E402
-from common.training import load_task_training_data  # noqa: E402
+from common.ml.models import load_tier  # noqa: E402
+from common.ml.sweep import accuracy_points, sweep  # noqa: E402
+from common.ml.training import load_task_training_data  # noqa: E402
 
 
 def outputs(small, big, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -39,8 +39,8 @@ def outputs(small, big, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def apply(threshold: float, probs: np.ndarray, big_preds: np.ndarray, gold: np.ndarray, cost: float) -> str:
     """The cascade at ``threshold`` on items it was not chosen on, as one line."""
     escalate = probs.max(axis=1) < threshold
-    cascade = accuracy(np.where(escalate, big_preds, probs.argmax(axis=1)), gold)
-    big = accuracy(big_preds, gold)
+    cascade = accuracy_points(np.where(escalate, big_preds, probs.argmax(axis=1)), gold)
+    big = accuracy_points(big_preds, gold)
     return (f"T={threshold:.4f}: cascade {cascade:.2f} vs big {big:.2f} (drop {big - cascade:.2f} points), "
             f"tier 2 {escalate.mean():.1%}, ideal speedup {ideal_speedup(cost, 1.0, float(escalate.mean())):.2f}x")
 

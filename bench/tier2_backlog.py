@@ -31,12 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from bench.harness import (Process, build_corpus, free_port, machine, peak_of, scrape, scrape_batches,  # noqa: E402
-                           start_redis, start_worker, stop_all, wait_done, wait_ready)
+from common.queue.keys import meta_key  # noqa: E402
+from bench.harness import build_corpus, machine, peak_of, scrape, scrape_batches, wait_done  # noqa: E402
+from common.testing.cluster import (Process, free_port, start_redis, start_worker, stop_all, tango_argv,  # noqa: E402
+                                    wait_ready)
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
-from common.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
-from common.models import load_tier  # noqa: E402
-from common.submission import queued_payloads  # noqa: E402
+from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
+from common.ml.models import load_tier  # noqa: E402
+from common.queue.submission import queued_payloads  # noqa: E402
 from tier2_worker.app import GATHER_BATCHES  # noqa: E402
 
 VARIANTS = ("batcher", "celery-batches", "celery-batches-prefetch1")
@@ -77,7 +79,7 @@ def build_backlog(root: Path, pair: Pair, url: str, corpus: Path, job: str, args
         client = redis.Redis.from_url(url)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            total, tier1_done = (int(x) for x in client.hmget(f"tango:{{{job}}}:meta", "total", "tier1"))
+            total, tier1_done = (int(x) for x in client.hmget(meta_key(job), "total", "tier1"))
             if client.llen(QUEUE_TIER1) == 0:
                 backlog = queued(client)
                 if tier1_done + len(backlog.indices) == total:
@@ -85,7 +87,7 @@ def build_backlog(root: Path, pair: Pair, url: str, corpus: Path, job: str, args
             time.sleep(0.2)
         sys.exit("tier 1 did not finish forwarding within 600 s")
     finally:
-        tier1.stop()
+        tier1.kill()
 
 
 def start_tier2(variant: str, pair: Pair, url: str, root: Path, port: int, args: argparse.Namespace,
@@ -96,14 +98,15 @@ def start_tier2(variant: str, pair: Pair, url: str, root: Path, port: int, args:
         inflight = ["-c", str(args.inflight)] if args.inflight else []  # none: the worker's default
         return start_worker(2, pair.big, url, root, *common, *inflight)
     prefetch = ["--prefetch", "1"] if variant.endswith("prefetch1") else []
-    return start_worker(2, pair.big, url, root, *common, "--flush-every", str(flush_every), *prefetch,
-                        module="bench.celery_batches_tier2")
+    entry = tango_argv("worker", "tier2", "--model", str(pair.big), module="bench.celery_batches_tier2")
+    return start_worker(2, pair.big, url, root, *common, "--flush-every", str(flush_every), *prefetch, argv=entry)
 
 
 def run_variant(variant: str, root: Path, pair: Pair, corpus: Path, args: argparse.Namespace,
                 threshold: float, job: str) -> Run:
     """A fresh Redis, the backlog, then one tier-2 worker of ``variant`` until the job is done."""
-    redis_proc, url = start_redis(root)
+    server = start_redis(root)
+    redis_proc, url = server.process, server.url
     processes = [redis_proc]
     try:
         backlog = build_backlog(root, pair, url, corpus, job, args, threshold)
@@ -135,7 +138,7 @@ def poll_batches(port: int, client: redis.Redis, job: str, every: float) -> list
     """New (batches, items) per scrape until the job is final: exact sizes when one batch per poll."""
     seen, polls = (0, 0), []
     while True:
-        final = client.hget(f"tango:{{{job}}}:meta", "state") in (b"done", b"failed")
+        final = client.hget(meta_key(job), "state") in (b"done", b"failed")
         batches, items = (int(x) for x in scrape_batches(port))
         if batches > seen[0]:
             polls.append((batches - seen[0], items - seen[1]))

@@ -32,7 +32,7 @@ def calibrate_command(model: str, task_name: str | None, data_dir: str | None, v
     same whichever small model sits in tier 1. Reports NLL and expected
     calibration error before and after.
     """
-    from common.calibration import calibrate_model
+    from common.ml.calibration import calibrate_model
     from common.errors import ConfigError
 
     if not task_name and not validation_file:
@@ -52,7 +52,7 @@ def calibrate_command(model: str, task_name: str | None, data_dir: str | None, v
 
 def _held_out(model: str, task_name: str, data_dir: str | None, validation_file: str | None,
               max_items: int | None):
-    from common.glue import gold_label_ids, load_eval_data
+    from common.data.glue import gold_label_ids, load_eval_data
     from common.labels import align_labels, model_labels
 
     data = load_eval_data(task_name, validation_file, data_dir)

@@ -1,6 +1,6 @@
 """The cluster's job commands: submit, status, wait, results, jobs, cancel.
 
-Thin click wrappers over ``common.submission`` and ``common.store``. None of
+Thin click wrappers over ``common.queue.submission`` and ``common.queue.store``. None of
 them imports torch: they start fast and stay small whatever the job's size.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ import click
 
 from cli.options import (CONTEXT, corpus_options, corpus_spec, output_format, output_options, redis_errors,
                          redis_option)
-from common.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
+from common.queue.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, JobError, JobGoneError, ServiceUnavailable, first_line
-from common.store import JobStatus, ResultStore
+from common.queue.store import JobStatus, ResultStore
 
 OUTAGE_GRACE = 60.0  # seconds `wait` rides out an unreachable Redis (a restart) before giving up
 
@@ -49,8 +49,8 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
                    text_column: str, pair_column: str | None, id_column: str, label_column: str,
                    redis_url: str | None) -> None:
     """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id."""
-    from common.celery_app import make_app
-    from common.submission import SubmitRequest, submit
+    from common.queue.celery_app import make_app
+    from common.queue.submission import SubmitRequest, submit
 
     settings, store = open_store(redis_url)
     spec = dataclasses.replace(corpus_spec(fmt, text_column, pair_column, id_column, label_column),
@@ -95,8 +95,8 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
     """Show a live progress bar until JOB ends; exit 0 when every item succeeded, 1 otherwise."""
     from tqdm import tqdm
 
-    from common.celery_app import make_app
-    from common.submission import resume, stalled
+    from common.queue.celery_app import make_app
+    from common.queue.submission import resume, stalled
 
     settings, store = open_store(redis_url)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -130,7 +130,7 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
 @redis_option
 def results_command(job: str, output: str, out_format: str | None, partial: bool, redis_url: str | None) -> None:
     """Write every item's result in input order: id, label, score, tier, model."""
-    from common.results import write_records
+    from common.queue.results import write_records
 
     settings, store = open_store(redis_url)
     with redis_errors(settings), click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
@@ -163,8 +163,8 @@ def resume_command(job: str, redis_url: str | None) -> None:
     Safe at any time: results are written once per item, so a resend costs at
     most duplicate work. Reads the job's source file as submit did.
     """
-    from common.celery_app import make_app
-    from common.submission import resume
+    from common.queue.celery_app import make_app
+    from common.queue.submission import resume
 
     settings, store = open_store(redis_url)
     with redis_errors(settings):

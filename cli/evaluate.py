@@ -46,7 +46,7 @@ def eval_command(task_name: str, small_model_name_or_path: str, big_model_name_o
     """
     # imported here, not at the top: ``cli.main`` imports every command module,
     # and the cluster commands must start without torch
-    from common.evaluation import EvalSettings, evaluate, format_report
+    from common.ml.evaluation import EvalSettings, evaluate, format_report
 
     settings = EvalSettings(
         task_name=task_name, small_model=small_model_name_or_path, big_model=big_model_name_or_path,

@@ -15,8 +15,8 @@ from typing import Iterator
 import click
 
 from cli.options import CONTEXT, corpus_options, corpus_spec, output_format, output_options
-from common.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from common.corpus import Item, read_corpus, summarize
+from common.queue.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.data.corpus import Item, read_corpus, summarize
 
 
 @click.command("label", context_settings=CONTEXT)
@@ -42,8 +42,8 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
     """Label INPUT with the cascade in this process and write one result per item, in input order."""
     from common.cascade import Cascade
     from common.labels import align_labels, parse_label_map
-    from common.models import load_tier
-    from common.results import write_records
+    from common.ml.models import load_tier
+    from common.queue.results import write_records
 
     if threads:
         import torch
@@ -68,7 +68,7 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
 
 def label_items(cascade, items: Iterator[Item], names: tuple[str, str], stats: dict, chunk_size: int):
     """Yield a ``ResultRecord`` per item, running the cascade one chunk at a time."""
-    from common.results import ResultRecord
+    from common.queue.results import ResultRecord
 
     for batch in _chunks(items, chunk_size):
         pairs = [item.text_pair or "" for item in batch] if any(i.text_pair is not None for i in batch) else None

@@ -91,7 +91,7 @@ def _register() -> None:
     cli.add_command(train_command, "train")
     cli.add_command(sweep_command, "sweep")
     cli.add_command(calibrate_command, "calibrate")
-    from cli.demo import demo_command
+    from cli.demo.command import demo_command
 
     cli.add_command(demo_command, "demo")
 

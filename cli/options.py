@@ -10,11 +10,11 @@ from typing import Callable, Iterator
 
 import click
 
-from common.config import ClusterSettings
-from common.corpus import CorpusSpec
+from common.queue.config import ClusterSettings
+from common.data.corpus import CorpusSpec
 from common.errors import ServiceUnavailable, first_line
-from common.records import FORMATS
-from common.results import OUTPUT_FORMATS
+from common.data.records import FORMATS
+from common.queue.results import OUTPUT_FORMATS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -48,7 +48,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
     plot and prints a line starting "recommended threshold".
     """
     from common.errors import ConfigError
-    from common.sweep import format_row, plot, recommendation_line, write_csv
+    from common.ml.sweep import format_row, plot, recommendation_line, write_csv
 
     if not task_name and not validation_file:
         raise ConfigError("pass --task (with --data_dir or the hub) or --validation_file")
@@ -71,10 +71,10 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
 def _run(small_model: str, big_model: str, task_name: str, data_dir: str | None, validation_file: str | None,
          layer_num: int | None, quantize_small: bool, label_map: str | None, metric: str | None, max_drop: float, device: str,
          batch_size: int, progress: bool):
-    from common.glue import gold_label_ids, load_eval_data, positive_label_id
+    from common.data.glue import gold_label_ids, load_eval_data, positive_label_id
     from common.labels import align_labels, parse_label_map
-    from common.models import load_tier
-    from common.sweep import run_pair, sweep
+    from common.ml.models import load_tier
+    from common.ml.sweep import run_pair, sweep
 
     data = load_eval_data(task_name, validation_file, data_dir)
     small = load_tier(small_model, device=device, batch_size=batch_size, layer_num=layer_num, quantize=quantize_small)

@@ -56,7 +56,7 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
     distillation), which makes a small tier agree with the big one where it is
     confident. Prints the dev metric at the end when dev data is known.
     """
-    from common.training import TrainSettings, subsample, teacher_logits, train_model
+    from common.ml.training import TrainSettings, subsample, teacher_logits, train_model
 
     data = _load(task_name, data_dir, train_file, text_field)
     data = subsample(data, max_train_samples, seed)
@@ -77,7 +77,7 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
 
 def _load(task_name: str | None, data_dir: str | None, train_file: str | None, text_field: str | None):
     from common.errors import ConfigError
-    from common.training import load_task_training_data
+    from common.ml.training import load_task_training_data
 
     if bool(task_name) == bool(train_file):
         raise ConfigError("pass exactly one of --task (with --data_dir) or --train_file")
@@ -90,9 +90,9 @@ def _load(task_name: str | None, data_dir: str | None, train_file: str | None, t
 
 def load_train_file(path: str, text_field: str | None = None):
     """A labelled corpus as training data, read by the shared corpus parser; every item needs a label."""
-    from common.corpus import CorpusSpec, read_corpus
+    from common.data.corpus import CorpusSpec, read_corpus
     from common.errors import DataError
-    from common.training import TrainingData, label_ids_for
+    from common.ml.training import TrainingData, label_ids_for
 
     items = list(read_corpus(path, CorpusSpec(text_column=text_field or "text")))
     if not items:
@@ -108,7 +108,7 @@ def load_train_file(path: str, text_field: str | None = None):
 def _report_dev(model_dir: Path, task_name: str | None, data_dir: str | None, validation_file: str | None) -> None:
     if not (validation_file or (task_name and data_dir)):
         return
-    from common.training import dev_metrics
+    from common.ml.training import dev_metrics
 
     metrics = dev_metrics(str(model_dir), task_name or "sst2", data_dir, validation_file)
     click.echo("dev " + json.dumps({k: round(v, 4) for k, v in metrics.items()}))

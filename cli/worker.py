@@ -12,7 +12,7 @@ import socket
 import click
 
 from cli.options import CONTEXT, redis_option
-from common.config import PRECISIONS, ClusterSettings
+from common.queue.config import PRECISIONS, ClusterSettings, WorkerSettings
 from common.errors import ConfigError
 
 
@@ -47,8 +47,7 @@ def worker_command(tier: str, model: str, device: str, batch_size: int, concurre
                    name: str | None, loglevel: str, redis_url: str | None) -> None:
     """Serve queue TIER with the given model until stopped (first Ctrl-C: finish current tasks)."""
     from common.labels import model_labels
-    from common.store import ResultStore
-    from common.worker import WorkerSettings
+    from common.queue.store import ResultStore
 
     if max_wait_ms and tier != "tier2":
         raise ConfigError("--max-wait-ms batches tier 2's forwarded items; tier 1's chunks are batches already")

@@ -86,6 +86,11 @@ class CascadeOutput:
                 for i, s, t in zip(self.label_ids, self.scores, self.tiers)]
 
 
+def answers(probs: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's answer as a canonical label id (``outputs`` maps model outputs to them) and its score."""
+    return outputs[probs.argmax(axis=-1)], probs.max(axis=-1)
+
+
 def combine(small_probs: np.ndarray, big_probs: np.ndarray | None, escalate: np.ndarray,
             alignment: LabelAlignment) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge tier-1 answers with tier-2 answers for the escalated rows.
@@ -93,13 +98,11 @@ def combine(small_probs: np.ndarray, big_probs: np.ndarray | None, escalate: np.
     ``big_probs`` holds rows for the escalated items only, in their order.
     Returns canonical label ids, scores and tiers per item.
     """
-    label_ids = alignment.small_to_canonical[small_probs.argmax(axis=-1)]
-    scores = small_probs.max(axis=-1)
+    label_ids, scores = answers(small_probs, alignment.small_to_canonical)
     tiers = np.full(len(small_probs), TIER_SMALL, dtype=np.int8)
     if escalate.any():
         assert big_probs is not None and len(big_probs) == int(escalate.sum())
-        label_ids[escalate] = alignment.big_to_canonical[big_probs.argmax(axis=-1)]
-        scores[escalate] = big_probs.max(axis=-1)
+        label_ids[escalate], scores[escalate] = answers(big_probs, alignment.big_to_canonical)
         tiers[escalate] = TIER_BIG
     return label_ids, scores, tiers
 
@@ -138,8 +141,8 @@ def run_single(model, alignment_map: np.ndarray, labels: list[str], texts: Seque
     start = time.perf_counter()
     probs = model.probabilities(texts, pairs, progress=progress)
     seconds = time.perf_counter() - start
-    label_ids = alignment_map[probs.argmax(axis=-1)]
-    out = CascadeOutput(labels, label_ids, probs.max(axis=-1), np.full(len(probs), tier, dtype=np.int8))
+    label_ids, scores = answers(probs, alignment_map)
+    out = CascadeOutput(labels, label_ids, scores, np.full(len(probs), tier, dtype=np.int8))
     if tier == TIER_BIG:
         out.big_seconds = seconds
     else:

@@ -6,13 +6,15 @@ are matched by name, whatever their order.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from common.errors import ConfigError, LabelMismatchError
+from common.errors import ConfigError, LabelMismatchError, ModelLoadError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +91,17 @@ def _by_name(small: list[str], big: list[str]) -> LabelAlignment:
 
 
 def model_labels(name_or_path: str) -> list[str]:
-    """A model's label names from its config alone: no weights, and no torch for a local
-    directory, so the CLI and a worker's pre-fork check can learn a label set cheaply."""
-    import json
-    from pathlib import Path
-
-    from common.errors import ModelLoadError, first_line
-
+    """A model's label names from its ``config.json`` alone (a local directory, else the hub's copy):
+    no weights and no torch, so the CLI and a worker's pre-fork check learn a label set cheaply."""
     local = Path(name_or_path) / "config.json"
     try:
-        if local.is_file():
-            config = json.loads(local.read_text(encoding="utf-8"))
-        else:
-            from transformers import AutoConfig
+        if not local.is_file():
+            from huggingface_hub import hf_hub_download
 
-            config = AutoConfig.from_pretrained(name_or_path).to_dict()
+            local = Path(hf_hub_download(name_or_path, "config.json"))
+        config = json.loads(local.read_text(encoding="utf-8"))
         id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
         count = int(config.get("num_labels") or len(id2label) or 2)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a missing repo, no network, bad JSON: all "cannot load"
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
     return [str(id2label.get(i, f"LABEL_{i}")) for i in range(count)]

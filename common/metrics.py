@@ -29,8 +29,13 @@ def compute_metrics(task: str | None, predictions: np.ndarray, references: np.nd
             for name in metric_names(task)}
 
 
+def accuracy(predictions: np.ndarray, references: np.ndarray) -> float:
+    """The share of correct predictions, 0-1 like every metric here (reports print points: x 100)."""
+    return float((np.asarray(predictions) == np.asarray(references)).mean()) if len(references) else float("nan")
+
+
 def _accuracy(p: np.ndarray, r: np.ndarray, _: int) -> float:
-    return float((p == r).mean()) if len(r) else float("nan")
+    return accuracy(p, r)
 
 
 def _f1(p: np.ndarray, r: np.ndarray, positive: int) -> float:

@@ -1,4 +1,8 @@
-"""Shared fixtures: tiny models built on the spot, and the GLUE data in ../shared."""
+"""Shared fixtures: a throwaway redis-server, tiny models built on the spot, and the GLUE data in ../shared.
+
+A missing ``redis-server`` fails the tests that need it rather than skipping them:
+the cluster is the product, and a suite that silently skips it proves nothing.
+"""
 from __future__ import annotations
 
 import os
@@ -6,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from common.tiny import build_tiny_model, build_tokenizer
+from common.testing.cluster import start_redis
+from common.testing.tiny import build_tiny_model, build_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -53,3 +58,17 @@ def tiny_models(tmp_path_factory, tokenizer) -> dict[str, Path]:
     }
     return {name: build_tiny_model(root / name, labels, layers=layers, seed=seed, tokenizer=tokenizer)
             for name, (labels, layers, seed) in specs.items()}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server) -> str:
+    """A clean database for each test."""
+    redis_server.client().flushall()
+    return redis_server.url

@@ -4,9 +4,11 @@ from __future__ import annotations
 import base64
 import json
 
-from common.messages import Chunk, WorkItem
-from common.store import JobSpec, ResultStore
-from common.worker import TierRuntime
+from common.queue.messages import Chunk, WorkItem
+from common.queue.store import JobSpec, ResultStore
+from common.ml.models import load_for_worker
+from common.queue.decisions import decide_tier1, decide_tier2
+from common.queue.runtime import TierRuntime
 
 TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is fine", "i hated every minute",
          "a triumph", "not bad at all , really", "what a mess", "quietly moving and sad"]
@@ -14,11 +16,8 @@ LABELS = ("negative", "positive")
 
 
 def runtime(tier: int, model, redis_url: str) -> TierRuntime:
-    from tier1_worker.app import decide as decide1
-    from tier2_worker.app import decide as decide2
-
     env = {"TANGO_MODEL": str(model), "TANGO_REDIS_URL": redis_url, "TANGO_THREADS": "1"}
-    rt = TierRuntime(tier=tier, decide=decide1 if tier == 1 else decide2, env=env)
+    rt = TierRuntime(tier=tier, decide=decide_tier1 if tier == 1 else decide_tier2, loader=load_for_worker, env=env)
     rt.ensure_loaded()
     return rt
 

@@ -1,30 +1,17 @@
-"""Tier 1's task: answer the items the small model is sure of, send the rest on.
+"""Tier 1's Celery app: the small model answers what it is sure of and sends the rest on.
 
-Confident items are written to the result store in one call; the uncertain
-ones leave as one ``tier2`` task, sent by name (tier 1 never imports tier 2's
-code) before this task returns and is acknowledged, so none can be lost.
+The decision is ``common.queue.decisions.decide_tier1``; the uncertain items
+leave as one ``tier2`` task, sent by name (tier 1 never imports tier 2's code)
+before this task returns and is acknowledged, so none can be lost.
 """
 from __future__ import annotations
 
-import numpy as np
+from common.ml.models import load_for_worker
+from common.queue.decisions import decide_tier1
+from common.queue.messages import TASK_TIER1
+from common.queue.runtime import TierRuntime
 
-from common.cascade import combine, escalate_mask
-from common.labels import LabelAlignment
-from common.messages import TASK_TIER1, Chunk
-from common.worker import Decision, TierRuntime
-
-
-def decide(runtime: TierRuntime, chunk: Chunk, probs: np.ndarray, alignment: LabelAlignment) -> Decision:
-    """The cascade rule of ``common.cascade``, applied to one chunk."""
-    escalate = escalate_mask(probs, chunk.threshold)
-    label_ids, scores, _ = combine(probs, None, np.zeros(len(probs), dtype=bool), alignment)
-    keep = np.flatnonzero(~escalate)
-    confident = [chunk.items[i] for i in keep]
-    forward = [chunk.items[i] for i in np.flatnonzero(escalate)]
-    return runtime.entries(chunk, confident, label_ids[keep], scores[keep]), forward
-
-
-runtime = TierRuntime(tier=1, decide=decide)
+runtime = TierRuntime(tier=1, decide=decide_tier1, loader=load_for_worker)
 app = runtime.app
 
 

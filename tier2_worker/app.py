@@ -1,4 +1,4 @@
-"""Tier 2's task: the big model's answer is final for every item it receives.
+"""Tier 2's Celery app: the big model's answer is final for every item it receives.
 
 With ``TANGO_MAX_WAIT_MS`` > 0 (``tango worker tier2 --max-wait-ms``) the
 model sits behind a ``Batcher``: run the worker with the threads pool, each
@@ -10,22 +10,15 @@ per batch, for a 6-layer BERT on one CPU thread).
 """
 from __future__ import annotations
 
-import numpy as np
-
-from common.cascade import combine
-from common.labels import LabelAlignment
-from common.messages import TASK_TIER2, Chunk
-from common.faults import Scorer
-from common.worker import Decision, TierRuntime, WorkerSettings
+from common.ml.models import load_for_worker
+from common.queue.config import WorkerSettings
+from common.queue.decisions import decide_tier2
+from common.queue.faults import Scorer
+from common.queue.messages import TASK_TIER2
+from common.queue.runtime import TierRuntime
 from tier2_worker.batching import Batcher
 
 GATHER_BATCHES = 4
-
-
-def decide(runtime: TierRuntime, chunk: Chunk, probs: np.ndarray, alignment: LabelAlignment) -> Decision:
-    """Every item is decided here, mapped to the job's labels by ``common.cascade.combine``."""
-    label_ids, scores, _ = combine(probs, probs, np.ones(len(probs), dtype=bool), alignment)
-    return runtime.entries(chunk, list(chunk.items), label_ids, scores), []
 
 
 def batching(settings: WorkerSettings, model: Scorer) -> Batcher | None:
@@ -36,7 +29,7 @@ def batching(settings: WorkerSettings, model: Scorer) -> Batcher | None:
                    max_wait=settings.max_wait_ms / 1000, unit=settings.batch_size)
 
 
-runtime = TierRuntime(tier=2, decide=decide, batching=batching)
+runtime = TierRuntime(tier=2, decide=decide_tier2, loader=load_for_worker, batching=batching)
 app = runtime.app
 
 

@@ -12,8 +12,8 @@ Celery acknowledge its message: nothing is acknowledged before it is stored.
 ``max_wait`` runs from an item's arrival or from when the model last became free,
 whichever is later: items that arrived while the model was busy are overdue the moment
 it is free, and running them at once, before the chunks whose messages just finished
-are replaced by new ones, made small pools and a partial model batch of most of them
-(82% mean batch against a backlog). A pool cut by the timer is also rounded down to
+are replaced by new ones, would make small pools and a partial model batch of most of
+them. A pool cut by the timer is also rounded down to
 whole model batches (``unit``) when it holds at least one; the rest waits again.
 """
 from __future__ import annotations
@@ -48,15 +48,11 @@ class _Request:
 
 @dataclass
 class BatchStats:
-    """What the batcher did: the mean batch size is the figure the issue asks for."""
+    """What the batcher did, for tests and logs: how full its batches were."""
 
     batches: int = 0
     items: int = 0
     full: int = 0  # batches that reached batch_size
-
-    @property
-    def mean_batch(self) -> float:
-        return self.items / self.batches if self.batches else 0.0
 
 
 class BatcherClosed(RuntimeError):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from bench.celery_batches_tier2 import PooledRows
-from common.messages import TASK_TIER2, Chunk, WorkItem
+from common.queue.messages import TASK_TIER2, Chunk, WorkItem
 
 LABELS = ("negative", "positive")
 

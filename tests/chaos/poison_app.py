@@ -9,11 +9,10 @@ from __future__ import annotations
 import os
 import signal
 
-import common.worker as worker
+from common.ml.models import load_for_worker
 from tier1_worker.app import app, runtime
 
 __all__ = ["app", "runtime"]
-_load_model = worker.load_model
 
 
 class PoisonedModel:
@@ -33,4 +32,4 @@ class PoisonedModel:
         return self._model.probabilities(texts, pairs)
 
 
-worker.load_model = lambda settings: PoisonedModel(_load_model(settings))
+runtime.loader = lambda settings: PoisonedModel(load_for_worker(settings))

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tests.chaos.harness import Fleet, account, drained, progress, until, write_corpus
-from tests.cluster import ROOT, RedisServer, run_tango, start_redis, tango_env, wait_ready
+from common.testing.chaos import Fleet, account, drained, progress, until, write_corpus
+from common.testing.cluster import ROOT, RedisServer, cluster_env, run_tango, start_redis, wait_ready
 
 N_ITEMS = 3000
 AOF = ("--appendonly", "yes", "--appendfsync", "always")
@@ -40,7 +40,7 @@ def start_job(server: RedisServer, fleet: Fleet, texts: list[str], tmp_path,
     log = tmp_path / "wait.err"
     waiter = subprocess.Popen([sys.executable, "-m", "cli.main", "wait", job, "--interval", "0.2",
                                "--resume-stalled"], cwd=ROOT,
-                              env=tango_env(server.url), stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+                              env=cluster_env(server.url), stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     until(lambda: f"{job}:" in log.read_text(), "`tango wait` to show the job")  # it has seen the job
     return ids, waiter, log
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from tests.chaos.harness import drained, until
-from tests.cluster import START_TIMEOUT, run_tango, start_redis, start_worker, wait_ready
+from common.testing.chaos import drained, until
+from common.testing.cluster import START_TIMEOUT, run_tango, start_celery_worker, start_redis, wait_ready
 
 KILLER, RAISER = 15, 25  # item positions; chunks of 10: the killer spoils chunk 1, the raiser only itself
 
@@ -18,9 +18,9 @@ def test_a_crashing_chunk_is_capped_and_a_raising_item_fails_alone(tiny_models, 
                               for i in range(40)))
     server = start_redis(tmp_path)
     env = {"TANGO_MAX_ATTEMPTS": "2", "TANGO_VISIBILITY_TIMEOUT": "4"}
-    workers = [start_worker(1, "poisoned", tiny_models["small"], server.url, tmp_path, app="tests.chaos.poison_app",
+    workers = [start_celery_worker(1, "poisoned", tiny_models["small"], server.url, tmp_path, app="tests.chaos.poison_app",
                             **env),
-               start_worker(2, "t2", tiny_models["big"], server.url, tmp_path, **env)]
+               start_celery_worker(2, "t2", tiny_models["big"], server.url, tmp_path, **env)]
     try:
         wait_ready(workers)
         assert run_tango("submit", str(corpus), "--job-id", "poison", "--chunk-size", "10", "--labels",
@@ -30,10 +30,10 @@ def test_a_crashing_chunk_is_capped_and_a_raising_item_fails_alone(tiny_models, 
         status = json.loads(run_tango("status", "poison", "--json", redis_url=server.url).stdout)
         fetched = run_tango("results", "poison", redis_url=server.url)
         log = workers[0].log.read_text()
-        alive = workers[0].process.poll() is None
+        alive = workers[0].popen.poll() is None
     finally:
         for worker in workers:
-            worker.stop()
+            worker.kill()
         server.stop()
     assert waited.returncode == 1 and "ended failed (11 failed items)" in waited.stderr
     assert (status["state"], status["done"], status["failed"]) == ("failed", 29, 11)
@@ -52,11 +52,11 @@ def test_a_worker_whose_model_cannot_load_exits_non_zero_with_one_line(tiny_mode
     broken = shutil.copytree(tiny_models["small"], tmp_path / "broken-model")
     (broken / "model.safetensors").write_bytes(b"not a tensor file")  # the config still reads fine
     server = start_redis(tmp_path)
-    worker = start_worker(1, "broken", broken, server.url, tmp_path)
+    worker = start_celery_worker(1, "broken", broken, server.url, tmp_path)
     try:
-        code = worker.process.wait(timeout=START_TIMEOUT)
+        code = worker.popen.wait(timeout=START_TIMEOUT)
     finally:
-        worker.stop()
+        worker.kill()
         server.stop()
     reasons = [line for line in worker.log.read_text().splitlines() if "cannot load its model" in line]
     assert code != 0

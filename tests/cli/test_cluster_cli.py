@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.cluster import ROOT, free_port, redis_server, redis_url, run_tango, tango_env  # noqa: F401 (fixtures)
+from common.testing.cluster import ROOT, cluster_env, free_port, run_tango
 
 
 @pytest.fixture()
@@ -34,7 +34,7 @@ def test_cluster_commands_import_neither_torch_nor_transformers(redis_url, corpu
             "assert run(cli, args=['status', 'j1']) == 0; assert run(cli, args=['jobs']) == 0; "
             "assert 'torch' not in sys.modules, 'torch was imported'; "
             "assert 'transformers' not in sys.modules, 'transformers was imported'")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=tango_env(redis_url), capture_output=True,
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=cluster_env(redis_url), capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 
 from cli.main import cli, run
-from common.config import ClusterSettings
-from common.keys import job_keys
-from common.results import ResultRecord
-from common.store import ResultStore
-from common.submission import queued_payloads
-from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+from common.queue.config import ClusterSettings
+from common.queue.keys import job_keys
+from common.queue.results import ResultRecord
+from common.queue.store import ResultStore
+from common.queue.submission import queued_payloads
 
 
 def queued_indices(client) -> list[list[int]]:

@@ -7,9 +7,8 @@ import json
 import pytest
 
 from cli.main import cli, run
-from common.corpus import DEFAULT_MAX_CHARS
-from common.submission import queued_payloads
-from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+from common.data.corpus import DEFAULT_MAX_CHARS
+from common.queue.submission import queued_payloads
 
 GOOD = '{"id": "a", "text": "a fine film"}\n'
 BAD_LINES = {  # name: (line 2 of a .jsonl file, what the error says)

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from cli.main import cli, run
-from common.models import load_tier
+from common.ml.models import load_tier
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -79,11 +79,11 @@ def test_sweep_writes_csv_png_and_recommends(tiny_models, glue_dir, tmp_path, ca
 
 
 def test_sweep_can_run_the_small_model_int8(tiny_models, glue_dir, tmp_path, capsys, monkeypatch):
-    import common.models
+    import common.ml.models
 
     loaded = []
-    real = common.models.load_tier
-    monkeypatch.setattr(common.models, "load_tier", lambda name, **kw: loaded.append((name, kw)) or real(name, **kw))
+    real = common.ml.models.load_tier
+    monkeypatch.setattr(common.ml.models, "load_tier", lambda name, **kw: loaded.append((name, kw)) or real(name, **kw))
     assert tango("sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--task", "sst2",
                  "--data_dir", glue_dir, "--output-dir", tmp_path, "--json", "--quantize-small") == 0
     report = json.loads(capsys.readouterr().out)

@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from common.cascade import Cascade, combine, escalate_mask, softmax, validate_threshold
 from common.errors import ConfigError
 from common.labels import align_labels
-from common.models import load_tier
+from common.ml.models import load_tier
 
 TEXTS = [f"review {i}: " + " ".join(["good", "bad", "film", "plot", "dull", "great"][j % 6] for j in range(i % 9 + 1))
          for i in range(120)]

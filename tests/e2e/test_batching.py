@@ -6,35 +6,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from common.config import ClusterSettings
-from common.store import ResultStore
-from tests.cluster import (ROOT, START_TIMEOUT, Worker, free_port, start_redis, start_worker, tango_env,
-                           wait_ready)
-from tests.e2e.test_cluster import assert_drained, embedded, submit, until, wait_and_fetch
-from tests.e2e.test_cluster import sentences  # noqa: F401 (fixture)
+from common.queue.config import ClusterSettings
+from common.queue.keys import UNACKED
+from common.queue.store import ResultStore
+from common.testing.cluster import (START_TIMEOUT, Process, free_port, start_celery_worker, start_redis, start_worker,
+                                    wait_ready)
+from common.testing.chaos import until
+from tests.e2e.jobs import assert_drained, embedded, submit, wait_and_fetch
 
 ITEMS = 640
 CHUNK = 16
 BATCH = 32  # above any chunk's forwarded items: one batch per chunk without the batcher
 
 
-def batched_tier2(model: Path, redis_url: str, log_dir: Path, max_wait_ms: int, port: int) -> Worker:
+def batched_tier2(model: Path, redis_url: str, log_dir: Path, max_wait_ms: int, port: int) -> Process:
     """The real CLI: `tango worker tier2 --max-wait-ms` (threads pool, one model, 8 messages in hand)."""
-    log = log_dir / f"t2b-{max_wait_ms}.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "worker", "tier2", "--model", str(model), "--batch-size", str(BATCH),
-         "--max-wait-ms", str(max_wait_ms), "-c", "8", "--threads", "1", "--metrics-port", str(port),
-         "-n", f"t2b{max_wait_ms}@%h"],
-        cwd=ROOT, env=tango_env(redis_url), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-    return Worker(f"t2b{max_wait_ms}", process, log)
+    return start_worker(2, model, redis_url, log_dir, "--batch-size", str(BATCH), "--max-wait-ms", str(max_wait_ms),
+                        "-c", "8", "--threads", "1", "--metrics-port", str(port), name=f"t2b{max_wait_ms}")
 
 
 def write_corpus(path: Path, rows) -> Path:
@@ -51,17 +45,17 @@ def metric(port: int, name: str) -> float:
 @pytest.fixture()
 def cluster(tmp_path, tiny_models):
     server = start_redis(tmp_path)
-    workers: list[Worker] = []
+    workers: list[Process] = []
     yield server, workers
     for worker in workers:
-        worker.stop()
+        worker.kill()
     server.stop()
 
 
 def test_batched_jobs_equal_embedded_mode_and_batches_span_chunks(cluster, tiny_models, sentences, tmp_path):
     server, workers = cluster
     port = free_port()
-    workers += [start_worker(1, "t1", tiny_models["small"], server.url, tmp_path),
+    workers += [start_celery_worker(1, "t1", tiny_models["small"], server.url, tmp_path),
                 batched_tier2(tiny_models["big"], server.url, tmp_path, 50, port)]
     wait_ready(workers)
     corpus = write_corpus(tmp_path / "corpus.jsonl", sentences)
@@ -90,16 +84,16 @@ def test_a_warm_shutdown_runs_what_the_batcher_holds(cluster, tiny_models, sente
     server, workers = cluster
     port = free_port()
     tier2 = batched_tier2(tiny_models["big"], server.url, tmp_path, 600_000, port)
-    workers += [start_worker(1, "t1", tiny_models["small"], server.url, tmp_path), tier2]
+    workers += [start_celery_worker(1, "t1", tiny_models["small"], server.url, tmp_path), tier2]
     wait_ready(workers)
     corpus = write_corpus(tmp_path / "corpus.jsonl", sentences[:64])
     submit(corpus, "held", server.url, tiny_models, 0.95, "--chunk-size", str(CHUNK))
     store = ResultStore.open(ClusterSettings(redis_url=server.url))
     until(lambda: store.client.llen("tier1") == 0 and store.client.llen("tier2") == 0
-          and store.client.hlen("unacked") > 0, "tier 2 holding its messages")
+          and store.client.hlen(UNACKED) > 0, "tier 2 holding its messages")
     assert store.status("held").state == "running"
-    os.kill(tier2.process.pid, signal.SIGTERM)  # the worker's main process: Celery's warm shutdown
-    assert tier2.process.wait(timeout=START_TIMEOUT) == 0
+    os.kill(tier2.popen.pid, signal.SIGTERM)  # the worker's main process: Celery's warm shutdown
+    assert tier2.popen.wait(timeout=START_TIMEOUT) == 0
     status = store.status("held")
     assert (status.state, status.done, status.failed) == ("done", 64, 0)
     assert_drained(store)

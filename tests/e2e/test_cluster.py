@@ -7,17 +7,19 @@ import csv
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from cli.main import cli, run
-from common.celery_app import make_app
-from common.config import ClusterSettings
-from common.store import ResultStore
-from tests.cluster import ROOT, START_TIMEOUT, run_tango, start_redis, start_worker, tango_env, wait_ready
+from common.queue.celery_app import make_app
+from common.queue.config import ClusterSettings
+from common.queue.store import ResultStore
+from common.queue.keys import UNACKED, results_key
+from common.queue.messages import QUEUE_TIER1
+from common.testing.chaos import until
+from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, tango_argv,
+                                    wait_ready)
+from tests.e2e.jobs import assert_drained, embedded, submit, wait_and_fetch
 
 N_ITEMS = 2000
 
@@ -27,66 +29,16 @@ def cluster(tmp_path_factory, tiny_models):
     """Redis plus workers t1a, t1b (tier 1) and t2 (tier 2), torn down by killing their process groups."""
     root = tmp_path_factory.mktemp("cluster")
     server = start_redis(root)
-    workers = [start_worker(1, "t1a", tiny_models["small"], server.url, root),
-               start_worker(1, "t1b", tiny_models["small"], server.url, root),
-               start_worker(2, "t2", tiny_models["big"], server.url, root)]
+    workers = [start_celery_worker(1, "t1a", tiny_models["small"], server.url, root),
+               start_celery_worker(1, "t1b", tiny_models["small"], server.url, root),
+               start_celery_worker(2, "t2", tiny_models["big"], server.url, root)]
     try:
         wait_ready(workers)
         yield server, workers
     finally:
         for worker in workers:
-            worker.stop()
+            worker.kill()
         server.stop()
-
-
-@pytest.fixture(scope="module")
-def sentences(glue_dir) -> list[tuple[str, str]]:
-    rows = (glue_dir / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    return [tuple(row.split("\t")) for row in rows[:N_ITEMS]]
-
-
-def embedded(corpus: Path, out: Path, models: dict, threshold: float, *columns: str) -> list[dict]:
-    """What `tango label` writes for the same input (in this process, no Redis), with the workers'
-    one torch thread: float sums depend on the thread count."""
-    threads = torch.get_num_threads()
-    code = run(cli, args=["label", str(corpus), "--small", str(models["small"]), "--big", str(models["big"]),
-                          "--threshold", str(threshold), "-o", str(out), "--threads", "1", *columns])
-    torch.set_num_threads(threads)
-    assert code == 0
-    return read_jsonl(out)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def submit(corpus: Path, job: str, url: str, models: dict, threshold: float, *columns: str) -> None:
-    done = run_tango("submit", str(corpus), "--job-id", job, "--threshold", str(threshold), "--small",
-                     str(models["small"]), "--big", str(models["big"]), *columns, redis_url=url)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == job
-
-
-def wait_and_fetch(job: str, url: str, out: Path) -> list[dict]:
-    waited = run_tango("wait", job, redis_url=url)
-    assert waited.returncode == 0, waited.stderr
-    assert re.search(r"state\s+done", waited.stderr), waited.stderr
-    fetched = run_tango("results", job, "-o", str(out), redis_url=url)
-    assert fetched.returncode == 0, fetched.stderr
-    return read_jsonl(out)
-
-
-def until(condition, what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.1)
-
-
-def assert_drained(store: ResultStore) -> None:
-    """No task left queued or unacknowledged (the last ack may trail the last write a moment)."""
-    assert store.client.llen("tier1") == 0 and store.client.llen("tier2") == 0
-    until(lambda: store.client.hlen("unacked") == 0, "the last acknowledgement")
 
 
 def test_a_2000_item_job_equals_embedded_mode(cluster, tiny_models, sentences, tmp_path):
@@ -121,9 +73,9 @@ def test_a_2000_item_job_equals_embedded_mode(cluster, tiny_models, sentences, t
     assert (final["state"], final["done"], final["failed"]) == ("done", N_ITEMS, 0)
     assert final["tier1"] + final["tier2"] == N_ITEMS and final["tier1"] == tier1_count
     assert final["gold"] == N_ITEMS and final["accuracy"] is not None
-    assert store.client.hlen("tango:{big}:results") == N_ITEMS
+    assert store.client.hlen(results_key("big")) == N_ITEMS
     assert_drained(store)
-    served = [w.log.read_text() for w in workers[:2]]
+    served = [w.log_text() for w in workers[:2]]
     assert all("job 'big' chunk" in log for log in served), "both tier-1 workers should have taken chunks"
 
 
@@ -142,8 +94,8 @@ def test_two_jobs_with_different_thresholds_do_not_mix(cluster, tiny_models, sen
     expected_a = embedded(singles, tmp_path / "a_embedded.jsonl", tiny_models, 0.75)
     expected_b = embedded(pairs, tmp_path / "b_embedded.jsonl", tiny_models, 0.95, *pair_columns)
 
-    procs = [subprocess.Popen([*_tango("submit"), str(path), "--job-id", job, "--threshold", threshold, "--labels",
-                               "negative,positive", *columns], cwd=ROOT, env=tango_env(server.url),
+    procs = [subprocess.Popen([*tango_argv("submit"), str(path), "--job-id", job, "--threshold", threshold, "--labels",
+                               "negative,positive", *columns], cwd=ROOT, env=cluster_env(server.url),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for path, job, threshold, columns in ((singles, "ja", "0.75", ()), (pairs, "jb", "0.95", pair_columns))]
     for proc in procs:
@@ -160,15 +112,9 @@ def test_two_jobs_with_different_thresholds_do_not_mix(cluster, tiny_models, sen
     assert re.search(r"^ja\s+done\s+600\s+600\s", jobs, re.M) and re.search(r"^jb\s+done\s+400\s+400\s", jobs, re.M)
 
 
-def _tango(*args: str) -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "cli.main", *args]
-
-
 def _host(worker) -> str:
-    match = re.search(r"t2@(\S+) ready\.", worker.log.read_text())
-    assert match, worker.log.read_text()[-2000:]
+    match = re.search(r"t2@(\S+) ready\.", worker.log_text())
+    assert match, worker.log_text()[-2000:]
     return match.group(1)
 
 
@@ -200,7 +146,7 @@ def test_a_pickled_message_is_refused_and_never_run(cluster, tmp_path):
             headers={"lang": "py", "task": "tango.tier1.classify", "id": "hostile-1", "root_id": "hostile-1",
                      "parent_id": None, "group": None, "argsrepr": "", "kwargsrepr": "", "origin": "test"})
     store = ResultStore.open(ClusterSettings(redis_url=server.url))
-    until(lambda: any("Refusing to deserialize" in w.log.read_text() for w in workers[:2]), "the refusal")
-    until(lambda: store.client.llen("tier1") == 0 and store.client.hlen("unacked") == 0, "the message to go")
+    until(lambda: any("Refusing to deserialize" in w.log_text() for w in workers[:2]), "the refusal")
+    until(lambda: store.client.llen(QUEUE_TIER1) == 0 and store.client.hlen(UNACKED) == 0, "the message to go")
     assert not marker.exists()
-    assert all(w.process.poll() is None for w in workers), "a worker died on the message"
+    assert all(w.popen.poll() is None for w in workers), "a worker died on the message"

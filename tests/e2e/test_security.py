@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.cluster import free_port, run_tango, start_redis, start_worker, wait_ready
+from common.testing.cluster import free_port, run_tango, start_celery_worker, start_redis, wait_ready
 
 USER_PASSWORD = "tango-S3cr3t-pw"
 ADMIN_PASSWORD = "admin-S3cr3t-pw"
@@ -41,8 +41,8 @@ def write_corpus(path, n: int):
 
 def run_job(url: str, tiny_models, tmp_path, n: int = 60) -> str:
     """Workers and a whole job over ``url``; returns every CLI output and worker log, concatenated."""
-    workers = [start_worker(1, "s1", tiny_models["small"], url, tmp_path),
-               start_worker(2, "s2", tiny_models["big"], url, tmp_path)]
+    workers = [start_celery_worker(1, "s1", tiny_models["small"], url, tmp_path),
+               start_celery_worker(2, "s2", tiny_models["big"], url, tmp_path)]
     try:
         wait_ready(workers)
         corpus = write_corpus(tmp_path / "in.jsonl", n)
@@ -52,7 +52,7 @@ def run_job(url: str, tiny_models, tmp_path, n: int = 60) -> str:
                 run_tango("jobs", redis_url=url), run_tango("results", "sec", redis_url=url)]
     finally:
         for worker in workers:
-            worker.stop()
+            worker.kill()
     for done in runs:
         assert done.returncode == 0, done.stderr[-2000:]
     assert len(runs[-1].stdout.splitlines()) == n

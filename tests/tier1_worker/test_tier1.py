@@ -6,8 +6,7 @@ import pytest
 
 from common.cascade import Cascade
 from common.labels import align_labels
-from common.models import load_tier
-from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+from common.ml.models import load_tier
 from tests.workers import TEXTS, chunk, new_job, queued, runtime
 
 

@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from common.worker import TierRuntime
-from tests.cluster import START_TIMEOUT, redis_server, redis_url  # noqa: F401 (fixtures)
+from common.ml.models import load_for_worker
+from common.queue.decisions import decide_tier2
+from common.queue.runtime import TierRuntime
+from common.testing.cluster import START_TIMEOUT
 from tests.workers import TEXTS, chunk, new_job, runtime
-from tier2_worker.app import batching, decide
+from tier2_worker.app import batching
 from tier2_worker.batching import Batcher, BatcherClosed
 
 HOUR = 3600.0  # a max wait that never expires within a test: only size or close() can flush
@@ -127,7 +129,7 @@ def test_batched_tier_2_keeps_each_jobs_results_apart(tiny_models, redis_url):
     """Two jobs with opposite label orders, their chunks merged into shared batches."""
     env = {"TANGO_MODEL": str(tiny_models["big"]), "TANGO_REDIS_URL": redis_url, "TANGO_THREADS": "1",
            "TANGO_MAX_WAIT_MS": "50", "TANGO_BATCH_SIZE": "12"}
-    batched = TierRuntime(tier=2, decide=decide, env=env, batching=batching)
+    batched = TierRuntime(tier=2, decide=decide_tier2, loader=load_for_worker, env=env, batching=batching)
     batched.ensure_loaded()
     assert isinstance(batched.scorer, Batcher)
     plain = runtime(2, tiny_models["big"], redis_url)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.models import load_tier
-from tests.cluster import redis_server, redis_url  # noqa: F401 (fixtures)
+from common.ml.models import load_tier
 from tests.workers import TEXTS, chunk, new_job, runtime
 
 
@@ -43,7 +42,7 @@ def test_generic_label_names_are_matched_by_index(tiny_models, redis_url):
 def test_each_tier_task_lives_only_in_its_own_app() -> None:
     """A process that imports both tiers (tests, benchmarks) must not serve one tier's
     queue with the other's task: Celery's shared tasks would join every app."""
-    from common.messages import TASK_TIER1, TASK_TIER2
+    from common.queue.messages import TASK_TIER1, TASK_TIER2
     from tier1_worker import app as tier1_app
     from tier2_worker import app as tier2_app
 

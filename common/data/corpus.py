@@ -1,0 +1,142 @@
+"""Parse a corpus to label (JSON Lines, CSV/TSV, plain text, parquet) into items.
+
+One parser for every command that reads a corpus (``label``, ``submit``,
+``train --train_file``), so ids, columns and errors mean the same everywhere.
+It streams: callers validate a whole file in one pass before enqueueing
+anything, then read it again to send it, never holding it in memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from common.errors import DataError
+from common.data.records import detect_format, header, read_records
+
+# No 512-token model reads past a few thousand characters; cutting longer texts
+# here keeps a 1 MB line from becoming a 1 MB queue message.
+DEFAULT_MAX_CHARS = 32_768
+KEPT_REJECTS = 1000  # reasons kept of a file's bad records (memory, and the job's record); all are counted
+
+
+@dataclass(frozen=True)
+class Item:
+    """One text (or text pair) to classify, with its id and optional gold label."""
+
+    id: str
+    text: str
+    text_pair: str | None = None
+    label: str | None = None
+    line: int = 0
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    """Where a file keeps its fields. Defaults fit ``{"text": ..., "text_pair": ...}`` JSONL."""
+
+    fmt: str | None = None
+    text_column: str = "text"
+    pair_column: str | None = None  # None: use "text_pair" where a record has it
+    id_column: str = "id"
+    label_column: str = "label"
+    max_items: int | None = None
+    max_chars: int = DEFAULT_MAX_CHARS
+
+
+@dataclass
+class CorpusSummary:
+    """What one validating pass over a corpus found."""
+
+    items: int = 0
+    labelled: int = 0
+    truncated: int = 0
+    rejected: int = 0
+    rejects: list[DataError] = field(default_factory=list)  # the first KEPT_REJECTS of them
+
+    def reject(self, error: DataError) -> None:
+        self.rejected += 1
+        if len(self.rejects) < KEPT_REJECTS:
+            self.rejects.append(error)
+
+
+def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
+                on_error: Callable[[DataError], None] | None = None) -> Iterator[Item]:
+    """Yield the file's items in order; a bad record raises ``DataError`` naming its line.
+
+    With ``on_error`` a bad record is reported to it and skipped instead, so a
+    caller can record rejects and go on (``--skip-invalid``).
+    """
+    path = Path(path)
+    fmt = detect_format(path, spec.fmt)
+    _check_columns(path, fmt, spec)
+    seen: set[int] = set()
+    count = 0
+    for line, row in read_records(path, fmt, on_error=on_error):
+        try:
+            item = _item(row, line, spec, path, seen)
+        except DataError as exc:
+            if on_error is None:
+                raise
+            on_error(exc)
+            continue
+        count += 1
+        if spec.max_items is not None and count > spec.max_items:
+            raise DataError(f"{path}, line {line}: item {count} is over the limit of {spec.max_items} items "
+                            "per job (--max-items); split the corpus", line)
+        yield item
+
+
+def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: bool = False) -> CorpusSummary:
+    """Validate the whole file in one streaming pass and count what it holds."""
+    summary = CorpusSummary()
+    for item in read_corpus(path, spec, summary.reject if skip_invalid else None):
+        summary.items += 1
+        summary.labelled += item.label is not None
+        summary.truncated += item.truncated
+    if summary.items == 0:
+        raise DataError(f"{path}: no items to label" + (f" ({summary.rejected} rejected)" if summary.rejected else ""))
+    return summary
+
+
+def _check_columns(path: Path, fmt: str, spec: CorpusSpec) -> None:
+    columns = header(path, fmt) if path.is_file() else None
+    if columns is None:
+        return
+    wanted = [spec.text_column] + ([spec.pair_column] if spec.pair_column else [])
+    for column in wanted:
+        if column not in columns:
+            raise DataError(f"{path}, line 1: no column {column!r}; the header has {columns} "
+                            "(choose with --text-column / --pair-column)", 1)
+
+
+def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) -> Item:
+    text = _text(row, spec.text_column, path, line, required=True)
+    pair = _text(row, spec.pair_column or "text_pair", path, line, required=spec.pair_column is not None)
+    raw_id = row.get(spec.id_column)
+    item_id = str(line) if raw_id is None else (str(raw_id).strip() or str(line))
+    digest = hash(item_id)  # 64 bits per id, not the id: a million ids cost 8 MB however long they are
+    if digest in seen:
+        raise DataError(f"{path}, line {line}: duplicate id {item_id!r}", line)
+    seen.add(digest)
+    label = row.get(spec.label_column)
+    label = None if label is None else (str(label).strip() or None)
+    cut = len(text) > spec.max_chars or (pair is not None and len(pair) > spec.max_chars)
+    if cut:
+        text, pair = text[:spec.max_chars], pair[:spec.max_chars] if pair is not None else None
+    return Item(item_id, text, pair, label, line, truncated=cut)
+
+
+def _text(row: dict, column: str, path: Path, line: int, required: bool) -> str | None:
+    """A text field, checked; the error's place is formatted only on error (it ran twice per item per pass)."""
+    value = row.get(column)
+    if value is None:
+        if required:
+            raise DataError(f"{path}, line {line}: missing field {column!r}", line)
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{path}, line {line}: field {column!r} must be a string, got {type(value).__name__}", line)
+    if not value.strip():
+        raise DataError(f"{path}, line {line}: field {column!r} is empty", line)
+    return value

@@ -1,0 +1,105 @@
+"""One chunk's life in a worker, top to bottom: begin, check, score, decide, send on, store.
+
+The store counts the start (the attempt cap) and says whether the job still
+wants the chunk; the model scores the texts (an item that makes it raise is
+recorded as failed, its neighbours go on); the tier's pure decision function
+turns probabilities into records and forwarded items; forwarded items leave as
+one tier-2 task *before* the records are written and the task returns (which
+is when Celery acknowledges it), so no item can be lost between the tiers; the
+records go through the store's idempotent script, so a redelivered chunk
+changes nothing. Metrics hang on as hooks.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Protocol, Sequence
+
+from common.errors import JobGoneError, LabelMismatchError
+from common.queue.decisions import Decide, output_map
+from common.queue.faults import Scorer, attempts_exhausted, item_probabilities
+from common.queue.messages import Chunk
+from common.queue.results import ResultRecord
+from common.queue.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+
+class ChunkHooks(Protocol):
+    """What observes a chunk's outcome (``common.queue.telemetry.WorkerMetrics``)."""
+
+    def chunk(self, decided: int, forwarded: int) -> None: ...
+
+    def failed(self, count: int) -> None: ...
+
+
+@dataclass
+class ChunkProcessor:
+    """Everything one worker process needs to take a chunk from message to stored results."""
+
+    tier: int
+    model: str  # the name recorded with every result
+    model_labels: list[str]
+    scorer: Scorer
+    store: ResultStore
+    decide: Decide
+    send_on: Callable[[Chunk], None]
+    max_attempts: int
+    hooks: Sequence[ChunkHooks] = ()
+
+    def process(self, chunk: Chunk) -> dict:
+        """Run one chunk; returns a small JSON summary (logged by Celery, never stored)."""
+        state, attempt = self.store.begin(chunk.job, self.tier, chunk.chunk)
+        if state is None:
+            raise JobGoneError(f"the records of job {chunk.job!r} are gone")
+        if state == "cancelled":
+            log.info("job %r chunk %d skipped: job cancelled", chunk.job, chunk.chunk)
+            return {"skipped": "cancelled"}
+        exhausted = attempts_exhausted(self.tier, attempt, self.max_attempts)
+        if exhausted:
+            return self.fail(chunk, exhausted)
+        start = time.perf_counter()
+        try:
+            outputs = output_map(chunk.labels, self.model_labels)
+        except LabelMismatchError as exc:
+            return self.fail(chunk, f"tier {self.tier} model {self.model} does not fit the job: {exc}")
+        texts = [item.text for item in chunk.items]
+        pairs = [item.text_pair or "" for item in chunk.items] if chunk.has_pairs else None
+        probs, ok, errors = item_probabilities(self.scorer, texts, pairs)
+        if errors:
+            self._fail_items(chunk, errors)
+            if not ok:
+                return {"job": chunk.job, "chunk": chunk.chunk, "failed": len(errors)}
+            chunk = replace(chunk, items=tuple(chunk.items[n] for n in ok))
+        decision = self.decide(chunk, probs, outputs, self.model)
+        if decision.forward:
+            self.send_on(chunk.forward(decision.forward))
+        added = self.store.write(chunk.job, decision.entries)
+        for hook in self.hooks:
+            hook.chunk(len(decision.entries), len(decision.forward))
+        log.info("job %r chunk %d: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.chunk,
+                 len(chunk.items), len(decision.entries), added, len(decision.forward), time.perf_counter() - start)
+        return {"job": chunk.job, "chunk": chunk.chunk, "decided": len(decision.entries),
+                "forwarded": len(decision.forward)}
+
+    def fail(self, chunk: Chunk, reason: str) -> dict:
+        """Record every item of the chunk as failed with ``reason``."""
+        log.error("job %r chunk %d failed: %s", chunk.job, chunk.chunk, reason)
+        self._failed(len(chunk.items))
+        self.store.write(chunk.job, [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
+                                     for item in chunk.items])
+        return {"job": chunk.job, "chunk": chunk.chunk, "failed": reason}
+
+    def _fail_items(self, chunk: Chunk, errors: dict[int, str]) -> None:
+        """Record the items the model raised on (by position in the chunk), each with its reason."""
+        log.error("job %r chunk %d: tier %d model failed on %d of %d items (first: %s)", chunk.job, chunk.chunk,
+                  self.tier, len(errors), len(chunk.items), next(iter(errors.values())))
+        self._failed(len(errors))
+        self.store.write(chunk.job, [(chunk.items[n].index, ResultRecord.failed(
+            chunk.items[n].id, self.tier, f"tier {self.tier} model error: {reason}"), None)
+            for n, reason in errors.items()])
+
+    def _failed(self, count: int) -> None:
+        for hook in self.hooks:
+            hook.failed(count)

@@ -1,0 +1,158 @@
+"""Settings from the environment: the cluster's (Redis, visibility timeout) and one worker's (its model).
+
+Settings flow in explicitly (a CLI option, else an environment variable, else a
+default) and are grouped in frozen objects, so the CLI, both workers and the
+Celery app agree on them. Every URL that is printed or logged goes through
+``mask_url`` first: a Redis password must never reach a terminal or a log.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+from common.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+# kombu redelivers a task still unacknowledged after this long: keep it well above the longest
+# chunk's run time (a chunk that runs longer is delivered twice), short only in tests.
+DEFAULT_VISIBILITY_TIMEOUT = 3600.0
+DEFAULT_CHUNK_SIZE = 64
+MAX_CHUNK_SIZE = 4096  # nothing caps a message's size on the Redis transport but us
+DEFAULT_CONNECT_TIMEOUT = 3.0
+PRECISIONS = ("fp32", "bf16", "fp16")  # a model's float type (bf16/fp16 on GPUs)
+DEFAULT_MAX_ITEMS = 10_000_000  # per job; a larger corpus is more likely a mistake than a job
+
+ENV_MAX_ITEMS = "TANGO_MAX_ITEMS"
+ENV_MAX_ATTEMPTS = "TANGO_MAX_ATTEMPTS"
+DEFAULT_MAX_ATTEMPTS = 5  # starts per chunk and tier; kills of *other* chunks never count
+ENV_MODEL = "TANGO_MODEL"
+ENV_DEVICE = "TANGO_DEVICE"
+ENV_BATCH_SIZE = "TANGO_BATCH_SIZE"
+ENV_THREADS = "TANGO_THREADS"
+ENV_MAX_WAIT_MS = "TANGO_MAX_WAIT_MS"  # tier 2: > 0 gathers items of many chunks into one batch
+ENV_QUANTIZE = "TANGO_QUANTIZE"
+ENV_PRECISION = "TANGO_PRECISION"
+ENV_METRICS_PORT = "TANGO_METRICS_PORT"
+
+ENV_REDIS_URL = "TANGO_REDIS_URL"
+ENV_VISIBILITY_TIMEOUT = "TANGO_VISIBILITY_TIMEOUT"
+ENV_CONNECT_TIMEOUT = "TANGO_CONNECT_TIMEOUT"
+
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What every cluster participant must agree on."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.redis_url).scheme
+        if scheme not in _SCHEMES:
+            raise ConfigError(f"Redis URL {mask_url(self.redis_url)!r} must start with redis://, "
+                              "rediss:// or unix://")
+        if not self.visibility_timeout > 0:
+            raise ConfigError(f"visibility timeout must be positive, got {self.visibility_timeout}")
+        if not self.connect_timeout > 0:
+            raise ConfigError(f"connect timeout must be positive, got {self.connect_timeout}")
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.redis_url)
+
+    @classmethod
+    def from_env(cls, redis_url: str | None = None, env: dict[str, str] | None = None) -> "ClusterSettings":
+        """Settings from an explicit URL (the ``--redis-url`` option) or the environment."""
+        env = os.environ if env is None else env
+        return cls(redis_url=redis_url or env.get(ENV_REDIS_URL) or DEFAULT_REDIS_URL,
+                   visibility_timeout=_float(env, ENV_VISIBILITY_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT),
+                   connect_timeout=_float(env, ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT))
+
+    def to_env(self) -> dict[str, str]:
+        """The environment a child process (a worker) needs to rebuild these settings."""
+        return {ENV_REDIS_URL: self.redis_url, ENV_VISIBILITY_TIMEOUT: repr(self.visibility_timeout),
+                ENV_CONNECT_TIMEOUT: repr(self.connect_timeout)}
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """One worker's model and how it runs it, read from the environment ``tango worker`` sets."""
+
+    tier: int
+    model: str
+    device: str = "cpu"
+    batch_size: int = 32
+    threads: int | None = None
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  # starts of one chunk before its items are recorded as failed
+    max_wait_ms: int = 0
+    quantize: bool = False
+    precision: str = "fp32"
+    metrics_port: int = 0
+
+    @classmethod
+    def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
+        env = os.environ if env is None else env
+        model = env.get(ENV_MODEL, "").strip()
+        if not model:
+            raise ConfigError(f"tier {tier} worker: set {ENV_MODEL} to the model directory "
+                              f"(or start it with `tango worker tier{tier} --model PATH`)")
+        return cls(tier=tier, model=model, device=env.get(ENV_DEVICE, "cpu") or "cpu",
+                   batch_size=_int(env, ENV_BATCH_SIZE, 32), threads=_int(env, ENV_THREADS, None),
+                   cluster=ClusterSettings.from_env(env=env),
+                   max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
+                   max_wait_ms=_int(env, ENV_MAX_WAIT_MS, 0, low=0), quantize=env.get(ENV_QUANTIZE, "") == "1",
+                   precision=env.get(ENV_PRECISION) or "fp32", metrics_port=_int(env, ENV_METRICS_PORT, 0, low=0))
+
+    def to_env(self) -> dict[str, str]:
+        env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
+               ENV_MAX_ATTEMPTS: str(self.max_attempts), ENV_MAX_WAIT_MS: str(self.max_wait_ms),
+               ENV_QUANTIZE: "1" if self.quantize else "", ENV_PRECISION: self.precision,
+               ENV_METRICS_PORT: str(self.metrics_port), **self.cluster.to_env()}
+        if self.threads:
+            env[ENV_THREADS] = str(self.threads)
+        return env
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (the user name is kept)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return re.sub(r"//[^@/]*@", "//***@", url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def _int(env: dict[str, str], name: str, default: int | None, low: int = 1) -> int | None:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}")
+    return value

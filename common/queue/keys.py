@@ -1,0 +1,67 @@
+"""Every Redis key tango uses, and the job-id rule that keeps jobs apart.
+
+All keys of one job share the hash tag ``{JOB}`` so they land in one slot on
+Redis Cluster and one Lua script may touch them all. A job id is checked
+against a strict pattern before it is ever put into a key, so no id can name
+another job's keys.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from common.errors import JobError, TangoError
+
+PREFIX = "tango"
+JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> created time
+UNACKED = "unacked"  # kombu's hash of the messages workers hold (its default ``unacked_key``)
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_job_id(job: str, error: type[TangoError] = JobError) -> str:
+    """``job`` if it is 1-64 letters, digits, ``_ . -`` (starting alphanumeric); else ``error``."""
+    if not isinstance(job, str) or not _JOB_ID.match(job):
+        raise error(f"invalid job id {job!r}: use 1-64 letters, digits, '_', '.' or '-', "
+                    "starting with a letter or digit")
+    return job
+
+
+def new_job_id() -> str:
+    """A sortable, unguessable id: UTC time plus random hex."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(4)
+
+
+def meta_key(job: str) -> str:
+    """Hash: the job's settings, totals, counters and state."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:meta"
+
+
+def results_key(job: str) -> str:
+    """Hash: item index -> compact JSON result."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:results"
+
+
+def failures_key(job: str) -> str:
+    """Hash: item index -> JSON failure (id, tier, reason)."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:failures"
+
+
+def attempts_key(job: str) -> str:
+    """Hash: ``TIER:CHUNK`` -> how many times a worker started that chunk (the attempt cap)."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:attempts"
+
+
+def rejected_key(job: str) -> str:
+    """Hash: input line -> why ``submit --skip-invalid`` left that record out."""
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:rejected"
+
+
+def workers_key(tier: int) -> str:
+    """Hash: ``host:pid`` -> JSON of the model a live worker process of ``tier`` serves."""
+    return f"{PREFIX}:workers:tier{tier}"
+
+
+def job_keys(job: str) -> list[str]:
+    """Every key of a job; the first three are the result script's KEYS, in that order."""
+    return [meta_key(job), results_key(job), failures_key(job), attempts_key(job), rejected_key(job)]

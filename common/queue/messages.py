@@ -1,0 +1,129 @@
+"""The one payload that travels on both queues: a chunk of items of one job.
+
+Only JSON crosses the queue. A chunk is encoded to plain dicts and lists here
+and checked field by field on the way in, so a malformed or hostile message
+fails with a ``MessageError`` naming the field instead of reaching a model or
+another job's keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from common.queue.config import MAX_CHUNK_SIZE
+from common.errors import MessageError
+from common.queue.keys import validate_job_id
+
+VERSION = 1
+TASK_TIER1 = "tango.tier1.classify"
+TASK_TIER2 = "tango.tier2.classify"
+QUEUE_TIER1 = "tier1"
+QUEUE_TIER2 = "tier2"
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One item on the queue: its position in the input (``index``) keys its result."""
+
+    index: int
+    id: str
+    text: str
+    text_pair: str | None = None
+    gold: str | None = None
+
+    def encode(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"i": self.index, "id": self.id, "text": self.text}
+        if self.text_pair is not None:
+            out["text_pair"] = self.text_pair
+        if self.gold is not None:
+            out["gold"] = self.gold
+        return out
+
+    @classmethod
+    def decode(cls, raw: Any, where: Callable[[], str]) -> "WorkItem":
+        """One checked item; ``where`` names it in an error and is called only then, since
+        formatting the place for every valid item cost a fifth of decoding a chunk."""
+        if not isinstance(raw, dict):
+            raise MessageError(f"{where()}: an item must be an object, got {type(raw).__name__}")
+        index = raw.get("i")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise MessageError(f"{where()}: 'i' must be a non-negative integer, got {index!r}")
+        return cls(index=index, id=_string(raw, "id", where), text=_string(raw, "text", where),
+                   text_pair=_string(raw, "text_pair", where, optional=True),
+                   gold=_string(raw, "gold", where, optional=True))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A job's items for one task, plus what a worker needs to decide them alone."""
+
+    job: str
+    chunk: int
+    tier: int
+    threshold: float
+    labels: tuple[str, ...]
+    items: tuple[WorkItem, ...]
+
+    @property
+    def has_pairs(self) -> bool:
+        return any(item.text_pair is not None for item in self.items)
+
+    def encode(self) -> dict[str, Any]:
+        return {"v": VERSION, "job": self.job, "chunk": self.chunk, "tier": self.tier,
+                "threshold": self.threshold, "labels": list(self.labels),
+                "items": [item.encode() for item in self.items]}
+
+    def describe(self) -> str:
+        """One line for logs and monitors, never the texts themselves."""
+        return f"[job {self.job!r} chunk {self.chunk} tier {self.tier}: {len(self.items)} items]"
+
+    def forward(self, items: Iterable[WorkItem]) -> "Chunk":
+        """The same chunk, cut down to the items tier 1 sends on to tier 2."""
+        return Chunk(self.job, self.chunk, 2, self.threshold, self.labels, tuple(items))
+
+    @classmethod
+    def decode(cls, raw: Any) -> "Chunk":
+        if not isinstance(raw, dict):
+            raise MessageError(f"a chunk must be a JSON object, got {type(raw).__name__}")
+        if raw.get("v") != VERSION:
+            raise MessageError(f"unsupported message version {raw.get('v')!r} (expected {VERSION})")
+        job = raw.get("job")
+        if not isinstance(job, str):
+            raise MessageError("'job' must be a string")
+        validate_job_id(job, error=MessageError)
+        chunk, tier, threshold = raw.get("chunk"), raw.get("tier"), raw.get("threshold")
+        if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+            raise MessageError(f"'chunk' must be a non-negative integer, got {chunk!r}")
+        if tier not in (1, 2) or isinstance(tier, bool):
+            raise MessageError(f"'tier' must be 1 or 2, got {tier!r}")
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+            raise MessageError(f"'threshold' must be a number in [0, 1], got {threshold!r}")
+        return cls(job=job, chunk=chunk, tier=tier, threshold=float(threshold),
+                   labels=_labels(raw.get("labels")), items=_items(raw.get("items"), job, chunk))
+
+
+def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise MessageError("'items' must be a non-empty list")
+    if len(raw) > MAX_CHUNK_SIZE:
+        raise MessageError(f"a chunk holds at most {MAX_CHUNK_SIZE} items, got {len(raw)}")
+    items = tuple(WorkItem.decode(entry, lambda n=n: f"job {job!r} chunk {chunk} item {n}")
+                  for n, entry in enumerate(raw))
+    if len({item.index for item in items}) != len(items):
+        raise MessageError(f"job {job!r} chunk {chunk}: repeated item indices")
+    return items
+
+
+def _labels(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(x, str) and x for x in raw):
+        raise MessageError(f"'labels' must be a list of at least 2 non-empty strings, got {raw!r}")
+    return tuple(raw)
+
+
+def _string(raw: dict, key: str, where: Callable[[], str], optional: bool = False) -> str | None:
+    value = raw.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise MessageError(f"{where()}: {key!r} must be a string, got {type(value).__name__}")
+    return value

@@ -1,0 +1,186 @@
+"""A tier's Celery app and the lifecycle of the worker processes that serve it.
+
+A worker process loads its model once, after the fork (``worker_process_init``
+for prefork; on first use for the solo and threads pools, which GPU workers
+use because forked processes and CUDA do not mix). The model comes from the
+``loader`` the tier's app names, so this module never imports torch. Each task
+decodes its message and hands the chunk to the process's ``ChunkProcessor``;
+what can go wrong around it is mapped here: Redis away gives the task back,
+a job that is gone drops it, a bug records the chunk's items as failed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import redis
+from celery import Celery, signals
+from celery.exceptions import Reject
+from kombu.exceptions import OperationalError
+
+from common.errors import JobError, MessageError, TangoError, first_line
+from common.labels import model_labels
+from common.queue.celery_app import make_app, send_chunk
+from common.queue.chunks import ChunkProcessor
+from common.queue.config import ENV_MODEL, ClusterSettings, WorkerSettings
+from common.queue.decisions import Decide
+from common.queue.faults import Scorer, shut_down_worker
+from common.queue.messages import TASK_TIER2, Chunk
+from common.queue.store import ResultStore
+from common.queue.telemetry import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+STORE_RETRIES = 8  # ~15 s of backoff: rides out a Redis restart before giving the task back
+
+Loader = Callable[[WorkerSettings], Any]  # a model with ``probabilities``, ``labels``, ``device``, ``on_batch``
+Batching = Callable[[WorkerSettings, Scorer], "Scorer | None"]
+
+
+class TierRuntime:
+    """A tier's Celery app plus the model, store and chunk processor each worker process holds."""
+
+    def __init__(self, tier: int, decide: Decide, loader: Loader, env: dict[str, str] | None = None,
+                 batching: Batching | None = None) -> None:
+        self.tier = tier
+        self.queue = f"tier{tier}"
+        self.decide = decide
+        self.loader = loader  # swappable before the first load (a test wraps the model)
+        self._env = env
+        self.app: Celery = make_app(self.queue, ClusterSettings.from_env(env=env))
+        self.model = None
+        self.store: ResultStore | None = None
+        self.settings: WorkerSettings | None = None
+        self.metrics: WorkerMetrics | None = None
+        self.scorer: Scorer | None = None  # the model, or tier 2's cross-chunk batcher in front of it
+        self.processor: ChunkProcessor | None = None
+        self._batching = batching
+        self._lock = threading.Lock()
+        self._serving = False  # set once a worker of *this* app starts (tests import both tiers)
+        self._controller = None  # the Celery WorkController, whose exit code a cold shutdown would lose
+        self._connect_signals()
+
+    # -- lifecycle ----------------------------------------------------------
+    def _connect_signals(self) -> None:
+        signals.worker_init.connect(self._preflight, weak=False)
+        signals.worker_process_init.connect(self._on_process_init, weak=False)
+        signals.worker_ready.connect(self._on_ready, weak=False)
+        signals.worker_shutdown.connect(self._on_shutdown, weak=False)
+        signals.worker_process_shutdown.connect(self._on_shutdown, weak=False)  # prefork children
+        signals.worker_shutting_down.connect(self._on_shutting_down, weak=False)
+
+    def _preflight(self, sender=None, **_) -> None:
+        """Before any fork: fail the whole worker with one line if its settings or model are unusable."""
+        if getattr(sender, "app", None) is not self.app:
+            return
+        self._serving = True
+        self._controller = sender
+        try:
+            self.settings = WorkerSettings.from_env(self.tier, self._env)
+            model_labels(self.settings.model)
+            ResultStore.open(self.settings.cluster, retries=1)
+        except TangoError as exc:
+            log.critical("tier %d worker cannot start: %s", self.tier, exc)
+            raise SystemExit(exc.exit_code) from None
+
+    def _on_process_init(self, **_) -> None:
+        if not self._serving:
+            return
+        self._load_or_stop(in_pool_child=True)
+
+    def _on_ready(self, sender=None, **_) -> None:
+        if not self._serving:
+            return
+        pool = getattr(sender, "pool", None)
+        if pool is not None and type(pool).__module__.endswith("prefork"):
+            return  # the children loaded their own models after the fork
+        self._load_or_stop(in_pool_child=False)
+
+    def _load_or_stop(self, in_pool_child: bool) -> None:
+        """A process without its model must not take tasks, nor be replaced forever: stop the worker."""
+        try:
+            self.ensure_loaded()
+        except Exception as exc:  # noqa: BLE001 - whatever it is, this process cannot serve
+            code = exc.exit_code if isinstance(exc, TangoError) else 2
+            model = self.settings.model if self.settings else os.environ.get(ENV_MODEL, "?")
+            shut_down_worker(f"tier {self.tier} worker process {os.getpid()} cannot load its model {model}: "
+                             f"{first_line(exc)}", code, in_pool_child)
+
+    def _on_shutting_down(self, how: str = "", exitcode: int | None = None, **_) -> None:
+        """Keep a cold shutdown's non-zero status (SIGQUIT, as ``shut_down_worker`` sends): Celery's
+        terminate path drops it and exits 0, which would hide a worker that could not serve."""
+        drain = getattr(self.scorer, "drain", None)
+        if self._serving and drain is not None:
+            drain()  # tier 2's batcher: run what is queued now, so its task threads finish and ack
+        if self._serving and self._controller is not None and how == "Cold" and exitcode:
+            self._controller.exitcode = exitcode
+
+    def _on_shutdown(self, **_) -> None:
+        close = getattr(self.scorer, "close", None)
+        if self._serving and close is not None:
+            close()  # run what is queued, so the waiting tasks store their results and get acked
+        if self._serving and self.store is not None:
+            try:
+                self.store.withdraw(self.tier, self.worker_name)
+            except redis.RedisError:
+                pass
+
+    @property
+    def worker_name(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+    def ensure_loaded(self) -> None:
+        """Load the model and open the store once per process (thread-safe, idempotent)."""
+        if self.model is not None:
+            return
+        with self._lock:
+            if self.model is not None:
+                return
+            settings = self.settings or WorkerSettings.from_env(self.tier, self._env)
+            start = time.perf_counter()
+            model = self.loader(settings)
+            self.metrics = WorkerMetrics(self.tier)
+            model.on_batch = self.metrics.batch
+            self.store = ResultStore.open(settings.cluster, retries=STORE_RETRIES)
+            self.settings = settings
+            self.scorer = (self._batching(settings, model) if self._batching else None) or model
+            self.processor = ChunkProcessor(
+                tier=self.tier, model=settings.model, model_labels=list(model.labels), scorer=self.scorer,
+                store=self.store, decide=self.decide, send_on=lambda chunk: send_chunk(self.app, TASK_TIER2, chunk),
+                max_attempts=settings.max_attempts, hooks=[self.metrics])
+            if settings.metrics_port:
+                self.metrics.serve(settings.metrics_port)
+            self.model = model  # last: other threads take a set model to mean "loaded"
+            self.store.advertise(self.tier, self.worker_name, {"model": settings.model, "labels": model.labels,
+                                                               "device": str(model.device)})
+            log.info("tier %d worker ready: model %s (labels %s), device %s, queue %r, batch size %d, "
+                     "pid %d, Redis %s, loaded in %.1f s", self.tier, settings.model, model.labels,
+                     model.device, self.queue, settings.batch_size, os.getpid(),
+                     settings.cluster.masked_url, time.perf_counter() - start)
+
+    # -- one task ------------------------------------------------------------
+    def run(self, payload: object) -> dict:
+        """One task: decode the message, then let the chunk processor take it from there."""
+        try:
+            chunk = Chunk.decode(payload)
+        except MessageError as exc:
+            log.error("tier %d dropped a malformed message: %s", self.tier, exc)
+            return {"rejected": str(exc)}
+        self.ensure_loaded()
+        try:
+            return self.processor.process(chunk)
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            # the store or the broker is away: requeue now (no ETA retries on a Redis broker)
+            log.error("job %r chunk %d: Redis unavailable (%s); giving the task back", chunk.job, chunk.chunk, exc)
+            raise Reject(str(exc), requeue=True) from None
+        except JobError as exc:
+            log.error("job %r chunk %d dropped: %s", chunk.job, chunk.chunk, exc)
+            return {"dropped": str(exc)}
+        except Exception as exc:  # a bug costs this chunk's items, recorded; Celery would ack it silently
+            log.exception("job %r chunk %d: tier %d worker error", chunk.job, chunk.chunk, self.tier)
+            return self.processor.fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: "
+                                              f"{first_line(exc)}")

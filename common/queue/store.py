@@ -1,0 +1,379 @@
+"""The Redis result store: job records, idempotent result writes, ordered reads.
+
+Delivery is at-least-once (late acks, redelivery after a crash), so a result
+is written by one Lua script that stores an item only if it has no answer yet
+and only then bumps the counters, and marks the job finished exactly once when
+every item is answered. Running a chunk twice therefore changes nothing.
+Results are keyed by the item's input position, which lets ``iter_results``
+stream a job back in input order, one block of keys at a time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from common.queue.config import ClusterSettings
+from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
+from common.data.corpus import KEPT_REJECTS
+from common.queue.keys import (JOBS_INDEX, attempts_key, failures_key, job_keys, meta_key, rejected_key,
+                               results_key, validate_job_id, workers_key)
+from common.queue.results import ResultRecord
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = ("submitting", "running")
+FINAL_STATES = ("done", "failed", "cancelled")
+READ_BLOCK = 1000
+FAILED = "f"
+
+# KEYS: meta, results, failures. ARGV: now, then one line per item (see
+# ``_entry_line``): "index TAB kind TAB correct TAB payload", lines joined by
+# newlines; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
+# is "1"/"0" for an item with a gold label and "" otherwise. The payload is
+# JSON, which never holds a raw tab or newline, so it is safe as the last field.
+# Returns how many items were new, or -1 when the job's records are gone.
+_WRITE = """
+local meta, results, failures = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', meta) == 0 then return -1 end
+local added = 0
+for line in string.gmatch(ARGV[2], '[^\\n]+') do
+  local index, kind, correct, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
+  if redis.call('HEXISTS', results, index) == 0 and redis.call('HEXISTS', failures, index) == 0 then
+    added = added + 1
+    if kind == 'f' then
+      redis.call('HSET', failures, index, payload)
+      redis.call('HINCRBY', meta, 'failed', 1)
+    else
+      redis.call('HSET', results, index, payload)
+      redis.call('HINCRBY', meta, 'done', 1)
+      redis.call('HINCRBY', meta, 'tier' .. kind, 1)
+      if correct ~= '' then
+        redis.call('HINCRBY', meta, 'gold', 1)
+        redis.call('HINCRBY', meta, 'correct', tonumber(correct))
+      end
+    end
+  end
+end
+local state = redis.call('HGET', meta, 'state')
+if added > 0 and (state == 'running' or state == 'submitting') then
+  local answered = tonumber(redis.call('HGET', meta, 'done') or '0') + tonumber(redis.call('HGET', meta, 'failed') or '0')
+  if answered >= tonumber(redis.call('HGET', meta, 'total')) then
+    local failed = tonumber(redis.call('HGET', meta, 'failed') or '0')
+    redis.call('HSET', meta, 'state', failed > 0 and 'failed' or 'done', 'finished', ARGV[1])
+  end
+end
+return added
+"""
+
+# KEYS: meta, attempts. ARGV: the chunk's field (TIER:CHUNK).
+# Returns {state, attempt}, with state '' when the job's records are gone
+# (then nothing is written, so a vanished job is never half re-created).
+_BEGIN = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'', 0} end
+return {state, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
+"""
+
+# KEYS: meta. ARGV: new state, allowed current states...
+# Returns 1 when the state changed, 0 when the current one forbids it, -1 when gone.
+_TRANSITION = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local state = redis.call('HGET', KEYS[1], 'state')
+for n = 2, #ARGV do
+  if state == ARGV[n] then
+    redis.call('HSET', KEYS[1], 'state', ARGV[1])
+    return 1
+  end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job is asked to do, recorded once at submit."""
+
+    job: str
+    total: int
+    labels: list[str]
+    threshold: float
+    chunk_size: int
+    source: str = ""
+    small: str = ""
+    big: str = ""
+    labelled: int = 0
+    truncated: int = 0  # items whose text the parser cut to its maximum length
+    rejected: int = 0  # input records left out by --skip-invalid (not part of ``total``)
+    corpus: str = ""  # how the source was read (JSON), so ``resume`` can read it the same way
+
+
+@dataclass
+class JobStatus:
+    """A snapshot of one job's record."""
+
+    job: str
+    state: str
+    total: int
+    labels: list[str]
+    threshold: float
+    created: float
+    finished: float | None = None
+    done: int = 0
+    failed: int = 0
+    tier1: int = 0
+    tier2: int = 0
+    gold: int = 0
+    correct: int = 0
+    rejected: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def answered(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def elapsed(self) -> float:
+        return max((self.finished or time.time()) - self.created, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        """Items answered per second since the job was recorded."""
+        return self.answered / self.elapsed
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.gold if self.gold else None
+
+
+def connect(settings: ClusterSettings, retries: int = 0) -> redis.Redis:
+    """A client that gives up on an unreachable Redis within ``connect_timeout`` per try.
+
+    Workers pass ``retries`` so a Redis restart mid-job is ridden out; the CLI
+    keeps the default so that a wrong URL fails at once.
+    """
+    retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    return redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=settings.connect_timeout,
+        socket_timeout=max(settings.connect_timeout * 5, 10.0), retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30)
+
+
+class ResultStore:
+    """Job records and results in Redis; every method is safe to repeat."""
+
+    def __init__(self, client: redis.Redis, url: str = "redis") -> None:
+        self.client = client
+        self.url = url
+        self._write = client.register_script(_WRITE)
+        self._transition = client.register_script(_TRANSITION)
+        self._begin = client.register_script(_BEGIN)
+
+    @classmethod
+    def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
+        store = cls(connect(settings, retries), settings.masked_url)
+        store.ping()
+        return store
+
+    def ping(self) -> None:
+        """Fail with one line naming the (masked) URL when Redis cannot be reached."""
+        try:
+            self.client.ping()
+        except redis.AuthenticationError as exc:
+            raise ServiceUnavailable(f"Redis at {self.url} refused the credentials: {exc}") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            raise ServiceUnavailable(f"cannot reach Redis at {self.url}: {first_line(exc)}") from None
+        except redis.RedisError as exc:  # something answered, but not a Redis we can use
+            raise ServiceUnavailable(f"{self.url} did not answer as a usable Redis: {first_line(exc)}") from None
+
+    # -- jobs -------------------------------------------------------------
+    def create_job(self, spec: JobSpec) -> None:
+        """Record a new job in state ``submitting``; an existing id is refused."""
+        key = meta_key(spec.job)
+        now = time.time()
+        if not self.client.hsetnx(key, "created", repr(now)):
+            raise JobError(f"job {spec.job!r} already exists; choose another --job-id")
+        fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
+                  "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
+                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
+                  "rejected": spec.rejected, "corpus": spec.corpus,
+                  "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0}
+        pipe = self.client.pipeline()
+        pipe.hset(key, mapping=fields)
+        pipe.zadd(JOBS_INDEX, {spec.job: now})
+        pipe.execute()
+
+    def mark_submitted(self, job: str) -> None:
+        """``submitting`` -> ``running``, unless the job already finished or was cancelled."""
+        if self._transition(keys=[meta_key(job)], args=["running", "submitting"]) < 0:
+            raise JobGoneError(_gone(job))
+
+    def cancel(self, job: str) -> bool:
+        """Stop a job: workers skip its remaining chunks. False when it had already ended."""
+        changed = self._transition(keys=[meta_key(job)], args=["cancelled", *ACTIVE_STATES])
+        if changed < 0:
+            raise self._missing(job)
+        if changed:
+            self.client.hset(meta_key(job), "finished", repr(time.time()))
+        return bool(changed)
+
+    def state(self, job: str) -> str | None:
+        """The job's state, or None when its records are gone (one round trip, for workers)."""
+        return self.client.hget(meta_key(job), "state")
+
+    def begin(self, job: str, tier: int, chunk: int) -> tuple[str | None, int]:
+        """The job's state and this start's attempt number for the chunk (1 on first delivery).
+
+        Counting starts rather than failures is what lets a worker cap a chunk
+        that kills its process: a dead process cannot count its own failure.
+        """
+        state, attempt = self._begin(keys=[meta_key(job), attempts_key(job)], args=[f"{tier}:{chunk}"])
+        return (state or None), int(attempt)
+
+    def status(self, job: str) -> JobStatus:
+        raw = self.client.hgetall(meta_key(job))
+        if not raw:
+            raise self._missing(job)
+        return _status(raw)
+
+    def list_jobs(self, limit: int = 20) -> list[JobStatus]:
+        """The most recent jobs, newest first; ids whose records are gone are reported as ``gone``."""
+        ids = self.client.zrevrange(JOBS_INDEX, 0, max(limit, 1) - 1, withscores=True)
+        pipe = self.client.pipeline()
+        for job, _ in ids:
+            pipe.hgetall(meta_key(job))
+        out = []
+        for (job, created), raw in zip(ids, pipe.execute()):
+            out.append(_status(raw) if raw else JobStatus(job, "gone", 0, [], 0.0, created))
+        return out
+
+    def purge(self, job: str) -> None:
+        """Delete an ended job's records; an active one is refused (cancel it first)."""
+        state = self.state(job)
+        if state in ACTIVE_STATES:
+            raise JobError(f"job {job!r} is {state}: cancel it before purging")
+        if state is None and self.client.zscore(JOBS_INDEX, validate_job_id(job)) is None:
+            raise self._missing(job)
+        self.delete_job(job)
+
+    def delete_job(self, job: str) -> None:
+        self.client.delete(*job_keys(job))
+        self.client.zrem(JOBS_INDEX, validate_job_id(job))
+
+    def add_rejects(self, job: str, rejects: Sequence[tuple[int, str]]) -> None:
+        """Keep why input lines were left out (the first ``KEPT_REJECTS``); the count is in the job."""
+        kept = {str(line): reason for line, reason in rejects[:KEPT_REJECTS]}
+        if kept:
+            self.client.hset(rejected_key(job), mapping=kept)
+
+    def rejects(self, job: str) -> list[tuple[int, str]]:
+        """The kept reasons, by input line."""
+        return sorted((int(line), reason) for line, reason in self.client.hgetall(rejected_key(job)).items())
+
+    # -- results ----------------------------------------------------------
+    def write(self, job: str, entries: Sequence[tuple[int, ResultRecord, bool | None]]) -> int:
+        """Store ``(index, record, correct)`` entries in one round trip; returns how many were new.
+
+        A record with ``error`` set is stored as a failure. ``correct`` is None
+        for items without a gold label. Raises ``JobError`` when the job's
+        records are gone (a Redis that restarted without persistence).
+        """
+        if not entries:
+            return 0
+        packed = "\n".join(_entry_line(index, record, correct) for index, record, correct in entries)
+        added = self._write(keys=job_keys(job)[:3], args=[repr(time.time()), packed])
+        if added < 0:
+            raise JobGoneError(_gone(job))
+        return int(added)
+
+    def answered(self, job: str) -> set[int]:
+        """The indices of every item with a result or a recorded failure."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hkeys(results_key(job))
+        pipe.hkeys(failures_key(job))
+        results, failures = pipe.execute()
+        return {int(index) for index in (*results, *failures)}
+
+    def iter_results(self, job: str, partial: bool = False, block: int = READ_BLOCK) -> Iterator[ResultRecord]:
+        """Every item's record in input order, ``block`` keys per round trip.
+
+        Unless ``partial``, a job that has not finished is refused rather than
+        streamed with holes, and a hole in a finished job is an error.
+        """
+        status = self.status(job)
+        if not partial and status.state not in ("done", "failed"):
+            raise JobError(f"job {job!r} is {status.state} ({status.answered} of {status.total} items); "
+                           "wait for it or pass --partial")
+        for start in range(0, status.total, block):
+            indices = [str(i) for i in range(start, min(start + block, status.total))]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(results_key(job), indices)
+            pipe.hmget(failures_key(job), indices)
+            results, failures = pipe.execute()
+            for index, result, failure in zip(indices, results, failures):
+                raw = result or failure
+                if raw is not None:
+                    yield ResultRecord.from_json(raw)
+                elif not partial:
+                    raise JobError(f"job {job!r}: item {index} has no result although the job is "
+                                   f"{status.state}; its records are damaged")
+
+    # -- worker registry ---------------------------------------------------
+    def advertise(self, tier: int, worker: str, info: dict) -> None:
+        """Publish what a worker serves, so ``submit`` can learn the label set from it."""
+        self.client.hset(workers_key(tier), worker, json.dumps(info))
+
+    def withdraw(self, tier: int, worker: str) -> None:
+        self.client.hdel(workers_key(tier), worker)
+
+    def advertised(self, tier: int) -> dict[str, dict]:
+        raw = self.client.hgetall(workers_key(tier))
+        return {name: json.loads(info) for name, info in raw.items()}
+
+    def _missing(self, job: str) -> JobError:
+        if self.client.zscore(JOBS_INDEX, validate_job_id(job)) is not None:
+            return JobGoneError(_gone(job))
+        return JobError(f"no job {job!r} in Redis at {self.url} (see `tango jobs`){self.volatility()}")
+
+    def volatility(self) -> str:
+        """A warning when this Redis keeps no append-only file (a restart then loses every job), else ''."""
+        try:
+            info = self.client.info("persistence")
+        except redis.RedisError:  # an ACL user may not run INFO; say nothing rather than guess
+            return ""
+        if int(info.get("aof_enabled", 0)):
+            return ""
+        return "; this Redis runs without appendonly, so a restart loses every job's records"
+
+
+def _entry_line(index: int, record: ResultRecord, correct: bool | None) -> str:
+    """One item's line for ``_WRITE``: one packed argument per chunk, not four per item,
+    because redis-py's per-argument packing cost more than the Lua write itself."""
+    kind = FAILED if record.error is not None else str(record.tier)
+    return f"{index}\t{kind}\t{'' if correct is None else int(correct)}\t{record.to_json()}"
+
+
+def _gone(job: str) -> str:
+    return (f"the records of job {job!r} are gone (did Redis restart without persistence, "
+            "or were the keys evicted?); submit it again")
+
+
+def _status(raw: dict[str, str]) -> JobStatus:
+    number = {name: int(raw.get(name) or 0)
+              for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected")}
+    known = {"job", "state", "labels", "threshold", "created", "finished", *number}
+    return JobStatus(job=raw.get("job", "?"), state=raw.get("state", "?"), labels=json.loads(raw.get("labels", "[]")),
+                     threshold=float(raw.get("threshold") or 0), created=float(raw.get("created") or 0),
+                     finished=float(raw["finished"]) if raw.get("finished") else None,
+                     extra={k: v for k, v in raw.items() if k not in known}, **number)
+

@@ -1,0 +1,222 @@
+"""Turn a corpus file into a recorded job and a stream of ``tier1`` tasks.
+
+The whole file is validated first (``corpus.summarize``), so a bad line stops
+the submit with nothing enqueued; then it is read a second time and sent chunk
+by chunk, so the submitter never holds the corpus in memory. The label set the
+job expects is fixed here, once, and travels with every chunk: a worker whose
+model does not speak it refuses the chunk instead of writing wrong labels.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from celery import Celery
+from kombu.exceptions import OperationalError
+
+from common.cascade import validate_threshold
+from common.queue.celery_app import send_chunk
+from common.queue.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
+from common.errors import DataError
+from common.errors import ConfigError, JobError, ServiceUnavailable
+from common.queue.keys import UNACKED, new_job_id, validate_job_id
+from common.labels import align_labels, model_labels
+from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, Chunk, WorkItem
+from common.queue.store import JobSpec, JobStatus, ResultStore
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """Everything ``tango submit`` accepts, as one object."""
+
+    path: str
+    spec: CorpusSpec = CorpusSpec()
+    threshold: float = 0.9
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    job_id: str | None = None
+    labels: tuple[str, ...] = ()
+    small: str | None = None
+    big: str | None = None
+    skip_invalid: bool = False  # record bad records as rejected and go on, instead of refusing the file
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: str
+    total: int
+    chunks: int
+    labels: list[str]
+    seconds: float
+    truncated: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    labels: list[str]
+    small: str = ""
+    big: str = ""
+
+
+def submit(store: ResultStore, app: Celery, request: SubmitRequest,
+           progress: Callable[[int], None] | None = None) -> Submitted:
+    """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue."""
+    start = time.perf_counter()
+    job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
+    if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
+        raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
+    summary = summarize(request.path, request.spec, skip_invalid=request.skip_invalid)
+    source = resolve_labels(request, store)
+    threshold = validate_threshold(request.threshold, len(source.labels))
+    store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
+                             chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
+                             small=source.small, big=source.big, labelled=summary.labelled,
+                             truncated=summary.truncated, rejected=summary.rejected,
+                             corpus=json.dumps({**dataclasses.asdict(request.spec),
+                                                "skip_invalid": request.skip_invalid})))
+    store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
+    items = read_corpus(request.path, request.spec, _skip if request.skip_invalid else None)
+    chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels), progress)
+    store.mark_submitted(job)
+    log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
+    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
+                     summary.rejected)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    job: str
+    chunks: int
+    items: int
+
+
+def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
+    """Send every item of a running job that has no result yet to tier 1 again.
+
+    The result store, not the broker, is the record of what is done: kombu can
+    lose a message that a worker popped just as Redis crashed. Re-reading the
+    job's source the way submit read it and re-sending the unanswered items is
+    always safe (writes are idempotent); it costs duplicate work at most.
+    """
+    status = store.status(job)
+    if status.is_final:
+        raise JobError(f"job {job!r} is {status.state}: nothing to resume")
+    corpus = json.loads(status.extra.get("corpus") or "{}")
+    if not corpus:
+        raise JobError(f"job {job!r} was submitted without a record of how to read its source; submit it again")
+    skip_invalid = corpus.pop("skip_invalid", False)
+    path, spec = status.extra.get("source", ""), CorpusSpec(**corpus)
+    answered = store.answered(job)
+    size = int(status.extra.get("chunk_size") or 1)
+    items = read_corpus(path, spec, _skip if skip_invalid else None)
+    missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
+               for chunk in chunked(items, job, size, status.threshold, status.labels))
+    chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items))
+    store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
+    log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
+    return Resumed(job, chunks, sent)
+
+
+def queued_payloads(client, queue: str) -> list[dict]:
+    """The chunk payloads waiting on a queue, read from kombu's Redis list as stored (newest first;
+    workers pop from the other end). For inspection (tests, benchmarks): nothing is consumed."""
+    out = []
+    for raw in client.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, _, _ = json.loads(body)
+        out.append(args[0])
+    return out
+
+
+def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
+    """A running job that did not move between two looks while no task is queued or held anywhere:
+    nothing will ever answer its remaining items unless they are sent again."""
+    if now.is_final or now.answered != before.answered:
+        return False
+    pipe = store.client.pipeline(transaction=False)
+    pipe.llen(QUEUE_TIER1)
+    pipe.llen(QUEUE_TIER2)
+    pipe.hlen(UNACKED)
+    return not any(pipe.execute())
+
+
+def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
+            progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Send chunks to tier 1 over one producer; returns how many chunks and items were sent."""
+    sent = items = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for chunk in chunks:
+                send_chunk(app, TASK_TIER1, chunk, producer)
+                sent, items = sent + 1, items + len(chunk.items)
+                if progress:
+                    progress(len(chunk.items))
+    except OperationalError as exc:
+        raise ServiceUnavailable(f"lost the broker at {store.url} after {sent} chunks of job {job!r}: "
+                                 f"{exc}; run `tango resume {job}` once it is back") from None
+    return sent, items
+
+
+def _skip(error: DataError) -> None:
+    """Drop a bad record on the sending pass (``summarize`` counted and recorded it)."""
+
+
+def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str]) -> Iterator[Chunk]:
+    """Group items into tier-1 chunks; an item's index is its position among the valid items."""
+    batch: list[WorkItem] = []
+    number = 0
+    for index, item in enumerate(items):
+        batch.append(WorkItem(index, item.id, item.text, item.text_pair, item.label))
+        if len(batch) == size:
+            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch))
+            batch, number = [], number + 1
+    if batch:
+        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch))
+
+
+def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:
+    """The job's label set: ``--labels``, else the models' configs, else what running workers serve."""
+    if request.labels:
+        labels = [name.strip() for name in request.labels if name.strip()]
+        if len(labels) < 2 or len(set(labels)) != len(labels):
+            raise ConfigError(f"--labels needs at least 2 distinct names, got {list(request.labels)}")
+        return LabelSource(labels, request.small or "", request.big or "")
+    if request.small or request.big:
+        small = model_labels(request.small) if request.small else None
+        big = model_labels(request.big) if request.big else None
+        return LabelSource(_merge(small, big), request.small or "", request.big or "")
+    small, small_models = _advertised(store, 1)
+    big, big_models = _advertised(store, 2)
+    if small is None and big is None:
+        raise ConfigError("cannot tell which labels the job expects: pass --labels A,B,... or "
+                          "--small/--big MODEL, or start the workers first")
+    return LabelSource(_merge(small, big), small_models, big_models)
+
+
+def _merge(small: list[str] | None, big: list[str] | None) -> list[str]:
+    if small is not None and big is not None:
+        return align_labels(small, big).labels
+    return list(small or big or [])
+
+
+def _advertised(store: ResultStore, tier: int) -> tuple[list[str] | None, str]:
+    workers = store.advertised(tier)
+    sets = {tuple(info.get("labels", [])) for info in workers.values()}
+    if len(sets) > 1:
+        raise ConfigError(f"the running tier-{tier} workers serve different label sets {sorted(sets)}; "
+                          "pass --labels to choose")
+    models = sorted({str(info.get("model", "")) for info in workers.values()})
+    return (list(sets.pop()) if sets else None), ",".join(models)

@@ -1,0 +1,208 @@
+"""The chaos scenario, shared by ``tests/chaos`` and ``bench/chaos_cluster.py``.
+
+A job runs on a real redis-server with real ``celery worker`` processes while
+tier-1 and tier-2 workers are SIGKILLed (sometimes only the pool process
+running a task, sometimes the whole worker) and replaced; afterwards every
+item is accounted for from what Redis and ``tango results`` hold, never from
+what the workers say they did.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import redis
+
+from common.queue.keys import UNACKED, failures_key, meta_key, results_key
+from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
+from common.testing.cluster import (MODEL_READY, START_TIMEOUT, Process, RedisServer, run_tango,
+                                    start_celery_worker, start_redis, wait_ready)
+
+_DECIDED = re.compile(r"(\d+) decided \((\d+) new\)")
+
+
+@dataclass
+class Figures:
+    """What the scenario found; ``lost`` and ``duplicated`` must be 0."""
+
+    items: int
+    kills: int
+    lost: int
+    duplicated: int
+    failed: int
+    absorbed: int  # redelivered items whose second write the store ignored
+    state: str
+    seconds: float
+
+    def report(self) -> str:
+        return "\n".join(f"{name} {getattr(self, name)}" for name in
+                         ("items", "kills", "lost", "duplicated", "failed", "absorbed", "state", "seconds"))
+
+
+@dataclass
+class Fleet:
+    """The workers of one scenario, started and replaced by tier; all killed at the end."""
+
+    server: RedisServer
+    models: dict[str, Path]
+    logs: Path
+    env: dict[str, str] = field(default_factory=dict)
+    workers: list[Process] = field(default_factory=list)
+
+    def add(self, tier: int, url: str | None = None) -> Process:
+        name = f"t{tier}-{len(self.workers)}"
+        worker = start_celery_worker(tier, name, self.models["small" if tier == 1 else "big"], url or self.server.url,
+                                     self.logs, **self.env)
+        self.workers.append(worker)
+        return worker
+
+    def alive(self, tier: int) -> list[Process]:
+        """The tier's workers that run and have loaded their model, oldest first."""
+        return [w for w in self.workers if w.tier == tier and not w.stopped
+                and w.running() and MODEL_READY in w.log_text()]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+    def log_text(self) -> str:
+        return "".join(w.log_text() for w in self.workers)
+
+
+def pool_children(pid: int) -> list[int]:
+    """The pool processes a prefork worker forked (Linux ``/proc``)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return [int(p) for p in path.read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def busy(worker: Process) -> bool:
+    """Whether the worker's log shows a task received and not yet finished (its pool process runs it)."""
+    text = worker.log_text()
+    return text.rfind("] received") > max(text.rfind("] succeeded in"), text.rfind("exited with"))
+
+
+def in_flight(client: redis.Redis, queue: str) -> int:
+    """Messages of ``queue`` a worker holds unacknowledged right now (kombu's ``unacked`` hash)."""
+    return sum(json.loads(raw)[2] == queue for raw in client.hvals(UNACKED))
+
+
+def until(condition: Callable[[], bool], what: str, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+def write_corpus(path: Path, texts: list[str], n_items: int) -> list[str]:
+    """``n_items`` JSON lines cycling through ``texts``; returns the ids in input order."""
+    ids = [f"c{i}" for i in range(n_items)]
+    with path.open("w", encoding="utf-8") as handle:
+        for i, item_id in enumerate(ids):
+            handle.write(json.dumps({"id": item_id, "text": f"{texts[i % len(texts)]} #{i}"}) + "\n")
+    return ids
+
+
+def progress(client: redis.Redis, job: str) -> tuple[str, int]:
+    meta = client.hgetall(meta_key(job))
+    return meta.get("state", "gone"), int(meta.get("done") or 0) + int(meta.get("failed") or 0)
+
+
+def kill_one(fleet: Fleet, tier: int, whole: bool) -> bool:
+    """SIGKILL a tier's worker that holds a task: its pool process only, or (``whole``) its process group
+    followed by a replacement. Returns False when the tier had nothing in flight to kill."""
+    client = fleet.server.client()
+    victims = [worker for worker in fleet.alive(tier) if busy(worker)]
+    if not victims or not in_flight(client, f"tier{tier}"):
+        return False
+    victim = victims[0]
+    if whole:
+        victim.kill()
+        fleet.add(tier)
+        return True
+    children = pool_children(victim.pid)
+    if not children:
+        return False
+    os.kill(children[0], signal.SIGKILL)
+    return True
+
+
+def unleash(fleet: Fleet, job: str, kills_per_tier: int) -> int:
+    """Kill tier-1 and tier-2 workers in turn while the job runs: first pool processes (the task
+    comes back at once), then whole workers (it comes back after the visibility timeout)."""
+    client = fleet.server.client()
+    plan = [(tier, n >= (kills_per_tier + 1) // 2) for n in range(kills_per_tier) for tier in (1, 2)]
+    kills = 0
+    for tier, whole in plan:
+        _, before = progress(client, job)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and progress(client, job)[0] == "running":
+            if kill_one(fleet, tier, whole):
+                kills += 1
+                break
+            time.sleep(0.02)
+        # let the cluster make headway before the next blow, so kills spread over the job
+        until(lambda: progress(client, job)[0] != "running" or progress(client, job)[1] > before,
+              "progress after a kill")
+    return kills
+
+
+def account(server: RedisServer, job: str, ids: list[str], out: Path, fleet: Fleet, kills: int,
+            seconds: float) -> Figures:
+    """Every item's fate, from Redis and from ``tango results``."""
+    client = server.client()
+    fetched = run_tango("results", job, "--partial", "-o", str(out), redis_url=server.url)
+    assert fetched.returncode == 0, fetched.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    got = [r["id"] for r in records]
+    meta = client.hgetall(meta_key(job))
+    stored = client.hlen(results_key(job)) + client.hlen(failures_key(job))
+    counted = int(meta["done"]) + int(meta["failed"])
+    duplicated = (len(got) - len(set(got))) + max(counted - stored, 0)
+    absorbed = sum(int(d) - int(n) for d, n in _DECIDED.findall(fleet.log_text()))
+    return Figures(items=len(ids), kills=kills, lost=len(set(ids) - set(got)), duplicated=duplicated,
+                   failed=int(meta["failed"]), absorbed=absorbed, state=meta["state"], seconds=round(seconds, 1))
+
+
+def drained(client: redis.Redis) -> bool:
+    return client.llen(QUEUE_TIER1) == 0 and client.llen(QUEUE_TIER2) == 0 and client.hlen(UNACKED) == 0
+
+
+def run_chaos(server: RedisServer, fleet: Fleet, corpus: Path, ids: list[str], job: str, kills_per_tier: int,
+              chunk_size: int, out: Path) -> Figures:
+    """Submit, kill while it runs, wait for the end, and account for every item."""
+    start = time.monotonic()
+    submitted = run_tango("submit", str(corpus), "--job-id", job, "--chunk-size", str(chunk_size), "--labels",
+                          "negative,positive", redis_url=server.url)
+    assert submitted.returncode == 0, submitted.stderr
+    kills = unleash(fleet, job, kills_per_tier)
+    waited = run_tango("wait", job, "--interval", "0.2", redis_url=server.url, timeout=600)
+    assert waited.returncode == 0, waited.stderr[-2000:]
+    until(lambda: drained(server.client()), "the queues and unacked to drain")
+    return account(server, job, ids, out, fleet, kills, time.monotonic() - start)
+
+
+def chaos_scenario(root: Path, models: dict[str, Path], texts: list[str], items: int, kills_per_tier: int,
+                   chunk_size: int, visibility_timeout: float, job: str = "chaos") -> Figures:
+    """The whole scenario on a fresh redis-server: two workers per tier, a job of ``items``, the kills."""
+    server = start_redis(root)
+    fleet = Fleet(server, models, root, env={"TANGO_VISIBILITY_TIMEOUT": repr(visibility_timeout)})
+    try:
+        for tier in (1, 1, 2, 2):
+            fleet.add(tier)
+        wait_ready(fleet.workers)
+        ids = write_corpus(root / "corpus.jsonl", texts, items)
+        return run_chaos(server, fleet, root / "corpus.jsonl", ids, job, kills_per_tier, chunk_size,
+                         root / "results.jsonl")
+    finally:
+        fleet.close()
+        server.stop()

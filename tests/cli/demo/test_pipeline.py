@@ -1,0 +1,30 @@
+"""The demo's data: the shipped sample reviews and the fixed splits the cache key relies on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli.demo.pipeline import SAMPLE_FILE, DemoSettings, cache_key, load_demo_data, read_sample_reviews
+
+
+def test_sample_reviews_are_shipped_balanced_and_unique():
+    data = read_sample_reviews()
+    assert len(data) >= 250 and data.labels == ["negative", "positive"]
+    assert abs(int(data.label_ids.sum()) * 2 - len(data)) <= 10
+    assert len(set(data.texts)) == len(data.texts)
+    assert (SAMPLE_FILE.parent / "README.md").read_text().count("written by the tango authors") == 1
+
+
+def test_sample_splits_are_disjoint_and_stable(tmp_path):
+    settings = DemoSettings(cache_dir=tmp_path)
+    first, again = load_demo_data(settings), load_demo_data(settings)
+    parts = [set(first.train.texts), set(first.calibration.texts), set(first.corpus.texts)]
+    assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:])
+    assert first.sample and cache_key(settings, first) == cache_key(settings, again)
+    quick = DemoSettings(cache_dir=tmp_path, quick=True)
+    assert cache_key(quick, load_demo_data(quick)) != cache_key(settings, first)
+
+
+def test_sst2_mode_uses_train_for_training_and_dev_as_corpus(glue_dir: Path, tmp_path):
+    data = load_demo_data(DemoSettings(cache_dir=tmp_path, data_dir=str(glue_dir), quick=True, max_corpus_items=50))
+    assert not data.sample and len(data.train) == 120 and len(data.corpus) == 50
+    assert not set(data.train.texts) & set(data.calibration.texts)

@@ -1,0 +1,76 @@
+"""Cluster settings and the Celery settings built from them."""
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from common.queue.celery_app import celery_config, make_app
+from common.queue.config import ClusterSettings, mask_url
+from common.errors import ConfigError
+
+
+@pytest.mark.parametrize("url, masked", [
+    ("redis://:pw@host:6379/0", "redis://:***@host:6379/0"),
+    ("redis://alice:pw@host/1", "redis://alice:***@host/1"),
+    ("rediss://bob:p%40ss@[::1]:6380/0", "rediss://bob:***@[::1]:6380/0"),
+    ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+])
+def test_mask_url_hides_only_the_password(url, masked):
+    assert mask_url(url) == masked
+
+
+def test_settings_come_from_the_option_then_the_environment():
+    env = {"TANGO_REDIS_URL": "redis://env:1/0", "TANGO_VISIBILITY_TIMEOUT": "7.5"}
+    assert ClusterSettings.from_env(env=env).redis_url == "redis://env:1/0"
+    assert ClusterSettings.from_env("redis://opt:2/0", env=env).redis_url == "redis://opt:2/0"
+    assert ClusterSettings.from_env(env=env).visibility_timeout == 7.5
+    assert ClusterSettings.from_env(env={}).redis_url == "redis://localhost:6379/0"
+
+
+@pytest.mark.parametrize("env", [{"TANGO_REDIS_URL": "http://x:pw@h/0"}, {"TANGO_VISIBILITY_TIMEOUT": "soon"},
+                                 {"TANGO_VISIBILITY_TIMEOUT": "0"}])
+def test_bad_settings_are_config_errors_without_the_password(env):
+    with pytest.raises(ConfigError) as caught:
+        ClusterSettings.from_env(env=env)
+    assert "pw" not in str(caught.value)
+
+
+def test_celery_settings_fit_long_model_work():
+    config = celery_config(ClusterSettings(redis_url="redis://h/0", visibility_timeout=6))
+    assert config["accept_content"] == ["json"] and config["result_accept_content"] == ["json"]
+    assert config["task_serializer"] == "json"
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    assert config["worker_prefetch_multiplier"] == 1
+    assert config["broker_transport_options"]["visibility_timeout"] == 6 == config["visibility_timeout"]
+    assert config["broker_transport_options"]["unacked_restore_interval"] <= 6
+    assert config["task_routes"] == {"tango.tier1.classify": {"queue": "tier1"},
+                                     "tango.tier2.classify": {"queue": "tier2"}}
+    assert config["result_backend"] is None
+
+
+def test_tls_urls_check_certificates():
+    config = celery_config(ClusterSettings(redis_url="rediss://h:6380/0"))
+    assert config["broker_use_ssl"]["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+
+
+def test_the_app_refuses_pickle():
+    app = make_app("client", ClusterSettings())
+    assert "pickle" not in app.conf.accept_content
+
+
+def test_a_sent_chunk_is_described_in_one_line_without_its_texts():
+    """Monitors and logs see the chunk's description; the payload itself travels whole."""
+    from kombu import Connection
+
+    from common.queue.celery_app import send_chunk
+    from common.queue.messages import Chunk, WorkItem
+
+    app = make_app("client", ClusterSettings())
+    app.conf.broker_url = "memory://"
+    chunk = Chunk("job-1", 3, 1, 0.9, ("neg", "pos"), (WorkItem(0, "a", "secret text"), WorkItem(1, "b", "more")))
+    send_chunk(app, "tango.tier1.classify", chunk)
+    with Connection("memory://") as conn:
+        message = conn.SimpleQueue("tier1").get(timeout=5)
+    assert message.headers["argsrepr"] == "[job 'job-1' chunk 3 tier 1: 2 items]"
+    assert Chunk.decode(message.payload[0][0]) == chunk

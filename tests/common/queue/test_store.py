@@ -1,0 +1,132 @@
+"""The result store against a real redis-server: idempotent writes, ordered reads, job states."""
+from __future__ import annotations
+
+import pytest
+
+from common.queue.config import ClusterSettings
+from common.errors import JobError, ServiceUnavailable
+from common.queue.keys import job_keys, validate_job_id
+from common.queue.results import ResultRecord
+from common.queue.store import JobSpec, ResultStore
+from common.testing.cluster import free_port
+
+LABELS = ["negative", "positive"]
+
+
+@pytest.fixture()
+def store(redis_url) -> ResultStore:
+    return ResultStore.open(ClusterSettings(redis_url=redis_url))
+
+
+def make_job(store: ResultStore, job: str = "j1", total: int = 4) -> str:
+    store.create_job(JobSpec(job=job, total=total, labels=LABELS, threshold=0.9, chunk_size=2))
+    store.mark_submitted(job)
+    return job
+
+
+def entry(index: int, tier: int = 1, label: str = "positive", correct: bool | None = None):
+    return (index, ResultRecord(f"id{index}", label, 0.5 + index / 100, tier, f"m{tier}"), correct)
+
+
+def test_a_repeated_write_counts_each_item_once(store):
+    job = make_job(store)
+    assert store.write(job, [entry(0), entry(1, tier=2)]) == 2
+    assert store.write(job, [entry(0), entry(1, tier=2)]) == 0  # a redelivered chunk changes nothing
+    status = store.status(job)
+    assert (status.done, status.tier1, status.tier2, status.failed, status.state) == (2, 1, 1, 0, "running")
+
+
+def test_the_job_finishes_exactly_once_when_every_item_is_answered(store):
+    job = make_job(store)
+    store.write(job, [entry(0), entry(1)])
+    store.write(job, [entry(2, tier=2), entry(3, tier=2)])
+    finished = store.status(job)
+    assert finished.state == "done" and finished.finished is not None
+    store.write(job, [entry(3, tier=2)])
+    assert store.status(job).finished == finished.finished
+    store.mark_submitted(job)  # a slow submitter must not reopen a finished job
+    assert store.status(job).state == "done"
+
+
+def test_a_failure_is_counted_and_keeps_its_reason(store):
+    job = make_job(store, total=2)
+    store.write(job, [entry(0), (1, ResultRecord.failed("id1", 2, "model error: boom"), None)])
+    store.write(job, [entry(1, tier=2)])  # a later success of a failed item is ignored
+    status = store.status(job)
+    assert (status.done, status.failed, status.state) == (1, 1, "failed")
+    records = list(store.iter_results(job))
+    assert records[1].error == "model error: boom" and records[1].label is None
+
+
+def test_gold_labels_give_the_accuracy(store):
+    job = make_job(store, total=3)
+    store.write(job, [entry(0, correct=True), entry(1, correct=False), entry(2)])
+    status = store.status(job)
+    assert (status.gold, status.correct) == (2, 1)
+    assert status.accuracy == pytest.approx(0.5)
+
+
+def test_results_stream_in_input_order_across_blocks(store):
+    job = make_job(store, total=7)
+    store.write(job, [entry(i) for i in (6, 2, 4, 0)])
+    store.write(job, [entry(i, tier=2) for i in (5, 1, 3)])
+    assert [r.id for r in store.iter_results(job, block=3)] == [f"id{i}" for i in range(7)]
+
+
+def test_results_of_an_unfinished_job_need_partial(store):
+    job = make_job(store, total=3)
+    store.write(job, [entry(2)])
+    with pytest.raises(JobError, match="wait for it or pass --partial"):
+        list(store.iter_results(job))
+    assert [r.id for r in store.iter_results(job, partial=True)] == ["id2"]
+
+
+def test_an_existing_job_id_is_refused(store):
+    make_job(store)
+    with pytest.raises(JobError, match="already exists"):
+        make_job(store)
+
+
+def test_cancel_stops_an_active_job_only(store):
+    job = make_job(store)
+    assert store.cancel(job) is True
+    assert store.status(job).state == "cancelled"
+    assert store.cancel(job) is False
+    store.write(job, [entry(i) for i in range(4)])
+    assert store.status(job).state == "cancelled"  # late results do not turn it into "done"
+
+
+def test_vanished_records_are_reported_not_recreated(store):
+    job = make_job(store)
+    store.client.delete(*job_keys(job))  # what a restart without persistence leaves
+    with pytest.raises(JobError, match="gone"):
+        store.write(job, [entry(0)])
+    with pytest.raises(JobError, match="gone"):
+        store.status(job)
+    assert store.client.exists(*job_keys(job)) == 0
+    with pytest.raises(JobError, match="no job 'other'"):
+        store.status("other")
+
+
+def test_jobs_are_listed_newest_first(store):
+    for job in ("a1", "a2", "a3"):
+        make_job(store, job)
+    assert [s.job for s in store.list_jobs(2)] == ["a3", "a2"]
+
+
+def test_all_keys_of_a_job_share_one_hash_tag():
+    assert {key.split("}")[0] for key in job_keys("job-1")} == {"tango:{job-1"}
+
+
+@pytest.mark.parametrize("bad", ["", "a}b", "x{y", "a:b", "../x", "a b", "-lead", "x" * 65, "*"])
+def test_job_ids_that_could_reach_other_keys_are_refused(bad):
+    with pytest.raises(JobError):
+        validate_job_id(bad)
+
+
+def test_an_unreachable_redis_is_one_line_with_the_password_masked():
+    settings = ClusterSettings(redis_url=f"redis://user:s3cret@127.0.0.1:{free_port()}/0", connect_timeout=2)
+    with pytest.raises(ServiceUnavailable) as caught:
+        ResultStore.open(settings)
+    message = str(caught.value)
+    assert "s3cret" not in message and "user:***@127.0.0.1" in message and "\n" not in message
