@@ -2,12 +2,14 @@
 counts twice while tier-1 and tier-2 workers are SIGKILLed and replaced (it should be none).
 
     python bench/chaos_cluster.py --items 20000 --kills 5
+    python bench/chaos_cluster.py --items 20000 --kills 5 --runs 20    # how many runs end by themselves
 
 Runs a throwaway redis-server, two tier-1 and two tier-2 ``celery worker`` processes with tiny
 random models, submits the job with the real CLI, kills workers (first pool processes, whose task
 comes back at once; then whole workers, whose task comes back after the visibility timeout) and
 replaces them, then accounts for every item from Redis and ``tango results``. Prints
-``kills N``, ``lost N``, ``duplicated N`` and the other figures, one per line.
+``kills N``, ``lost N``, ``duplicated N`` and the other figures, one per line; with ``--runs``, one
+line per run (each with its own seed for which workers die and when) and how many ended by themselves.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--items", type=int, default=20000, help="items in the job")
     parser.add_argument("--kills", type=int, default=5, help="kills per tier (the first half pool processes)")
     parser.add_argument("--chunk-size", type=int, default=10, help="items per tier-1 task")
+    parser.add_argument("--runs", type=int, default=1, help="repeat the scenario, each run with the next seed")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first run's kill victims and moments")
+    parser.add_argument("--stall-timeout", type=float, default=300.0,
+                        help="seconds `tango wait` waits before the run counts as stalled")
     parser.add_argument("--visibility-timeout", type=float, default=4.0,
                         help="seconds before a dead worker's task is delivered again")
     return parser.parse_args()
@@ -51,12 +57,24 @@ def main() -> int:
 
     args = parse_args()
     sample = texts()
+    clean = 0
     with tempfile.TemporaryDirectory(prefix="tango-chaos-") as tmp:
-        root = Path(tmp)
-        figures = chaos_scenario(root, models(root / "models", sample), sample, args.items, args.kills,
-                                 args.chunk_size, args.visibility_timeout)
-    print(figures.report())
-    return 0 if (figures.lost, figures.duplicated, figures.state) == (0, 0, "done") else 1
+        pair = models(Path(tmp) / "models", sample)
+        for run in range(args.runs):
+            root = Path(tmp) / f"run{run}"
+            root.mkdir()
+            figures = chaos_scenario(root, pair, sample, args.items, args.kills, args.chunk_size,
+                                     args.visibility_timeout, seed=args.seed + run, stall_timeout=args.stall_timeout)
+            clean += figures.clean
+            if args.runs == 1:
+                print(figures.report())
+            else:
+                print(f"run {run + 1} (seed {args.seed + run}): " + ", ".join(figures.report().splitlines()),
+                      flush=True)
+    if args.runs > 1:
+        print(f"{clean} of {args.runs} runs ended by themselves with lost 0 and duplicated 0 "
+              f"(no --resume-stalled; a run that did not end within {args.stall_timeout:.0f} s counts as stalled)")
+    return 0 if clean == args.runs else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from common.queue.config import ClusterSettings
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, TASK_TIER2, Chunk
 
 ROLES = ("client", "tier1", "tier2")
+TRANSPORT = "common.queue.transport:Transport"
 PROCESS_START_TIMEOUT = 600.0  # seconds a pool process may take to load its model
 
 
@@ -78,6 +79,9 @@ def celery_config(settings: ClusterSettings) -> dict[str, Any]:
         "task_default_queue": QUEUE_TIER1,
         "task_routes": {TASK_TIER1: {"queue": QUEUE_TIER1}, TASK_TIER2: {"queue": QUEUE_TIER2}},
     }
+    if settings.redis_url.startswith(("redis://", "rediss://")):
+        # a consume that records a message as unacknowledged in the same step that takes it
+        config["broker_transport"] = TRANSPORT
     if settings.redis_url.startswith("rediss://"):
         # without it kombu skips certificate checks with only a warning
         config["broker_use_ssl"] = tls_options(settings.redis_url)

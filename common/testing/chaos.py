@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import time
@@ -39,10 +40,16 @@ class Figures:
     absorbed: int  # redelivered items whose second write the store ignored
     state: str
     seconds: float
+    resumed: int = 0  # items the cluster's own stall sweeper sent again
 
     def report(self) -> str:
         return "\n".join(f"{name} {getattr(self, name)}" for name in
-                         ("items", "kills", "lost", "duplicated", "failed", "absorbed", "state", "seconds"))
+                         ("items", "kills", "lost", "duplicated", "failed", "absorbed", "resumed", "state", "seconds"))
+
+    @property
+    def clean(self) -> bool:
+        """Ended by itself, every item answered once."""
+        return (self.state, self.lost, self.duplicated) == ("done", 0, 0)
 
 
 @dataclass
@@ -117,17 +124,23 @@ def progress(client: redis.Redis, job: str) -> tuple[str, int]:
     return meta.get("state", "gone"), int(meta.get("done") or 0) + int(meta.get("failed") or 0)
 
 
-def kill_one(fleet: Fleet, tier: int, whole: bool) -> bool:
+def kill_one(fleet: Fleet, tier: int, whole: bool, rng: random.Random) -> bool:
     """SIGKILL a tier's worker that holds a task: its pool process only, or (``whole``) its process group
-    followed by a replacement. Returns False when the tier had nothing in flight to kill."""
+    followed by a replacement, and sometimes, within 0.4 s, the tier's other worker too (whatever it is
+    doing: taking a message, say). Returns False when the tier had nothing in flight to kill."""
     client = fleet.server.client()
     victims = [worker for worker in fleet.alive(tier) if busy(worker)]
     if not victims or not in_flight(client, f"tier{tier}"):
         return False
-    victim = victims[0]
+    victim = rng.choice(victims)
     if whole:
         victim.kill()
         fleet.add(tier)
+        others = [worker for worker in fleet.alive(tier) if worker is not victim]
+        if others and rng.random() < 0.5:
+            time.sleep(rng.uniform(0.0, 0.4))
+            rng.choice(others).kill()
+            fleet.add(tier)
         return True
     children = pool_children(victim.pid)
     if not children:
@@ -136,17 +149,19 @@ def kill_one(fleet: Fleet, tier: int, whole: bool) -> bool:
     return True
 
 
-def unleash(fleet: Fleet, job: str, kills_per_tier: int) -> int:
+def unleash(fleet: Fleet, job: str, kills_per_tier: int, rng: random.Random) -> int:
     """Kill tier-1 and tier-2 workers in turn while the job runs: first pool processes (the task
-    comes back at once), then whole workers (it comes back after the visibility timeout)."""
+    comes back at once), then whole workers (it comes back after the visibility timeout), each
+    after a random pause so that the blows land at different moments of a task's life."""
     client = fleet.server.client()
     plan = [(tier, n >= (kills_per_tier + 1) // 2) for n in range(kills_per_tier) for tier in (1, 2)]
     kills = 0
     for tier, whole in plan:
         _, before = progress(client, job)
+        time.sleep(rng.uniform(0.0, 0.3))
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and progress(client, job)[0] == "running":
-            if kill_one(fleet, tier, whole):
+            if kill_one(fleet, tier, whole, rng):
                 kills += 1
                 break
             time.sleep(0.02)
@@ -170,7 +185,8 @@ def account(server: RedisServer, job: str, ids: list[str], out: Path, fleet: Fle
     duplicated = (len(got) - len(set(got))) + max(counted - stored, 0)
     absorbed = sum(int(d) - int(n) for d, n in _DECIDED.findall(fleet.log_text()))
     return Figures(items=len(ids), kills=kills, lost=len(set(ids) - set(got)), duplicated=duplicated,
-                   failed=int(meta["failed"]), absorbed=absorbed, state=meta["state"], seconds=round(seconds, 1))
+                   failed=int(meta["failed"]), absorbed=absorbed, state=meta["state"], seconds=round(seconds, 1),
+                   resumed=int(meta.get("resumed") or 0))
 
 
 def drained(client: redis.Redis) -> bool:
@@ -178,22 +194,26 @@ def drained(client: redis.Redis) -> bool:
 
 
 def run_chaos(server: RedisServer, fleet: Fleet, corpus: Path, ids: list[str], job: str, kills_per_tier: int,
-              chunk_size: int, out: Path) -> Figures:
-    """Submit, kill while it runs, wait for the end, and account for every item."""
+              chunk_size: int, out: Path, rng: random.Random, stall_timeout: float) -> Figures:
+    """Submit, kill while it runs, wait (no ``--resume-stalled``: the job must end by itself) at most
+    ``stall_timeout`` seconds, and account for every item."""
     start = time.monotonic()
     submitted = run_tango("submit", str(corpus), "--job-id", job, "--chunk-size", str(chunk_size), "--labels",
                           "negative,positive", redis_url=server.url)
     assert submitted.returncode == 0, submitted.stderr
-    kills = unleash(fleet, job, kills_per_tier)
-    waited = run_tango("wait", job, "--interval", "0.2", redis_url=server.url, timeout=600)
-    assert waited.returncode == 0, waited.stderr[-2000:]
-    until(lambda: drained(server.client()), "the queues and unacked to drain")
+    kills = unleash(fleet, job, kills_per_tier, rng)
+    waited = run_tango("wait", job, "--interval", "0.2", "--timeout", str(stall_timeout), redis_url=server.url,
+                       timeout=stall_timeout + 60)
+    if waited.returncode == 0:
+        until(lambda: drained(server.client()), "the queues and unacked to drain")
     return account(server, job, ids, out, fleet, kills, time.monotonic() - start)
 
 
 def chaos_scenario(root: Path, models: dict[str, Path], texts: list[str], items: int, kills_per_tier: int,
-                   chunk_size: int, visibility_timeout: float, job: str = "chaos") -> Figures:
-    """The whole scenario on a fresh redis-server: two workers per tier, a job of ``items``, the kills."""
+                   chunk_size: int, visibility_timeout: float, seed: int = 0, stall_timeout: float = 600.0,
+                   job: str = "chaos") -> Figures:
+    """The whole scenario on a fresh redis-server: two workers per tier, a job of ``items``, the kills
+    (their victims and moments drawn from ``seed``)."""
     server = start_redis(root)
     fleet = Fleet(server, models, root, env={"TANGO_VISIBILITY_TIMEOUT": repr(visibility_timeout)})
     try:
@@ -202,7 +222,7 @@ def chaos_scenario(root: Path, models: dict[str, Path], texts: list[str], items:
         wait_ready(fleet.workers)
         ids = write_corpus(root / "corpus.jsonl", texts, items)
         return run_chaos(server, fleet, root / "corpus.jsonl", ids, job, kills_per_tier, chunk_size,
-                         root / "results.jsonl")
+                         root / "results.jsonl", random.Random(seed), stall_timeout)
     finally:
         fleet.close()
         server.stop()

@@ -1,0 +1,95 @@
+"""The atomic consume on a real redis-server: a consumer that dies after taking a message loses nothing."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from kombu import Connection, Exchange, Queue
+from kombu.transport.redis import Transport as KombuTransport
+
+from common.queue.keys import UNACKED
+from common.queue.transport import Transport
+
+QUEUE = "tier1"
+
+
+def publish(conn: Connection, body: dict) -> None:
+    conn.Producer(serializer="json").publish(body, exchange=Exchange(QUEUE, type="direct"), routing_key=QUEUE,
+                                             declare=[Queue(QUEUE, Exchange(QUEUE, type="direct"), QUEUE)])
+
+
+def start_take(channel) -> None:
+    """Send the blocking take as kombu's poller does (it gives the channel its connection first)."""
+    channel.connection.cycle._register_BRPOP(channel)
+
+
+def take_and_die(url: str, transport: type, command: str) -> None:
+    """What a consumer killed right after the broker handed it a message leaves behind: it sent the
+    blocking take and read the reply, and never got to record the message as unacknowledged."""
+    with Connection(url, transport=transport) as conn:
+        publish(conn, {"n": 1})
+        channel = conn.default_channel
+        channel.basic_consume(QUEUE, no_ack=False, callback=lambda message: None, consumer_tag="dies")
+        start_take(channel)
+        assert channel.client.parse_response(channel.client.connection, command) is not None
+        channel.client.connection.disconnect()
+
+
+@pytest.fixture()
+def client(redis_server, redis_url):
+    return redis_server.client()
+
+
+def test_kombus_own_consume_loses_a_message_taken_by_a_consumer_that_dies(redis_url, client):
+    take_and_die(redis_url, KombuTransport, "BRPOP")
+    assert (client.llen(QUEUE), client.hlen(UNACKED)) == (0, 0)  # in no queue, not unacknowledged: gone
+
+
+def test_the_atomic_consume_leaves_it_in_the_queue(redis_url, client):
+    take_and_die(redis_url, Transport, "BLMOVE")
+    assert (client.llen(QUEUE), client.hlen(UNACKED)) == (1, 0)
+    with Connection(redis_url, transport=Transport) as conn:  # and the next consumer gets it
+        got = []
+        conn.default_channel.basic_consume(QUEUE, no_ack=False, callback=got.append, consumer_tag="next")
+        conn.drain_events(timeout=5)
+        assert [m.payload for m in got] == [{"n": 1}]
+
+
+def test_a_claimed_message_is_recorded_as_kombu_records_it_and_restored_when_its_holder_is_gone(redis_url, client):
+    with Connection(redis_url, transport=Transport, transport_options={"visibility_timeout": 1}) as conn:
+        publish(conn, {"n": 2})
+        channel = conn.default_channel
+        channel.basic_consume(QUEUE, no_ack=False, callback=lambda message: None, consumer_tag="c")
+        start_take(channel)
+        item = channel.client.parse_response(channel.client.connection, "BLMOVE")
+        channel._in_poll = None  # the reply is read: nothing outstanding on the connection
+        assert channel._claim(QUEUE, item) and not channel._claim(QUEUE, item)  # a second claim finds nothing
+        raw = json.loads(item)
+        tag = raw["properties"]["delivery_tag"]
+        assert json.loads(client.hget(UNACKED, tag)) == [raw, QUEUE, QUEUE]
+        assert client.llen(QUEUE) == 0
+        time.sleep(1.2)
+        channel.qos.restore_visible()
+    assert client.llen(QUEUE) == 1 and client.hlen(UNACKED) == 0
+
+
+def test_consume_ack_and_a_consumer_without_acks(redis_url, client):
+    with Connection(redis_url, transport=Transport) as conn:
+        for n in range(3):
+            publish(conn, {"n": n})
+        got = []
+        conn.default_channel.basic_consume(QUEUE, no_ack=False, callback=got.append, consumer_tag="c")
+        for _ in range(3):
+            conn.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got] == [0, 1, 2]  # first in, first out
+        assert client.hlen(UNACKED) == 3
+        for message in got:
+            message.ack()
+        assert client.hlen(UNACKED) == 0
+    with Connection(redis_url, transport=Transport) as conn:  # a reply consumer takes without acks
+        publish(conn, {"n": 9})
+        got = []
+        conn.default_channel.basic_consume(QUEUE, no_ack=True, callback=got.append, consumer_tag="r")
+        conn.drain_events(timeout=5)
+        assert [m.payload["n"] for m in got] == [9] and client.hlen(UNACKED) == 0
