@@ -226,6 +226,7 @@ def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
             "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
             "threshold": s.threshold, "labels": s.labels, "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
+            "resumed": int(s.extra.get("resumed") or 0),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 

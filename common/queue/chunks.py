@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol, Sequence
+
+import redis
+from kombu.exceptions import OperationalError
 
 from common.errors import JobGoneError, LabelMismatchError
 from common.queue.decisions import Decide, output_map
-from common.queue.faults import Scorer, attempts_exhausted, item_probabilities
+from common.queue.faults import Scorer, attempts_exhausted, item_probabilities, should_split
 from common.queue.messages import Chunk
 from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
@@ -44,18 +47,29 @@ class ChunkProcessor:
     scorer: Scorer
     store: ResultStore
     decide: Decide
-    send_on: Callable[[Chunk], None]
+    send: Callable[[Chunk], None]  # to the queue of the chunk's tier
     max_attempts: int
     hooks: Sequence[ChunkHooks] = ()
+    refunds: set[tuple[str, str]] = field(default_factory=set)  # starts that ended because Redis was away
 
     def process(self, chunk: Chunk) -> dict:
         """Run one chunk; returns a small JSON summary (logged by Celery, never stored)."""
-        state, attempt = self.store.begin(chunk.job, self.tier, chunk.chunk)
+        self._pay_refunds()
+        state, attempt = self.store.begin(chunk.job, self.tier, chunk.name)
+        try:
+            return self._started(chunk, state, attempt)
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError):
+            self.refunds.add((chunk.job, chunk.name))  # this start proves nothing about the chunk
+            raise
+
+    def _started(self, chunk: Chunk, state: str | None, attempt: int) -> dict:
         if state is None:
             raise JobGoneError(f"the records of job {chunk.job!r} are gone")
         if state == "cancelled":
-            log.info("job %r chunk %d skipped: job cancelled", chunk.job, chunk.chunk)
+            log.info("job %r chunk %s skipped: job cancelled", chunk.job, chunk.name)
             return {"skipped": "cancelled"}
+        if should_split(attempt, len(chunk.items)):
+            return self._split(chunk, attempt)
         exhausted = attempts_exhausted(self.tier, attempt, self.max_attempts)
         if exhausted:
             return self.fail(chunk, exhausted)
@@ -70,30 +84,47 @@ class ChunkProcessor:
         if errors:
             self._fail_items(chunk, errors)
             if not ok:
-                return {"job": chunk.job, "chunk": chunk.chunk, "failed": len(errors)}
+                return {"job": chunk.job, "chunk": chunk.name, "failed": len(errors)}
             chunk = replace(chunk, items=tuple(chunk.items[n] for n in ok))
         decision = self.decide(chunk, probs, outputs, self.model)
         if decision.forward:
-            self.send_on(chunk.forward(decision.forward))
+            self.send(chunk.forward(decision.forward))
         added = self.store.write(chunk.job, decision.entries)
         for hook in self.hooks:
             hook.chunk(len(decision.entries), len(decision.forward))
-        log.info("job %r chunk %d: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.chunk,
+        log.info("job %r chunk %s: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.name,
                  len(chunk.items), len(decision.entries), added, len(decision.forward), time.perf_counter() - start)
-        return {"job": chunk.job, "chunk": chunk.chunk, "decided": len(decision.entries),
+        return {"job": chunk.job, "chunk": chunk.name, "decided": len(decision.entries),
                 "forwarded": len(decision.forward)}
 
     def fail(self, chunk: Chunk, reason: str) -> dict:
         """Record every item of the chunk as failed with ``reason``."""
-        log.error("job %r chunk %d failed: %s", chunk.job, chunk.chunk, reason)
+        log.error("job %r chunk %s failed: %s", chunk.job, chunk.name, reason)
         self._failed(len(chunk.items))
         self.store.write(chunk.job, [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
                                      for item in chunk.items])
-        return {"job": chunk.job, "chunk": chunk.chunk, "failed": reason}
+        return {"job": chunk.job, "chunk": chunk.name, "failed": reason}
+
+    def _split(self, chunk: Chunk, attempt: int) -> dict:
+        """A chunk whose process died: run its halves as tasks of their own, so that the item that
+        kills the process ends up alone and fails alone. They are sent before this task is acknowledged."""
+        halves = chunk.halves()
+        for half in halves:
+            self.send(half)
+        log.warning("job %r chunk %s: its process died on %d start(s); split into %s (%d items) and %s (%d items)",
+                    chunk.job, chunk.name, attempt - 1, halves[0].name, len(halves[0].items), halves[1].name,
+                    len(halves[1].items))
+        return {"job": chunk.job, "chunk": chunk.name, "split": [half.name for half in halves]}
+
+    def _pay_refunds(self) -> None:
+        while self.refunds:
+            job, name = next(iter(self.refunds))
+            self.store.refund(job, self.tier, name)
+            self.refunds.discard((job, name))
 
     def _fail_items(self, chunk: Chunk, errors: dict[int, str]) -> None:
         """Record the items the model raised on (by position in the chunk), each with its reason."""
-        log.error("job %r chunk %d: tier %d model failed on %d of %d items (first: %s)", chunk.job, chunk.chunk,
+        log.error("job %r chunk %s: tier %d model failed on %d of %d items (first: %s)", chunk.job, chunk.name,
                   self.tier, len(errors), len(chunk.items), next(iter(errors.values())))
         self._failed(len(errors))
         self.store.write(chunk.job, [(chunk.items[n].index, ResultRecord.failed(

@@ -39,6 +39,7 @@ ENV_METRICS_PORT = "TANGO_METRICS_PORT"
 ENV_REDIS_URL = "TANGO_REDIS_URL"
 ENV_VISIBILITY_TIMEOUT = "TANGO_VISIBILITY_TIMEOUT"
 ENV_CONNECT_TIMEOUT = "TANGO_CONNECT_TIMEOUT"
+ENV_SWEEP_INTERVAL = "TANGO_SWEEP_INTERVAL"
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -50,6 +51,7 @@ class ClusterSettings:
     redis_url: str = DEFAULT_REDIS_URL
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    sweep_interval: float | None = None  # None: see ``sweep_every``; 0: workers never sweep
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.redis_url).scheme
@@ -60,10 +62,18 @@ class ClusterSettings:
             raise ConfigError(f"visibility timeout must be positive, got {self.visibility_timeout}")
         if not self.connect_timeout > 0:
             raise ConfigError(f"connect timeout must be positive, got {self.connect_timeout}")
+        if self.sweep_interval is not None and self.sweep_interval < 0:
+            raise ConfigError(f"{ENV_SWEEP_INTERVAL} must be 0 (off) or a number of seconds, got {self.sweep_interval}")
 
     @property
     def masked_url(self) -> str:
         return mask_url(self.redis_url)
+
+    @property
+    def sweep_every(self) -> float:
+        """Seconds between the workers' sweeps for stalled jobs: well above the visibility timeout, so
+        that kombu has brought back every task a dead worker held before a job counts as stalled."""
+        return max(10.0, 2.5 * self.visibility_timeout) if self.sweep_interval is None else self.sweep_interval
 
     @classmethod
     def from_env(cls, redis_url: str | None = None, env: dict[str, str] | None = None) -> "ClusterSettings":
@@ -71,12 +81,16 @@ class ClusterSettings:
         env = os.environ if env is None else env
         return cls(redis_url=redis_url or env.get(ENV_REDIS_URL) or DEFAULT_REDIS_URL,
                    visibility_timeout=_float(env, ENV_VISIBILITY_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT),
-                   connect_timeout=_float(env, ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT))
+                   connect_timeout=_float(env, ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
+                   sweep_interval=_float(env, ENV_SWEEP_INTERVAL, None))
 
     def to_env(self) -> dict[str, str]:
         """The environment a child process (a worker) needs to rebuild these settings."""
-        return {ENV_REDIS_URL: self.redis_url, ENV_VISIBILITY_TIMEOUT: repr(self.visibility_timeout),
-                ENV_CONNECT_TIMEOUT: repr(self.connect_timeout)}
+        env = {ENV_REDIS_URL: self.redis_url, ENV_VISIBILITY_TIMEOUT: repr(self.visibility_timeout),
+               ENV_CONNECT_TIMEOUT: repr(self.connect_timeout)}
+        if self.sweep_interval is not None:
+            env[ENV_SWEEP_INTERVAL] = repr(self.sweep_interval)
+        return env
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,7 @@ def mask_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
+def _float(env: dict[str, str], name: str, default: float | None) -> float | None:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default

@@ -4,8 +4,11 @@ Three faults have three answers. A model that raises on some input fails
 only the items that make it raise: the batch is retried item by item. A chunk
 that kills its process (a segfault, the out-of-memory killer) is delivered
 again by Celery (``task_reject_on_worker_lost``) and would loop forever, so
-every start is counted in Redis and a chunk started more than
-``max_attempts`` times is recorded as failed items instead of run. A pool
+every start is counted in Redis: a chunk of several items that died once is
+split in two, each half its own task, until the item that kills the process
+is alone, and that item, started more than ``max_attempts`` times, is recorded
+as failed instead of run. Starts that ended because Redis was away are taken
+back, so an outage never uses up the cap. A pool
 process that cannot load its model must not take tasks, and Celery would
 replace it forever, so it stops the whole worker with a non-zero exit.
 """
@@ -50,11 +53,19 @@ def item_probabilities(model: Scorer, texts: list[str],
     return (np.stack(rows) if rows else np.empty((0, 0))), ok, errors
 
 
+SPLIT_AFTER = 2  # a chunk of several items whose process died once is split on its next start
+
+
+def should_split(attempt: int, items: int) -> bool:
+    """Whether a chunk starting for the ``attempt``-th time is split instead of run."""
+    return items > 1 and attempt >= SPLIT_AFTER
+
+
 def attempts_exhausted(tier: int, attempt: int, max_attempts: int) -> str | None:
-    """The failure reason for a chunk on its ``attempt``-th start, or None while it may still run."""
+    """The failure reason for an item on its ``attempt``-th start, or None while it may still run."""
     if attempt <= max_attempts:
         return None
-    return (f"tier {tier}: gave up after {attempt - 1} starts of this chunk without an answer "
+    return (f"tier {tier}: gave up after {attempt - 1} starts of this item without an answer "
             "(its worker process died each time: a crash or the out-of-memory killer?)")
 
 

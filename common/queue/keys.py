@@ -16,6 +16,7 @@ from common.errors import JobError, TangoError
 PREFIX = "tango"
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> created time
 UNACKED = "unacked"  # kombu's hash of the messages workers hold (its default ``unacked_key``)
+SWEEPER_LOCK = f"{PREFIX}:sweeper"  # held by the one worker sweeping for stalled jobs this interval
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

@@ -7,7 +7,8 @@ another job's keys.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 from common.queue.config import MAX_CHUNK_SIZE
@@ -19,6 +20,8 @@ TASK_TIER1 = "tango.tier1.classify"
 TASK_TIER2 = "tango.tier2.classify"
 QUEUE_TIER1 = "tier1"
 QUEUE_TIER2 = "tier2"
+TASKS = {1: TASK_TIER1, 2: TASK_TIER2}
+_PART = re.compile(r"^[01]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -63,23 +66,38 @@ class Chunk:
     threshold: float
     labels: tuple[str, ...]
     items: tuple[WorkItem, ...]
+    part: str = ""  # which half of a split chunk, as a path of 0s and 1s ("" for a whole chunk)
 
     @property
     def has_pairs(self) -> bool:
         return any(item.text_pair is not None for item in self.items)
 
+    @property
+    def name(self) -> str:
+        """The chunk's name in logs and in the attempt count: ``12``, or ``12/01`` for a part."""
+        return f"{self.chunk}/{self.part}" if self.part else str(self.chunk)
+
     def encode(self) -> dict[str, Any]:
-        return {"v": VERSION, "job": self.job, "chunk": self.chunk, "tier": self.tier,
-                "threshold": self.threshold, "labels": list(self.labels),
-                "items": [item.encode() for item in self.items]}
+        out = {"v": VERSION, "job": self.job, "chunk": self.chunk, "tier": self.tier,
+               "threshold": self.threshold, "labels": list(self.labels),
+               "items": [item.encode() for item in self.items]}
+        if self.part:
+            out["part"] = self.part
+        return out
 
     def describe(self) -> str:
         """One line for logs and monitors, never the texts themselves."""
-        return f"[job {self.job!r} chunk {self.chunk} tier {self.tier}: {len(self.items)} items]"
+        return f"[job {self.job!r} chunk {self.name} tier {self.tier}: {len(self.items)} items]"
 
     def forward(self, items: Iterable[WorkItem]) -> "Chunk":
         """The same chunk, cut down to the items tier 1 sends on to tier 2."""
-        return Chunk(self.job, self.chunk, 2, self.threshold, self.labels, tuple(items))
+        return replace(self, tier=2, items=tuple(items))
+
+    def halves(self) -> tuple["Chunk", "Chunk"]:
+        """The chunk split in two, each half its own task with its own attempt count."""
+        middle = len(self.items) // 2
+        return (replace(self, items=self.items[:middle], part=self.part + "0"),
+                replace(self, items=self.items[middle:], part=self.part + "1"))
 
     @classmethod
     def decode(cls, raw: Any) -> "Chunk":
@@ -98,8 +116,11 @@ class Chunk:
             raise MessageError(f"'tier' must be 1 or 2, got {tier!r}")
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
             raise MessageError(f"'threshold' must be a number in [0, 1], got {threshold!r}")
+        part = raw.get("part", "")
+        if part != "" and not (isinstance(part, str) and _PART.match(part)):
+            raise MessageError(f"'part' must be a string of up to 64 0s and 1s, got {part!r}")
         return cls(job=job, chunk=chunk, tier=tier, threshold=float(threshold),
-                   labels=_labels(raw.get("labels")), items=_items(raw.get("items"), job, chunk))
+                   labels=_labels(raw.get("labels")), items=_items(raw.get("items"), job, chunk), part=part)
 
 
 def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:

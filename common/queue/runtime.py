@@ -29,8 +29,9 @@ from common.queue.chunks import ChunkProcessor
 from common.queue.config import ENV_MODEL, ClusterSettings, WorkerSettings
 from common.queue.decisions import Decide
 from common.queue.faults import Scorer, shut_down_worker
-from common.queue.messages import TASK_TIER2, Chunk
+from common.queue.messages import TASKS, Chunk
 from common.queue.store import ResultStore
+from common.queue.sweeper import StallSweeper
 from common.queue.telemetry import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,32 @@ class TierRuntime:
     def _on_ready(self, sender=None, **_) -> None:
         if not self._serving:
             return
+        self._start_sweeping(sender)
         pool = getattr(sender, "pool", None)
         if pool is not None and type(pool).__module__.endswith("prefork"):
             return  # the children loaded their own models after the fork
         self._load_or_stop(in_pool_child=False)
+
+    def _start_sweeping(self, consumer) -> None:
+        """Sweep for stalled jobs on the worker's own timer (its event loop: no thread beside the forks)."""
+        cluster = self.settings.cluster
+        timer = getattr(consumer, "timer", None)
+        if not cluster.sweep_every or timer is None:
+            return
+        sweeper = StallSweeper(ResultStore.open(cluster, retries=1), self.app, cluster.sweep_every,
+                               owner=self.worker_name, on_resumed=self._count_resumed)
+        timer.call_repeatedly(cluster.sweep_every, self._sweep_safely, (sweeper,))
+        log.info("tier %d worker sweeps for stalled jobs every %.0f s", self.tier, cluster.sweep_every)
+
+    def _sweep_safely(self, sweeper: StallSweeper) -> None:
+        try:
+            sweeper.sweep()
+        except Exception as exc:  # noqa: BLE001 - a failed sweep must never stop the worker; the next one retries
+            log.warning("the sweep for stalled jobs failed: %s", first_line(exc))
+
+    def _count_resumed(self, items: int) -> None:
+        if self.metrics is not None:
+            self.metrics.resumed(items)
 
     def _load_or_stop(self, in_pool_child: bool) -> None:
         """A process without its model must not take tasks, nor be replaced forever: stop the worker."""
@@ -150,7 +173,7 @@ class TierRuntime:
             self.scorer = (self._batching(settings, model) if self._batching else None) or model
             self.processor = ChunkProcessor(
                 tier=self.tier, model=settings.model, model_labels=list(model.labels), scorer=self.scorer,
-                store=self.store, decide=self.decide, send_on=lambda chunk: send_chunk(self.app, TASK_TIER2, chunk),
+                store=self.store, decide=self.decide, send=lambda chunk: send_chunk(self.app, TASKS[chunk.tier], chunk),
                 max_attempts=settings.max_attempts, hooks=[self.metrics])
             if settings.metrics_port:
                 self.metrics.serve(settings.metrics_port)
@@ -175,12 +198,12 @@ class TierRuntime:
             return self.processor.process(chunk)
         except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
             # the store or the broker is away: requeue now (no ETA retries on a Redis broker)
-            log.error("job %r chunk %d: Redis unavailable (%s); giving the task back", chunk.job, chunk.chunk, exc)
+            log.error("job %r chunk %s: Redis unavailable (%s); giving the task back", chunk.job, chunk.name, exc)
             raise Reject(str(exc), requeue=True) from None
         except JobError as exc:
-            log.error("job %r chunk %d dropped: %s", chunk.job, chunk.chunk, exc)
+            log.error("job %r chunk %s dropped: %s", chunk.job, chunk.name, exc)
             return {"dropped": str(exc)}
         except Exception as exc:  # a bug costs this chunk's items, recorded; Celery would ack it silently
-            log.exception("job %r chunk %d: tier %d worker error", chunk.job, chunk.chunk, self.tier)
+            log.exception("job %r chunk %s: tier %d worker error", chunk.job, chunk.name, self.tier)
             return self.processor.fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: "
                                               f"{first_line(exc)}")

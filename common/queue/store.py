@@ -72,13 +72,19 @@ end
 return added
 """
 
-# KEYS: meta, attempts. ARGV: the chunk's field (TIER:CHUNK).
+# KEYS: meta, attempts. ARGV: the chunk's field (TIER:NAME, see ``Chunk.name``).
 # Returns {state, attempt}, with state '' when the job's records are gone
 # (then nothing is written, so a vanished job is never half re-created).
 _BEGIN = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'', 0} end
 return {state, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
+"""
+
+# KEYS: attempts. ARGV: the chunk's field. Never below zero.
+_REFUND = """
+if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
+return 0
 """
 
 # KEYS: meta. ARGV: new state, allowed current states...
@@ -178,6 +184,7 @@ class ResultStore:
         self._write = client.register_script(_WRITE)
         self._transition = client.register_script(_TRANSITION)
         self._begin = client.register_script(_BEGIN)
+        self._refund = client.register_script(_REFUND)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -231,7 +238,11 @@ class ResultStore:
         """The job's state, or None when its records are gone (one round trip, for workers)."""
         return self.client.hget(meta_key(job), "state")
 
-    def begin(self, job: str, tier: int, chunk: int) -> tuple[str | None, int]:
+    def refund(self, job: str, tier: int, chunk: str) -> None:
+        """Take back one counted start of a chunk: it ended because Redis was away, not by a crash."""
+        self._refund(keys=[attempts_key(job)], args=[f"{tier}:{chunk}"])
+
+    def begin(self, job: str, tier: int, chunk: str) -> tuple[str | None, int]:
         """The job's state and this start's attempt number for the chunk (1 on first delivery).
 
         Counting starts rather than failures is what lets a worker cap a chunk
@@ -256,6 +267,14 @@ class ResultStore:
         for (job, created), raw in zip(ids, pipe.execute()):
             out.append(_status(raw) if raw else JobStatus(job, "gone", 0, [], 0.0, created))
         return out
+
+    def running_jobs(self) -> list[JobStatus]:
+        """Every job in state ``running`` (jobs stay indexed until purged, so a sweep reads them all)."""
+        ids = self.client.zrange(JOBS_INDEX, 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for job in ids:
+            pipe.hgetall(meta_key(job))
+        return [_status(raw) for raw in pipe.execute() if raw and raw.get("state") == "running"]
 
     def purge(self, job: str) -> None:
         """Delete an ended job's records; an active one is refused (cancel it first)."""

@@ -130,15 +130,27 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
 def queued_payloads(client, queue: str) -> list[dict]:
     """The chunk payloads waiting on a queue, read from kombu's Redis list as stored (newest first;
     workers pop from the other end). For inspection (tests, benchmarks): nothing is consumed."""
-    out = []
-    for raw in client.lrange(queue, 0, -1):
-        envelope = json.loads(raw)
-        body = envelope["body"]
-        if envelope.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args, _, _ = json.loads(body)
-        out.append(args[0])
-    return out
+    return [envelope_payload(json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
+
+
+def held_jobs(client) -> set[str]:
+    """The jobs of the tasks some worker holds unacknowledged right now (kombu's ``unacked`` hash)."""
+    jobs = set()
+    for raw in client.hvals(UNACKED):
+        try:
+            jobs.add(envelope_payload(json.loads(raw)[0])["job"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            continue  # not one of our tasks (a control message, say)
+    return jobs
+
+
+def envelope_payload(envelope: dict) -> dict:
+    """The chunk payload inside one of kombu's message envelopes."""
+    body = envelope["body"]
+    if envelope.get("properties", {}).get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    args, _, _ = json.loads(body)
+    return args[0]
 
 
 def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:

@@ -35,6 +35,8 @@ class WorkerMetrics:
                                    ["tier"], buckets=SECONDS_BUCKETS, registry=r)
         self.failures = Counter("tango_failures", "Items recorded as failed (model error, label mismatch)",
                                 ["tier"], registry=r)
+        self.resumed_items = Counter("tango_stall_resumed_items", "Items of stalled jobs this worker's sweep "
+                                     "sent again", registry=r)
         self.tier2_fraction = Gauge("tango_tier2_fraction", "Share of tier-1 items sent on to tier 2 so far",
                                     registry=r)
         self._seen = 0
@@ -55,6 +57,10 @@ class WorkerMetrics:
             self._seen += decided + forwarded
             self._forwarded += forwarded
             self.tier2_fraction.set(self._forwarded / self._seen if self._seen else 0.0)
+
+    def resumed(self, items: int) -> None:
+        """A sweep found a stalled job and sent its unanswered items again."""
+        self.resumed_items.inc(items)
 
     def failed(self, count: int) -> None:
         self.failures.labels(self.tier).inc(count)

@@ -1,5 +1,6 @@
-"""Faults inside a worker, with real celery worker processes: an item the model raises on, a chunk that
-kills its process every time (capped, then recorded as failed items), a model that cannot load."""
+"""Faults inside a worker, with real celery worker processes: an item the model raises on, an item that
+kills its process every time (its chunk is split until it is alone, then it alone is capped and failed),
+a model that cannot load."""
 from __future__ import annotations
 
 import json
@@ -8,10 +9,10 @@ import shutil
 from common.testing.chaos import drained, until
 from common.testing.cluster import START_TIMEOUT, run_tango, start_celery_worker, start_redis, wait_ready
 
-KILLER, RAISER = 15, 25  # item positions; chunks of 10: the killer spoils chunk 1, the raiser only itself
+KILLER, RAISER = 15, 25  # item positions in chunks of 10: each must fail alone
 
 
-def test_a_crashing_chunk_is_capped_and_a_raising_item_fails_alone(tiny_models, tmp_path):
+def test_an_item_that_kills_its_process_and_one_that_raises_each_fail_alone(tiny_models, tmp_path):
     corpus = tmp_path / "in.jsonl"
     texts = {KILLER: "POISON-KILL here", RAISER: "POISON-RAISE here"}
     corpus.write_text("".join(json.dumps({"id": f"x{i}", "text": texts.get(i, f"a plain review number {i}")}) + "\n"
@@ -29,22 +30,25 @@ def test_a_crashing_chunk_is_capped_and_a_raising_item_fails_alone(tiny_models, 
         until(lambda: drained(server.client()), "the queues to drain")
         status = json.loads(run_tango("status", "poison", "--json", redis_url=server.url).stdout)
         fetched = run_tango("results", "poison", redis_url=server.url)
-        log = workers[0].log.read_text()
+        log = workers[0].log_text()
         alive = workers[0].popen.poll() is None
     finally:
         for worker in workers:
             worker.kill()
         server.stop()
-    assert waited.returncode == 1 and "ended failed (11 failed items)" in waited.stderr
-    assert (status["state"], status["done"], status["failed"]) == ("failed", 29, 11)
+    assert waited.returncode == 1 and "ended failed (2 failed items)" in waited.stderr
+    assert (status["state"], status["done"], status["failed"]) == ("failed", 38, 2)
     records = [json.loads(line) for line in fetched.stdout.splitlines()]
     assert [r["id"] for r in records] == [f"x{i}" for i in range(40)]
     failed = {i: r["error"] for i, r in enumerate(records) if "error" in r}
-    assert sorted(failed) == [*range(10, 20), RAISER]
-    assert all("gave up after 2 starts" in failed[i] for i in range(10, 20))
+    assert sorted(failed) == [KILLER, RAISER]
+    assert "gave up after 2 starts of this item" in failed[KILLER]
     assert failed[RAISER] == "tier 1 model error: ValueError: poisoned text"
     assert all(r["label"] in ("negative", "positive") for i, r in enumerate(records) if i not in failed)
-    assert log.count("exited with 'signal 9 (SIGKILL)'") == 2, "two starts, then the cap"
+    # chunk 1 (10 items) dies once and is split, so do its half 1/1 (15-19) and quarter 1/10 (15-16); then
+    # 1/100, the killer alone, dies on its two allowed starts and is failed on the third
+    assert log.count("exited with 'signal 9 (SIGKILL)'") == 5
+    assert "split into 1/100 (1 items) and 1/101 (1 items)" in log
     assert alive, "the worker itself survives its pool processes"
 
 

@@ -67,7 +67,7 @@ def test_a_sent_chunk_is_described_in_one_line_without_its_texts():
     from common.queue.messages import Chunk, WorkItem
 
     app = make_app("client", ClusterSettings())
-    app.conf.broker_url = "memory://"
+    app.conf.update(broker_url="memory://", broker_transport=None)
     chunk = Chunk("job-1", 3, 1, 0.9, ("neg", "pos"), (WorkItem(0, "a", "secret text"), WorkItem(1, "b", "more")))
     send_chunk(app, "tango.tier1.classify", chunk)
     with Connection("memory://") as conn:
