@@ -71,7 +71,7 @@ def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, P
         result = sweep(probs, big_out.label_ids, gold, small_s / len(data), big_s / len(data), max_drop=args.max_drop)
         sweeps[name] = result
         log.info("%s: %s", name, recommendation_line(result))
-        if chosen is None or result.recommended.speedup > sweeps[chosen].recommended.speedup:
+        if chosen is None or _speed(result) > _speed(sweeps[chosen]):
             chosen = name
     rows += _cascade_rows(args, smalls, big, alignment, data.texts, gold, sweeps, big_s)
     table = {"items": len(data), "threads": args.threads, "repeats": repeats, "rows": rows,
@@ -94,7 +94,8 @@ def _cascade_rows(args, smalls, big, alignment, texts, gold, sweeps: dict[str, S
     """The cascade end to end (tier 1 on all, tier 2 on the unsure), at fixed and recommended thresholds."""
     rows = []
     for variant, small in smalls.items():
-        recommended = sweeps[variant].recommended.threshold
+        best = sweeps[variant].recommended
+        recommended = best.threshold if best is not None else 1.0  # none certified: the big model alone
         for threshold in sorted({*args.thresholds, recommended}):
             cascade = Cascade(small, big, threshold, alignment)
             seconds, out = _timed(lambda: cascade.run(texts), args.repeats)
@@ -140,3 +141,8 @@ def format_table(table: dict, chosen: SweepResult) -> str:
                  f"(drop {big['accuracy'] - final['accuracy']:.2f} points), tier-2 fraction {final['tier2_fraction']:.3f}, "
                  f"speedup {final['speedup']:.2f}x (ideal {final['ideal_speedup']:.2f}x)")
     return "\n".join(lines)
+
+
+def _speed(result: SweepResult) -> float:
+    """The recommended threshold's speedup; 0 when the sweep certified none."""
+    return result.recommended.speedup if result.recommended is not None else 0.0

@@ -11,7 +11,8 @@ from cli.options import CONTEXT
 @click.command(context_settings=CONTEXT)
 @click.option("--model", required=True, metavar="DIR",
               help="Local model directory to calibrate; the temperature is written to "
-                   "DIR/tango_calibration.json and applied by every command that loads it.")
+                   "DIR/tango_calibration.json and applied by every command that loads it, with a "
+                   "fingerprint of the items it was fitted on.")
 @click.option("--task", "task_name", default=None, metavar="TASK",
               help="GLUE task whose labelled data to fit on (with --data_dir, or --validation_file).")
 @click.option("--data_dir", default=None, metavar="DIR", help="A GLUE directory; its <task>/dev.tsv is used.")
@@ -47,7 +48,9 @@ def calibrate_command(model: str, task_name: str | None, data_dir: str | None, v
     click.echo(f"temperature {result.temperature:.4f} fitted on {result.examples} items: "
                f"NLL {result.nll_before:.4f} -> {result.nll_after:.4f}, "
                f"ECE {result.ece_before:.4f} -> {result.ece_after:.4f}")
-    click.echo("not written (--dry-run)" if dry_run else f"saved to {model}/tango_calibration.json")
+    click.echo("not written (--dry-run)" if dry_run else
+               f"saved to {model}/tango_calibration.json, with a fingerprint of its {result.examples} items "
+               "so that `tango sweep` can warn when it sweeps on them")
 
 
 def _held_out(model: str, task_name: str, data_dir: str | None, validation_file: str | None,

@@ -12,8 +12,8 @@ import time
 
 import click
 
-from cli.options import (CONTEXT, corpus_options, corpus_spec, output_format, output_options, redis_errors,
-                         redis_option)
+from cli.options import (CONTEXT, audit_option, corpus_options, corpus_spec, output_format, output_options,
+                         redis_errors, redis_option)
 from common.queue.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, JobError, JobGoneError, ServiceUnavailable, first_line
 from common.queue.store import JobStatus, ResultStore
@@ -42,11 +42,12 @@ def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
                    "instead of refusing the whole file.")
 @click.option("--max-items", type=click.IntRange(min=1), default=DEFAULT_MAX_ITEMS, envvar=ENV_MAX_ITEMS,
               show_default=True, metavar="N", help=f"Refuse a corpus of more than N items [env {ENV_MAX_ITEMS}].")
+@audit_option
 @corpus_options
 @redis_option
 def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: str | None, labels: str | None,
-                   small: str | None, big: str | None, skip_invalid: bool, max_items: int, fmt: str | None,
-                   text_column: str, pair_column: str | None, id_column: str, label_column: str,
+                   small: str | None, big: str | None, skip_invalid: bool, max_items: int, audit: float,
+                   fmt: str | None, text_column: str, pair_column: str | None, id_column: str, label_column: str,
                    redis_url: str | None) -> None:
     """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id."""
     from common.queue.celery_app import make_app
@@ -57,7 +58,7 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
                                max_items=max_items)
     request = SubmitRequest(path=input_path, spec=spec, threshold=threshold, chunk_size=chunk_size, job_id=job_id,
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
-                            skip_invalid=skip_invalid)
+                            skip_invalid=skip_invalid, audit=audit)
     with redis_errors(settings):
         done = submit(store, make_app("client", settings), request)
     cut = f", {done.truncated} over-long texts cut" if done.truncated else ""
@@ -72,7 +73,8 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @redis_option
 def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
-    """Show a job's progress: items done of total, per tier, failed, rate, state."""
+    """Show a job's progress: items done of total, per tier, failed, rate, state, and the audit's estimate
+    of how often the accepted items (and the whole job) agree with tier 2."""
     settings, store = open_store(redis_url)
     with redis_errors(settings):
         status = store.status(job)
@@ -222,15 +224,19 @@ def poll(store: ResultStore, job: str, settings: ClusterSettings) -> JobStatus:
 
 
 def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
+    from common.queue.audit import job_audit  # scipy: only the commands that report pay its import
+
     return {"job": s.job, "state": s.state, "total": s.total, "done": s.done, "failed": s.failed,
             "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
             "threshold": s.threshold, "labels": s.labels, "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
-            "resumed": int(s.extra.get("resumed") or 0),
+            "resumed": int(s.extra.get("resumed") or 0), "audit": job_audit(s).to_dict(),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 
 def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
+    from common.queue.audit import job_audit
+
     share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
     lines = [f"job       {s.job}",
              f"state     {s.state}",
@@ -238,6 +244,7 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
              f"{s.done} done, {s.failed} failed",
              f"tiers     tier 1 {s.tier1}, tier 2 {s.tier2}{share}; threshold {s.threshold:g}",
              f"rate      {s.rate:.1f} items/s over {s.elapsed:.1f} s"]
+    lines += job_audit(s).lines()
     if s.is_final and s.gold:
         lines.append(f"accuracy  {s.accuracy:.4f} on {s.gold} items with gold labels")
     if s.rejected:

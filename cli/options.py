@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import click
 
-from common.queue.config import ClusterSettings
+from common.queue.config import DEFAULT_AUDIT_RATE, ClusterSettings
 from common.data.corpus import CorpusSpec
 from common.errors import ServiceUnavailable, first_line
 from common.data.records import FORMATS
@@ -57,6 +57,14 @@ def output_format(output: str, out_format: str | None) -> str:
     if out_format:
         return out_format
     return "csv" if output.lower().endswith(".csv") else "jsonl"
+
+
+def audit_option(command: Callable) -> Callable:
+    """``--audit R``, shared by ``submit`` and ``label`` so both audit alike (checked by
+    ``common.cascade.validate_audit_rate``, one line naming the option)."""
+    return click.option("--audit", "audit", type=float, default=DEFAULT_AUDIT_RATE, show_default=True, metavar="R",
+                        help="Also run tier 2 on a seeded random share R of the items tier 1 accepts, to estimate "
+                             "their agreement with tier 2 (their labels stay tier 1's; 0 turns it off).")(command)
 
 
 def redis_option(command: Callable) -> Callable:

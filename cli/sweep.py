@@ -1,12 +1,27 @@
-"""``tango sweep``: every threshold's metric, tier-2 fraction and speedup, from one run of each tier."""
+"""``tango sweep``: every threshold's metric, tier-2 fraction and speedup, from one run of each tier,
+and the threshold whose loss is certified within a budget."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import click
 
-from cli.options import CONTEXT
+from cli.options import CONTEXT, corpus_options, corpus_spec
+
+
+@dataclass
+class SweepData:
+    """The items a sweep runs on: texts, optional gold ids, the metric, and a title for the plot."""
+
+    texts: list[str]
+    pairs: list[str] | None
+    gold: object  # np.ndarray of canonical ids, or None for an unlabelled sample
+    metric_name: str
+    metric: Callable | None
+    title: str
 
 
 @click.command(context_settings=CONTEXT)
@@ -20,73 +35,154 @@ from cli.options import CONTEXT
 @click.option("--data_dir", default=None, metavar="DIR", help="A GLUE directory holding <task>/dev.tsv.")
 @click.option("--validation_file", default=None, metavar="FILE",
               help="Labelled data to sweep on (tsv, csv, jsonl or parquet) instead of the task's dev set.")
+@click.option("--unlabelled", default=None, metavar="FILE",
+              help="Sweep on a seeded random sample of this unlabelled corpus instead (read as `tango submit` "
+                   "reads it; labels are ignored): the loss is disagreement with the big model.")
+@click.option("--sample", type=int, default=2000, show_default=True, metavar="N",
+              help="With --unlabelled: how many items to sample.")
+@click.option("--seed", type=int, default=0, show_default=True, metavar="S", help="Seed of --sample and --folds.")
 @click.option("--layer_num", type=int, default=None, metavar="N", help="Keep only the first N layers of the small model.")
 @click.option("--quantize-small", "quantize_small", is_flag=True,
               help="Run the small model int8 (dynamic quantization, CPU), as `tango worker tier1 --quantize` does, "
                    "so its costs and confidences are the ones the cluster will see.")
 @click.option("--label_map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
 @click.option("--metric", default=None, metavar="NAME",
-              help="Metric to optimise (default: the task's first, e.g. accuracy; matthews_correlation for cola).")
+              help="Metric to report (default: the task's first, e.g. accuracy; matthews_correlation for cola). "
+                   "Only accuracy (or --loss disagreement) gets a guaranteed threshold; others use the point estimate.")
 @click.option("--max-drop", "max_drop", type=float, default=0.5, show_default=True, metavar="POINTS",
-              help="The recommended threshold is the fastest whose metric (in points, x100) stays "
-                   "within this much of the big model alone.")
+              help="Loss budget in points: the recommended threshold is the fastest whose loss (accuracy drop, "
+                   "or disagreement) is below this at --confidence.")
+@click.option("--confidence", type=float, default=0.9, show_default=True, metavar="P",
+              help="Probability that the recommended threshold's loss on new items is within --max-drop.")
+@click.option("--loss", type=click.Choice(["drop", "disagreement"]), default=None,
+              help="drop: accuracy lost against gold labels; disagreement: items answered by the small model "
+                   "with another label than the big model's (needs no labels). Default: drop, or disagreement "
+                   "with --unlabelled.")
+@click.option("--max-tier2", "max_tier2", type=float, default=None, metavar="F",
+              help="Instead: the most accurate threshold that sends at most this share of items to tier 2.")
+@click.option("--folds", type=int, default=None, metavar="K",
+              help="Also choose the threshold on K-1 seeded folds and measure it on the K-th, for each fold.")
+@corpus_options
 @click.option("--device", default="cpu", show_default=True, metavar="D", help="Device of both tiers.")
 @click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Batch size of both tiers.")
 @click.option("--output-dir", "output_dir", default="tango-sweep", show_default=True, metavar="DIR",
               help="Where sweep.csv and sweep.png are written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole table and the recommendation as JSON.")
 def sweep_command(small_model: str, big_model: str, task_name: str | None, data_dir: str | None,
-                  validation_file: str | None, layer_num: int | None, quantize_small: bool, label_map: str | None,
-                  metric: str | None, max_drop: float, device: str, batch_size: int,
+                  validation_file: str | None, unlabelled: str | None, sample: int, seed: int, layer_num: int | None,
+                  quantize_small: bool, label_map: str | None, metric: str | None, max_drop: float, confidence: float,
+                  loss: str | None, max_tier2: float | None, folds: int | None, fmt: str | None, text_column: str,
+                  pair_column: str | None, id_column: str, label_column: str, device: str, batch_size: int,
                   output_dir: str, as_json: bool) -> None:
-    """Sweep the confidence threshold of a cascade and recommend one.
+    """Sweep the confidence threshold of a cascade and recommend one with a guarantee.
 
-    Both models run once over the labelled data; the cascade is then simulated at
-    every threshold from 1/labels to 1.0. For each it reports the metric, the
-    fraction of items sent to tier 2 and the speedup over the big model alone,
-    computed from the measured per-item cost of each tier. Writes a CSV and a PNG
-    plot and prints a line starting "recommended threshold".
+    Both models run once over the items; the cascade is then simulated at every
+    threshold from 1/labels to 1.0. For each it reports the metric, the fraction
+    of items sent to tier 2, the speedup over the big model alone (from the
+    measured per-item cost of each tier), the estimated loss and an upper
+    confidence bound on it (Learn then Test with Hoeffding-Bentkus p-values).
+    The recommended threshold is the fastest whose bound stays within --max-drop;
+    none is recommended when none is certified or none beats the big model
+    alone. Writes a CSV and a PNG plot and prints a line starting "recommended
+    threshold".
     """
     from common.errors import ConfigError
-    from common.ml.sweep import format_row, plot, recommendation_line, write_csv
+    from common.ml.calibration import calibration_overlap
+    from common.ml.sweep import fold_sweep, plot, recommendation_line, sweep, write_csv
 
-    if not task_name and not validation_file:
-        raise ConfigError("pass --task (with --data_dir or the hub) or --validation_file")
-    result, title = _run(small_model, big_model, task_name or "sst2", data_dir, validation_file, layer_num,
-                         quantize_small, label_map, metric, max_drop, device, batch_size, progress=not as_json)
+    if unlabelled and (task_name or validation_file or metric or loss == "drop"):
+        raise ConfigError("--unlabelled sweeps on disagreement with the big model: drop --task, "
+                          "--validation_file, --metric and --loss drop")
+    if not unlabelled and not task_name and not validation_file:
+        raise ConfigError("pass --task (with --data_dir or the hub), --validation_file or --unlabelled")
+    models = (small_model, big_model, layer_num, quantize_small, label_map, device, batch_size)
+    if unlabelled:  # the data are read before the models load, so a bad file fails fast
+        data = _unlabelled(unlabelled, corpus_spec(fmt, text_column, pair_column, id_column, label_column), sample,
+                           seed, small_model, big_model)
+        small, big, alignment = _load(*models)
+    else:
+        from common.data.glue import load_eval_data
+
+        eval_data = load_eval_data(task_name or "sst2", validation_file, data_dir)
+        small, big, alignment = _load(*models)
+        data = _labelled(eval_data, task_name or "sst2", metric, alignment, small_model, big_model)
+    pair = _run_pair(small, big, alignment, data, progress=not as_json)
+    overlap = calibration_overlap(small_model, data.texts, data.pairs) or 0
+    if overlap:
+        click.echo(f"warning: {small_model}'s calibration was fitted on {overlap} of these {len(data.texts)} items: "
+                   "the recommended threshold and fold figures are optimistic", err=True)
+    options = dict(max_drop=max_drop, confidence=confidence, loss=loss or "drop", max_tier2=max_tier2,
+                   **({"metric": data.metric, "metric_name": data.metric_name} if data.metric else {}))
+    result = replace(sweep(pair.small_probs, pair.big_preds, data.gold, *pair.per_item(), **options),
+                     calibration_overlap=overlap)
+    report = None
+    if folds is not None:
+        report = replace(fold_sweep(pair.small_probs, pair.big_preds, data.gold, *pair.per_item(), folds=folds,
+                                    seed=seed, **options), calibration_overlap=overlap)
     out = Path(output_dir)
-    csv_path = write_csv(result, out / "sweep.csv")
-    png_path = plot(result, out / "sweep.png", title)
+    csv_path, png_path = write_csv(result, out / "sweep.csv"), plot(result, out / "sweep.png", data.title)
     if as_json:
-        click.echo(json.dumps({**result.as_dict(), "csv": str(csv_path), "plot": str(png_path)}))
+        click.echo(json.dumps({**result.as_dict(), "folds": report.as_dict() if report else None,
+                               "csv": str(csv_path), "plot": str(png_path)}))
         return
-    click.echo(f"big model alone: {result.metric_name} {result.big_metric:.2f}; "
-               f"small model alone: {result.small_metric:.2f}")
-    for row in _milestones(result):
-        click.echo("  " + format_row(row, result.metric_name))
-    click.echo(f"wrote {csv_path} and {png_path}")
+    _print(result, report, f"wrote {csv_path} and {png_path}")
     click.echo(recommendation_line(result))
 
 
-def _run(small_model: str, big_model: str, task_name: str, data_dir: str | None, validation_file: str | None,
-         layer_num: int | None, quantize_small: bool, label_map: str | None, metric: str | None, max_drop: float, device: str,
-         batch_size: int, progress: bool):
-    from common.data.glue import gold_label_ids, load_eval_data, positive_label_id
+def _print(result, report, wrote: str) -> None:
+    from common.ml.sweep import fold_summary, format_fold, format_row
+
+    click.echo(f"big model alone: {result.metric_name} {result.big_metric:.2f}; "
+               f"small model alone: {result.small_metric:.2f} ({result.items} items)")
+    for row in _milestones(result):
+        click.echo("  " + format_row(row, result.metric_name))
+    if report is not None:
+        for fold in report.folds:
+            click.echo("  " + format_fold(fold, report.metric_name))
+        click.echo(fold_summary(report))
+    click.echo(wrote)
+
+
+def _load(small_model: str, big_model: str, layer_num: int | None, quantize_small: bool, label_map: str | None,
+          device: str, batch_size: int):
     from common.labels import align_labels, parse_label_map
     from common.ml.models import load_tier
-    from common.ml.sweep import run_pair, sweep
 
-    data = load_eval_data(task_name, validation_file, data_dir)
     small = load_tier(small_model, device=device, batch_size=batch_size, layer_num=layer_num, quantize=quantize_small)
     big = load_tier(big_model, device=device, batch_size=batch_size)
-    alignment = align_labels(small.labels, big.labels, parse_label_map(label_map))
-    gold = gold_label_ids(data, alignment)
+    return small, big, align_labels(small.labels, big.labels, parse_label_map(label_map))
+
+
+def _labelled(data, task_name: str, metric: str | None, alignment, small_model: str, big_model: str) -> SweepData:
+    from common.data.glue import gold_label_ids, positive_label_id
+
     name, score = _metric(task_name, metric, positive_label_id(data.task, alignment))
-    pair = run_pair(small, big, alignment, data.texts, data.pairs, progress=progress)
-    small_cost, big_cost = pair.per_item()
-    result = sweep(pair.small_probs, pair.big_preds, gold, small_cost, big_cost, metric=score,
-                   metric_name=name, max_drop=max_drop)
-    return result, f"{data.task.name}: {Path(small_model).name} -> {Path(big_model).name} ({len(data)} items)"
+    return SweepData(data.texts, data.pairs, gold_label_ids(data, alignment), name, score,
+                     f"{data.task.name}: {_pair_name(small_model, big_model)} ({len(data)} items)")
+
+
+def _unlabelled(path: str, spec, sample: int, seed: int, small_model: str, big_model: str) -> SweepData:
+    """A seeded sample, read with the cluster's own corpus reader so ids, columns and errors match ``submit``."""
+    from common.data.corpus import read_corpus
+    from common.errors import DataError
+    from common.ml.sweep import sample_items
+
+    items = sample_items(read_corpus(path, spec), sample, seed)
+    if not items:
+        raise DataError(f"{path}: no items to sweep on")
+    pairs = [item.text_pair or "" for item in items] if any(item.text_pair for item in items) else None
+    return SweepData([item.text for item in items], pairs, None, "", None,
+                     f"{Path(path).name}: {_pair_name(small_model, big_model)} (sample of {len(items)}, seed {seed})")
+
+
+def _pair_name(small_model: str, big_model: str) -> str:
+    return f"{Path(small_model).name} -> {Path(big_model).name}"
+
+
+def _run_pair(small, big, alignment, data: SweepData, progress: bool):
+    from common.ml.sweep import run_pair
+
+    return run_pair(small, big, alignment, data.texts, data.pairs, progress=progress)
 
 
 def _metric(task_name: str, metric: str | None, positive: int):

@@ -38,6 +38,13 @@ def validate_threshold(threshold: float, num_labels: int) -> float:
     return float(threshold)
 
 
+def validate_audit_rate(rate: float, option: str = "--audit") -> float:
+    """An audit rate is a share of tier 1's answers: outside [0, 1] it means nothing."""
+    if not 0.0 <= rate <= 1.0:
+        raise ConfigError(f"{option} must be between 0 and 1 (a share of tier 1's answers), got {rate}")
+    return float(rate)
+
+
 def ideal_speedup(small_seconds: float, big_seconds: float, tier2_fraction: float) -> float | None:
     """big / (small + fraction x big): what a cascade with no overhead would achieve.
 

@@ -27,9 +27,10 @@ def new_job(store: ResultStore, job: str, total: int = len(TEXTS), labels=LABELS
     store.mark_submitted(job)
 
 
-def chunk(job: str, tier: int = 1, threshold: float = 0.9, labels=LABELS, gold: str | None = None) -> dict:
+def chunk(job: str, tier: int = 1, threshold: float = 0.9, labels=LABELS, gold: str | None = None,
+          audit: float = 0.0) -> dict:
     items = tuple(WorkItem(i, f"id{i}", text, gold=gold) for i, text in enumerate(TEXTS))
-    return Chunk(job, 0, tier, threshold, tuple(labels), items).encode()
+    return Chunk(job, 0, tier, threshold, tuple(labels), items, audit=audit).encode()
 
 
 def queued(store: ResultStore, queue: str) -> list[Chunk]:

@@ -24,7 +24,7 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
 @click.option("--quick", is_flag=True,
               help="Reduced mode for CI and a first look: few training examples and epochs.")
 @click.option("--max-train-samples", "max_train_samples", type=click.IntRange(min=8), default=None, metavar="N",
-              help="Training examples (default 3000 from SST-2, 200 with --quick; the sample set has 175).")
+              help="Training examples (default 3000 from SST-2, 120 with --quick; the sample set has 292).")
 @click.option("--max-corpus-items", "max_corpus_items", type=click.IntRange(min=1), default=None, metavar="N",
               help="Label only the first N corpus items.")
 @click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=None, metavar="T",

@@ -263,15 +263,24 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
 
 def choose_threshold(small, big, alignment, calibration: TrainingData, max_drop: float,
                      say: Callable[[str], None]) -> float:
-    """The sweep's recommendation on the held-out calibration items, never on the corpus it then labels."""
-    from common.ml.sweep import run_pair, sweep
+    """The sweep's recommendation on the held-out calibration items, never on the corpus it then labels:
+    the fastest threshold whose accuracy drop is certified within ``max_drop`` (at the sweep's
+    confidence); where so few items certify none, the point estimate, said to carry no guarantee."""
+    from common.ml.sweep import recommend, run_pair, sweep
 
     pair = run_pair(small, big, alignment, calibration.texts, calibration.pairs, progress=False)
     gold = np.asarray([alignment.label_id(calibration.labels[i]) for i in calibration.label_ids])
     result = sweep(pair.small_probs, pair.big_preds, gold, *pair.per_item(), max_drop=max_drop)
-    threshold = result.recommended.threshold
-    say(f"  threshold {threshold:.3f}: the fastest within {max_drop:g} accuracy points of the big model "
-        f"on the {len(calibration)} held-out calibration items")
+    row = result.recommended
+    if row is not None:
+        say(f"  threshold {row.threshold:.3f}: the fastest whose accuracy drop is at most {row.bound:.2f} points "
+            f"at {result.confidence:.0%} confidence (estimated {row.loss:.2f}) on the {len(calibration)} "
+            "held-out calibration items")
+        return row.threshold
+    row = recommend(result.rows, result.big_metric, max_drop)
+    threshold = row.threshold if row is not None else 1.0
+    say(f"  no threshold is certified ({result.reason}); threshold {threshold:.3f} is the point estimate's "
+        f"choice and carries no guarantee" + (f" (its bound: {row.bound:.2f} points)" if row is not None else ""))
     return threshold
 
 

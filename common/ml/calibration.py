@@ -4,9 +4,16 @@ A cascade threshold of 0.9 should send the same share of mistakes to tier 2
 whichever small model is plugged in; fine-tuned transformers are usually
 over-confident, so raw thresholds do not transfer. Guo et al. (2017): divide
 the logits by T, fitted to minimise the negative log-likelihood on held-out data.
+
+The calibration file also keeps a fingerprint of the items it was fitted on
+(sorted 64-bit hashes of the texts), so ``tango sweep`` can tell when it is
+choosing a threshold on those same items: its figures are then optimistic.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,8 @@ from common.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 T_BOUNDS = (0.05, 20.0)
+FINGERPRINT_KEY = "fitted_on"
+_SEPARATOR = "\x1f"  # unit separator: ("ab", "c") and ("a", "bc") must hash apart
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,50 @@ def calibrate_model(model_dir: str | Path, texts: Sequence[str], pairs: Sequence
     tier = load_tier(str(model_dir), device=device, batch_size=batch_size)
     result = fit_temperature(tier.logits(texts, pairs, progress="calibration logits"), label_ids)
     if write:
-        write_temperature(model_dir, result.temperature)
+        path = write_temperature(model_dir, result.temperature)
+        _add_fingerprint(path, fingerprint(texts, pairs))
         log.info("wrote temperature %.4f to %s", result.temperature, model_dir)
     return result
+
+
+def fingerprint(texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+    """Sorted distinct 64-bit hashes of the items: compact, and exact up to a 2^-64 collision per pair."""
+    return np.unique(_hashes(texts, pairs))
+
+
+def _hashes(texts: Sequence[str], pairs: Sequence[str] | None) -> np.ndarray:
+    keys = texts if pairs is None else [f"{t}{_SEPARATOR}{p}" for t, p in zip(texts, pairs)]
+    return np.asarray([int.from_bytes(hashlib.blake2b(k.encode("utf-8"), digest_size=8).digest(), "little")
+                       for k in keys], dtype=np.uint64)
+
+
+def _add_fingerprint(path: Path, hashes: np.ndarray) -> None:
+    """Added beside the temperature, so the file stays what ``read_temperature`` expects."""
+    data = json.loads(path.read_text())
+    data[FINGERPRINT_KEY] = {"hash": "blake2b-64", "items": int(len(hashes)),
+                             "hashes": base64.b64encode(hashes.astype("<u8").tobytes()).decode("ascii")}
+    path.write_text(json.dumps(data) + "\n")
+
+
+def read_fingerprint(model_dir: str | Path) -> np.ndarray | None:
+    """The calibration's item hashes; None for a hub model, no calibration, or a file from before fingerprints."""
+    from common.ml.models import CALIBRATION_FILE
+
+    path = Path(model_dir) / CALIBRATION_FILE
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text()).get(FINGERPRINT_KEY)
+        if entry is None:
+            return None
+        return np.frombuffer(base64.b64decode(entry["hashes"]), dtype="<u8").astype(np.uint64)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a valid calibration fingerprint ({exc})") from exc
+
+
+def calibration_overlap(model_dir: str | Path, texts: Sequence[str], pairs: Sequence[str] | None = None) -> int | None:
+    """How many of these items the model's calibration was fitted on (None: unknown, see ``read_fingerprint``)."""
+    seen = read_fingerprint(model_dir)
+    if seen is None:
+        return None
+    return int(np.isin(_hashes(texts, pairs), seen).sum())

@@ -1,10 +1,33 @@
-"""Threshold sweeps: what every confidence threshold would give, from one run of each model.
+"""Threshold sweeps: what every confidence threshold would give, and which one to trust.
 
 Both tiers run once over the data; every threshold's cascade is then simulated
 from those outputs (an item's label is the small model's where it is confident,
 else the big model's), so a full sweep costs no more inference than one
 evaluation. Speedup uses the measured per-item costs of each tier:
 ``big / (small + tier2_fraction x big)`` -- the cascade's time with no overhead.
+
+Choosing a threshold. The threshold that looks best on a set of items is, by
+selection, the one whose noise flattered it most, so "within 0.5 points" on the
+items it was picked on over-promises on the next ones. The recommendation is
+therefore certified with Learn then Test (Angelopoulos, Bates, Candes, Jordan,
+Lei 2021): each threshold is a test of "loss > budget" with a Hoeffding-Bentkus
+p-value (Bates, Angelopoulos, Lei, Malik, Jordan 2021), finite-sample and free
+of distributional assumptions for losses in [0, 1]; the tests run from 1.0
+(everything to tier 2) downwards and stop at the first failure. That order is
+fixed before the data are seen, so fixed-sequence testing spends the whole
+error budget on each test with no multiplicity correction, and the threshold
+picked from hundreds keeps its promise: with probability at least
+``confidence`` over the draw of the items, the recommended threshold's loss on
+new items from the same distribution is within ``max_drop`` points. The grid
+holds every observed confidence (or, on large sets, a fixed grid), and both
+losses only grow as the threshold falls, so a data-dependent grid is as valid
+as a continuum (the argument of Bates et al.'s risk-controlling sets).
+
+Losses (``common.risk``): ``drop`` bounds the accuracy drop through the harm
+loss (kept at tier 1, small wrong, big right), which is in {0, 1} and at least
+the drop; ``disagreement`` (kept and small != big) needs no gold labels. F1 and
+Matthews have no per-item loss, so for them the recommendation stays the point
+estimate and says so.
 """
 from __future__ import annotations
 
@@ -12,27 +35,36 @@ import csv
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
 
 from common.cascade import escalate_mask, ideal_speedup
 from common.errors import ConfigError
 from common.metrics import accuracy
+from common.risk import (Selection, accuracy_drop_losses, budget_threshold, disagreement_losses, fastest_valid,
+                         harm_losses, select_threshold)
 
 log = logging.getLogger(__name__)
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
+T = TypeVar("T")
+
+LOSSES = ("drop", "disagreement")
+AGREEMENT = "agreement with the big model"
+GUARANTEE, POINT, BUDGET = "guarantee", "point estimate", "budget"
 
 
 @dataclass(frozen=True)
 class SweepRow:
-    """The simulated cascade at one threshold."""
+    """The simulated cascade at one threshold; ``loss`` and ``bound`` are in points."""
 
     threshold: float
     metric: float
     tier2_fraction: float
     speedup: float
+    loss: float = 0.0  # estimated: the accuracy drop, or the disagreement with the big model
+    bound: float = 0.0  # upper confidence bound on that loss at the sweep's confidence
 
 
 @dataclass
@@ -47,6 +79,13 @@ class SweepResult:
     big_seconds_per_item: float
     max_drop: float
     recommended: SweepRow | None
+    loss_name: str = "drop"
+    confidence: float = 0.9
+    rule: str = POINT  # how ``recommended`` was chosen: GUARANTEE, POINT or BUDGET
+    max_tier2: float | None = None
+    items: int = 0
+    reason: str = ""  # why nothing is recommended, else ""
+    calibration_overlap: int = 0  # items the small model's calibration was fitted on: figures are optimistic
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -63,39 +102,110 @@ def candidate_thresholds(small_probs: np.ndarray, steps: int = 200, max_points: 
     """A grid from the lowest meaningful threshold (1/k) to 1.0, plus the observed confidences.
 
     The distinct confidences are where the escalated set changes, so the grid
-    never misses the best threshold on small sets; on large sets quantiles keep
-    the sweep linear. The regular grid keeps plots smooth.
+    never misses the best threshold on small sets. On large sets a fixed grid,
+    dense near 1.0 where confident models put most items, keeps the sweep linear
+    and independent of the data, which the guarantee then needs.
     """
     k = small_probs.shape[1]
     confidence = np.unique(small_probs.max(axis=1))
     if len(confidence) > max_points:
-        confidence = np.quantile(confidence, np.linspace(0.0, 1.0, max_points))
+        confidence = np.concatenate([np.linspace(1.0 / k, 1.0, max_points // 2),
+                                     1.0 - np.geomspace(1e-6, 1.0 - 1.0 / k, max_points // 2)])
     grid = np.linspace(1.0 / k, 1.0, steps)
     return np.unique(np.clip(np.concatenate([grid, confidence, [1.0]]), 1.0 / k, 1.0))
 
 
-def sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray, small_seconds_per_item: float,
+def sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray | None, small_seconds_per_item: float,
           big_seconds_per_item: float, metric: Metric = accuracy_points, metric_name: str = "accuracy",
-          max_drop: float = 0.5, thresholds: Sequence[float] | None = None) -> SweepResult:
+          max_drop: float = 0.5, thresholds: Sequence[float] | None = None, confidence: float = 0.9,
+          loss: str = "drop", max_tier2: float | None = None) -> SweepResult:
     """Simulate the cascade at every threshold and recommend one.
 
     ``small_probs`` are the (calibrated) small-tier probabilities, ``big_preds``
-    the big tier's label ids in the same label space, ``refs`` the gold ids.
-    ``max_drop`` is in the metric's own units (points for accuracy in %).
+    the big tier's label ids in the same label space, ``refs`` the gold ids, or
+    None for unlabelled items: the metric is then agreement with the big model
+    and the loss disagreement. ``max_drop`` is in points. The recommendation is
+    the fastest threshold whose loss is certified within ``max_drop`` at
+    ``confidence`` (the point estimate for metrics other than accuracy under
+    ``loss="drop"``), or with ``max_tier2`` the lowest estimated loss that sends
+    at most that share to tier 2.
     """
     _check_inputs(small_probs, big_preds, refs, small_seconds_per_item, big_seconds_per_item, max_drop)
+    _check_options(confidence, loss, max_tier2)
+    if refs is None:
+        refs, metric, metric_name, loss = big_preds, accuracy_points, AGREEMENT, "disagreement"
     small_preds = small_probs.argmax(axis=1)
-    grid = candidate_thresholds(small_probs) if thresholds is None else np.asarray(sorted(thresholds))
-    rows = []
-    for threshold in grid:
-        escalate = escalate_mask(small_probs, float(threshold))
-        preds = np.where(escalate, big_preds, small_preds)
-        fraction = float(escalate.mean())
-        rows.append(SweepRow(float(threshold), float(metric(preds, refs)), fraction,
-                             _speedup(small_seconds_per_item, big_seconds_per_item, fraction)))
+    grid = candidate_thresholds(small_probs) if thresholds is None else np.asarray(sorted(thresholds), float)
+    top = small_probs.max(axis=1, keepdims=True)  # escalate_mask's own rule, on confidences taken once
+    escalated = np.stack([escalate_mask(top, float(t)) for t in grid])
+    estimate, selection = _certify(loss, small_probs, small_preds, big_preds, refs, grid, max_drop, confidence)
+    rows = [SweepRow(float(t), float(metric(np.where(e, big_preds, small_preds), refs)), float(e.mean()),
+                     _speedup(small_seconds_per_item, big_seconds_per_item, float(e.mean())),
+                     100.0 * float(est), 100.0 * float(up))
+            for t, e, est, up in zip(grid, escalated, estimate, selection.upper)]
     big_metric = float(metric(big_preds, refs))
-    return SweepResult(rows, metric_name, big_metric, float(metric(small_preds, refs)), small_seconds_per_item,
-                       big_seconds_per_item, max_drop, recommend(rows, big_metric, max_drop))
+    rule = BUDGET if max_tier2 is not None else GUARANTEE if _guaranteed(loss, metric_name) else POINT
+    result = SweepResult(rows, metric_name, big_metric, float(metric(small_preds, refs)), small_seconds_per_item,
+                         big_seconds_per_item, max_drop, None, loss, confidence, rule, max_tier2, len(refs))
+    result.recommended = _pick(result, selection, estimate)
+    result.reason = "" if result.recommended else _no_recommendation(result, bool(selection.valid.any()))
+    return result
+
+
+def _pick(result: SweepResult, selection: Selection, estimate: np.ndarray) -> SweepRow | None:
+    """The row ``result.rule`` picks; a cascade no faster than the big model alone is never worth recommending,
+    unless the caller's constraint is tier-2 capacity."""
+    shares = np.asarray([r.tier2_fraction for r in result.rows])
+    if result.rule == POINT:
+        best = recommend(result.rows, result.big_metric, result.max_drop)
+    else:
+        index = (budget_threshold(shares, estimate, result.max_tier2) if result.rule == BUDGET
+                 else fastest_valid(selection, shares))
+        best = None if index is None else result.rows[index]
+    return best if best is not None and (result.rule == BUDGET or best.speedup > 1.0) else None
+
+
+def _guaranteed(loss: str, metric_name: str) -> bool:
+    """The bound is on accuracy (via harm) or on disagreement: it says nothing of F1 or Matthews."""
+    return loss == "disagreement" or metric_name == "accuracy"
+
+
+def _certify(loss: str, small_probs: np.ndarray, small_preds: np.ndarray, big_preds: np.ndarray, refs: np.ndarray,
+             grid: np.ndarray, max_drop: float, confidence: float) -> tuple[np.ndarray, Selection]:
+    """Per threshold: the estimated loss (fraction) and the Learn-then-Test selection on the bounded loss.
+
+    risk's losses keep an item when its confidence is >= the threshold, while the
+    cascade escalates everything at 1.0, even confidences that rounded to 1.0;
+    capping confidences at the largest double below 1.0 makes the two rules agree
+    at every threshold.
+    """
+    scores = np.minimum(small_probs.max(axis=1), np.nextafter(1.0, 0.0))
+    if loss == "disagreement":
+        bounded = disagreement_losses(small_preds, big_preds, scores, grid)
+        estimate = bounded.mean(axis=1)
+    else:
+        bounded = harm_losses(small_preds, big_preds, refs, scores, grid)
+        estimate = accuracy_drop_losses(small_preds, big_preds, refs, scores, grid).mean(axis=1)
+    return estimate, select_threshold(bounded, grid, max_drop / 100.0, 1.0 - confidence, lower=0.0)
+
+
+def _no_recommendation(result: SweepResult, any_certified: bool) -> str:
+    """One plain sentence: what was asked for, on how many items, and (when it is so) that they are too few."""
+    items = f"on these {result.items} items"
+    if result.rule == BUDGET:
+        return f"no threshold sends at most {result.max_tier2:g} of the items to tier 2 {items}"
+    if result.rule == POINT:
+        return (f"no threshold beats the big model alone within {result.max_drop:g} points of "
+                f"{result.metric_name} {items} (point estimate)")
+    reason = (f"no threshold beats the big model alone within {result.max_drop:g} points at "
+              f"{_percent(result.confidence)} confidence {items}")
+    if not any_certified:
+        reason += ": too few to certify even the big model alone, use more items or a larger --max-drop"
+    return reason
+
+
+def _percent(fraction: float) -> str:
+    return f"{100.0 * fraction:g}%"
 
 
 def _speedup(small_cost: float, big_cost: float, fraction: float) -> float:
@@ -104,9 +214,10 @@ def _speedup(small_cost: float, big_cost: float, fraction: float) -> float:
 
 
 def recommend(rows: Sequence[SweepRow], big_metric: float, max_drop: float) -> SweepRow | None:
-    """The fastest threshold whose metric stays within ``max_drop`` of the big model alone.
+    """The point-estimate rule: the fastest threshold whose metric stays within ``max_drop`` of the big model.
 
-    Ties in speedup go to the better metric, then to the higher threshold.
+    Ties in speedup go to the better metric, then to the higher threshold. Kept
+    for metrics with no per-item loss to bound (F1, Matthews).
     """
     allowed = [r for r in rows if r.metric >= big_metric - max_drop - 1e-9]
     if not allowed:
@@ -114,18 +225,117 @@ def recommend(rows: Sequence[SweepRow], big_metric: float, max_drop: float) -> S
     return max(allowed, key=lambda r: (r.speedup, r.metric, r.threshold))
 
 
-def _check_inputs(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray,
+def _check_inputs(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray | None,
                   small_cost: float, big_cost: float, max_drop: float) -> None:
     if small_probs.ndim != 2 or small_probs.shape[1] < 2:
         raise ConfigError("a sweep needs a classifier with at least 2 labels")
-    if not len(small_probs) == len(big_preds) == len(refs):
-        raise ConfigError(f"sweep inputs differ in length: {len(small_probs)}, {len(big_preds)}, {len(refs)}")
-    if len(refs) == 0:
-        raise ConfigError("a sweep needs at least one labelled item")
+    lengths = [len(small_probs), len(big_preds)] + ([] if refs is None else [len(refs)])
+    if len(set(lengths)) > 1:
+        raise ConfigError(f"sweep inputs differ in length: {', '.join(map(str, lengths))}")
+    if lengths[0] == 0:
+        raise ConfigError("a sweep needs at least one item")
     if small_cost < 0 or big_cost <= 0:
         raise ConfigError("per-item costs must be positive")
     if max_drop < 0:
         raise ConfigError(f"--max-drop must not be negative, got {max_drop}")
+
+
+def _check_options(confidence: float, loss: str, max_tier2: float | None) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ConfigError(f"--confidence must be between 0 and 1 (exclusive), got {confidence}")
+    if loss not in LOSSES:
+        raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if max_tier2 is not None and not 0.0 <= max_tier2 <= 1.0:
+        raise ConfigError(f"--max-tier2 must be a share between 0 and 1, got {max_tier2}")
+
+
+@dataclass(frozen=True)
+class FoldRow:
+    """One held-out fold: the threshold chosen on the other folds and what it did here."""
+
+    fold: int
+    fitted_on: int
+    items: int
+    threshold: float | None  # None: nothing recommended, so the big model alone
+    drop: float  # points of the metric lost against the big model alone, on this fold
+    speedup: float
+
+
+@dataclass
+class FoldReport:
+    """K-fold check of the recommendation rule: does the threshold hold on items it was not chosen on?"""
+
+    folds: list[FoldRow]
+    metric_name: str
+    max_drop: float
+    calibration_overlap: int = 0
+
+    @property
+    def mean_drop(self) -> float:
+        return float(np.mean([f.drop for f in self.folds]))
+
+    @property
+    def worst_drop(self) -> float:
+        return float(max(f.drop for f in self.folds))
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "mean_drop": self.mean_drop, "worst_drop": self.worst_drop}
+
+
+def fold_sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray | None, small_seconds_per_item: float,
+               big_seconds_per_item: float, folds: int = 5, seed: int = 0, **options: Any) -> FoldReport:
+    """Choose a threshold on K-1 seeded folds with ``sweep``'s rule (``options``), measure it on the K-th."""
+    if not 2 <= folds <= len(big_preds):
+        raise ConfigError(f"--folds must be between 2 and the number of items ({len(big_preds)}), got {folds}")
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(big_preds)), folds)
+    rows = []
+    for number, held in enumerate(parts, 1):
+        fit = np.setdiff1d(np.arange(len(big_preds)), held)
+        chosen = sweep(small_probs[fit], big_preds[fit], None if refs is None else refs[fit],
+                       small_seconds_per_item, big_seconds_per_item, **options).recommended
+        threshold = None if chosen is None else chosen.threshold
+        test = sweep(small_probs[held], big_preds[held], None if refs is None else refs[held], small_seconds_per_item,
+                     big_seconds_per_item, **{**options, "max_tier2": None}, thresholds=[threshold or 1.0])
+        row = test.rows[0]
+        drop, speedup = (test.big_metric - row.metric, row.speedup) if chosen else (0.0, 1.0)
+        rows.append(FoldRow(number, len(fit), len(held), threshold, drop, speedup))
+    return FoldReport(rows, test.metric_name, float(options.get("max_drop", 0.5)))
+
+
+def format_fold(row: FoldRow, metric_name: str) -> str:
+    chosen = "none (big model alone)" if row.threshold is None else f"{row.threshold:.4f}"
+    return (f"fold {row.fold}: threshold {chosen} chosen on {row.fitted_on} items; on its {row.items} held-out "
+            f"items {metric_name} drop {row.drop:.2f} points, speedup {row.speedup:.2f}x")
+
+
+def fold_summary(report: FoldReport) -> str:
+    line = (f"folds: mean drop {report.mean_drop:.2f}, worst drop {report.worst_drop:.2f} points "
+            f"(budget {report.max_drop:g})")
+    return line + (_optimistic(report.calibration_overlap) if report.calibration_overlap else "")
+
+
+def _optimistic(overlap: int) -> str:
+    return f" [optimistic: the calibration saw {overlap} of these items]"
+
+
+def sample_items(items: Iterable[T], size: int, seed: int = 0) -> list[T]:
+    """A seeded uniform sample of ``size`` items in their input order, in one pass and O(size) memory.
+
+    Reservoir sampling (Algorithm R), so a corpus far larger than the sample is
+    never held whole.
+    """
+    if size < 1:
+        raise ConfigError(f"--sample must be at least 1, got {size}")
+    rng = np.random.default_rng(seed)
+    kept: list[tuple[int, T]] = []
+    for index, item in enumerate(items):
+        if index < size:
+            kept.append((index, item))
+            continue
+        slot = int(rng.integers(0, index + 1))
+        if slot < size:
+            kept[slot] = (index, item)
+    return [item for _, item in sorted(kept, key=lambda pair: pair[0])]
 
 
 def write_csv(result: SweepResult, path: str | Path) -> Path:
@@ -133,15 +343,16 @@ def write_csv(result: SweepResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["threshold", result.metric_name, "tier2_fraction", "speedup"])
+        writer.writerow(["threshold", result.metric_name, "tier2_fraction", "speedup", "loss", "bound"])
         for row in result.rows:
             writer.writerow([f"{row.threshold:.6f}", f"{row.metric:.4f}", f"{row.tier2_fraction:.4f}",
-                             f"{row.speedup:.4f}"])
+                             f"{row.speedup:.4f}", f"{row.loss:.4f}", f"{row.bound:.4f}"])
     return path
 
 
 def plot(result: SweepResult, path: str | Path, title: str = "") -> Path:
-    """Two panels: metric and tier-2 fraction against threshold; metric against speedup."""
+    """Three panels: metric and tier-2 fraction, then the loss and its bound, against threshold; metric
+    against speedup."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +360,7 @@ def plot(result: SweepResult, path: str | Path, title: str = "") -> Path:
 
     thresholds = [r.threshold for r in result.rows]
     metrics = [r.metric for r in result.rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.2))
     left.plot(thresholds, metrics, color="tab:blue", label=result.metric_name)
     left.axhline(result.big_metric, color="tab:red", linestyle="--", label="big model alone")
     left.set_xlabel("confidence threshold")
@@ -159,14 +370,22 @@ def plot(result: SweepResult, path: str | Path, title: str = "") -> Path:
     share.set_ylabel("fraction sent to tier 2")
     share.set_ylim(0, 1.02)
     _legend(left, share)
+    middle.plot(thresholds, [r.loss for r in result.rows], color="tab:blue", label=f"{_loss_label(result)} (estimate)")
+    middle.plot(thresholds, [r.bound for r in result.rows], color="tab:purple",
+                label=f"upper bound at {_percent(result.confidence)} confidence")
+    middle.axhline(result.max_drop, color="tab:red", linestyle="--", label="--max-drop")
+    middle.set_xlabel("confidence threshold")
+    middle.set_ylabel("points")
     right.plot([r.speedup for r in result.rows], metrics, color="tab:blue", label="cascade")
     right.scatter([1.0], [result.big_metric], color="tab:red", zorder=3, label="big model alone")
     right.set_xlabel("speedup over the big model alone (x)")
     right.set_ylabel(result.metric_name)
     if result.recommended:
-        for ax, x in ((left, result.recommended.threshold), (right, result.recommended.speedup)):
-            ax.scatter([x], [result.recommended.metric], color="tab:green", marker="*", s=140, zorder=4,
-                       label="recommended")
+        best = result.recommended
+        for ax, x, y in ((left, best.threshold, best.metric), (middle, best.threshold, best.bound),
+                         (right, best.speedup, best.metric)):
+            ax.scatter([x], [y], color="tab:green", marker="*", s=140, zorder=4, label="recommended")
+    middle.legend(loc="upper right", fontsize=8)
     right.legend(loc="lower left", fontsize=8)
     fig.suptitle(title or "cascade threshold sweep")
     fig.tight_layout()
@@ -186,20 +405,31 @@ def _legend(*axes) -> None:
     axes[0].legend(handles, labels, loc="lower left", fontsize=8)
 
 
+def _loss_label(result: SweepResult) -> str:
+    return "disagreement with the big model" if result.loss_name == "disagreement" else "accuracy drop"
+
+
 def format_row(row: SweepRow, metric_name: str) -> str:
     return (f"threshold {row.threshold:.4f}  {metric_name} {row.metric:.2f}  "
-            f"tier-2 fraction {row.tier2_fraction:.3f}  speedup {row.speedup:.2f}x")
+            f"tier-2 fraction {row.tier2_fraction:.3f}  speedup {row.speedup:.2f}x  "
+            f"loss {row.loss:.2f} (bound {row.bound:.2f})")
 
 
 def recommendation_line(result: SweepResult) -> str:
-    """The one line scripts grep for."""
+    """The one line scripts grep for: the estimate and its bound, and which rule chose it."""
     if result.recommended is None:
-        return (f"recommended threshold: none (no threshold keeps {result.metric_name} within "
-                f"{result.max_drop:g} of the big model's {result.big_metric:.2f}; use 1.0)")
+        return f"recommended threshold: none ({result.reason}; run the big model alone, threshold 1.0)"
     r = result.recommended
-    return (f"recommended threshold {r.threshold:.4f}: {result.metric_name} {r.metric:.2f} "
-            f"(big alone {result.big_metric:.2f}), tier-2 fraction {r.tier2_fraction:.3f}, "
-            f"speedup {r.speedup:.2f}x")
+    flag = _optimistic(result.calibration_overlap) if result.calibration_overlap else ""
+    bound = f"at most {r.bound:.2f} at {_percent(result.confidence)} confidence"
+    rule = bound
+    if result.rule == POINT:
+        rule += f"; chosen on the point estimate of {result.metric_name}: the guarantee covers accuracy and agreement"
+    elif result.rule == BUDGET:
+        rule += f"; the most accurate with at most {result.max_tier2:g} to tier 2"
+    return (f"recommended threshold {r.threshold:.4f}{flag}: {result.metric_name} {r.metric:.2f} "
+            f"(big alone {result.big_metric:.2f}), {_loss_label(result)} {r.loss:.2f} points ({rule}), "
+            f"tier-2 fraction {r.tier2_fraction:.3f}, speedup {r.speedup:.2f}x")
 
 
 @dataclass

@@ -8,6 +8,13 @@ one tier-2 task *before* the records are written and the task returns (which
 is when Celery acknowledges it), so no item can be lost between the tiers; the
 records go through the store's idempotent script, so a redelivered chunk
 changes nothing. Metrics hang on as hooks.
+
+Tier 1's audit sample leaves as a tier-2 task of its own, not inside the one
+that carries the unsure items: those are then batched exactly as without an
+audit (so their scores stay bit for bit those of ``tango label``), and each
+task has its own attempt count. Tier 2's audit outcomes go through the store's
+audit script. An audit item that fails is left out of the sample, never
+recorded as failed: its answer is tier 1's, already final.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from kombu.exceptions import OperationalError
 from common.errors import JobGoneError, LabelMismatchError
 from common.queue.decisions import Decide, output_map
 from common.queue.faults import Scorer, attempts_exhausted, item_probabilities, should_split
-from common.queue.messages import Chunk
+from common.queue.messages import Chunk, WorkItem
 from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
 
@@ -35,6 +42,8 @@ class ChunkHooks(Protocol):
     def chunk(self, decided: int, forwarded: int) -> None: ...
 
     def failed(self, count: int) -> None: ...
+
+    def audited(self, agreed: int, disagreed: int) -> None: ...
 
 
 @dataclass
@@ -87,22 +96,26 @@ class ChunkProcessor:
                 return {"job": chunk.job, "chunk": chunk.name, "failed": len(errors)}
             chunk = replace(chunk, items=tuple(chunk.items[n] for n in ok))
         decision = self.decide(chunk, probs, outputs, self.model)
-        if decision.forward:
-            self.send(chunk.forward(decision.forward))
+        for items in (decision.forward, decision.audit):
+            if items:
+                self.send(chunk.forward(items))
         added = self.store.write(chunk.job, decision.entries)
+        self.store.audit(chunk.job, decision.outcomes)
+        agreed = sum(outcome.agrees for outcome in decision.outcomes)
         for hook in self.hooks:
             hook.chunk(len(decision.entries), len(decision.forward))
-        log.info("job %r chunk %s: %d items, %d decided (%d new), %d sent on, %.3f s", chunk.job, chunk.name,
-                 len(chunk.items), len(decision.entries), added, len(decision.forward), time.perf_counter() - start)
+            if decision.outcomes:
+                hook.audited(agreed, len(decision.outcomes) - agreed)
+        log.info("job %r chunk %s: %d items, %d decided (%d new), %d sent on, %d sent to audit, %d audited, "
+                 "%.3f s", chunk.job, chunk.name, len(chunk.items), len(decision.entries), added,
+                 len(decision.forward), len(decision.audit), len(decision.outcomes), time.perf_counter() - start)
         return {"job": chunk.job, "chunk": chunk.name, "decided": len(decision.entries),
-                "forwarded": len(decision.forward)}
+                "forwarded": len(decision.forward), "audit": len(decision.audit), "audited": len(decision.outcomes)}
 
     def fail(self, chunk: Chunk, reason: str) -> dict:
         """Record every item of the chunk as failed with ``reason``."""
         log.error("job %r chunk %s failed: %s", chunk.job, chunk.name, reason)
-        self._failed(len(chunk.items))
-        self.store.write(chunk.job, [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
-                                     for item in chunk.items])
+        self._record_failures(chunk, [(item, reason) for item in chunk.items])
         return {"job": chunk.job, "chunk": chunk.name, "failed": reason}
 
     def _split(self, chunk: Chunk, attempt: int) -> dict:
@@ -126,11 +139,14 @@ class ChunkProcessor:
         """Record the items the model raised on (by position in the chunk), each with its reason."""
         log.error("job %r chunk %s: tier %d model failed on %d of %d items (first: %s)", chunk.job, chunk.name,
                   self.tier, len(errors), len(chunk.items), next(iter(errors.values())))
-        self._failed(len(errors))
-        self.store.write(chunk.job, [(chunk.items[n].index, ResultRecord.failed(
-            chunk.items[n].id, self.tier, f"tier {self.tier} model error: {reason}"), None)
-            for n, reason in errors.items()])
+        self._record_failures(chunk, [(chunk.items[n], f"tier {self.tier} model error: {reason}")
+                                      for n, reason in errors.items()])
 
-    def _failed(self, count: int) -> None:
+    def _record_failures(self, chunk: Chunk, failures: list[tuple[WorkItem, str]]) -> None:
+        """Store items as failed, each with its reason; audit items only drop out of the sample, since
+        tier 1 answered them (a failure written first would even block tier 1's answer)."""
+        entries = [(item.index, ResultRecord.failed(item.id, self.tier, reason), None)
+                   for item, reason in failures if item.audit is None]
         for hook in self.hooks:
-            hook.failed(count)
+            hook.failed(len(entries))
+        self.store.write(chunk.job, entries)

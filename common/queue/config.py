@@ -20,6 +20,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 DEFAULT_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 4096  # nothing caps a message's size on the Redis transport but us
+DEFAULT_AUDIT_RATE = 0.02  # share of tier 1's answers tier 2 checks: every job gets an agreement estimate
 DEFAULT_CONNECT_TIMEOUT = 3.0
 PRECISIONS = ("fp32", "bf16", "fp16")  # a model's float type (bf16/fp16 on GPUs)
 DEFAULT_MAX_ITEMS = 10_000_000  # per job; a larger corpus is more likely a mistake than a job

@@ -16,6 +16,7 @@ from common.errors import JobError, TangoError
 PREFIX = "tango"
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> created time
 UNACKED = "unacked"  # kombu's hash of the messages workers hold (its default ``unacked_key``)
+CLAIMS = f"{PREFIX}:claims"  # counts the broker's claims, so each delivery of a message has a tag of its own
 SWEEPER_LOCK = f"{PREFIX}:sweeper"  # held by the one worker sweeping for stalled jobs this interval
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -35,27 +36,32 @@ def new_job_id() -> str:
 
 def meta_key(job: str) -> str:
     """Hash: the job's settings, totals, counters and state."""
-    return f"{PREFIX}:{{{validate_job_id(job)}}}:meta"
+    return _job_key(job, "meta")
 
 
 def results_key(job: str) -> str:
     """Hash: item index -> compact JSON result."""
-    return f"{PREFIX}:{{{validate_job_id(job)}}}:results"
+    return _job_key(job, "results")
 
 
 def failures_key(job: str) -> str:
     """Hash: item index -> JSON failure (id, tier, reason)."""
-    return f"{PREFIX}:{{{validate_job_id(job)}}}:failures"
+    return _job_key(job, "failures")
 
 
 def attempts_key(job: str) -> str:
     """Hash: ``TIER:CHUNK`` -> how many times a worker started that chunk (the attempt cap)."""
-    return f"{PREFIX}:{{{validate_job_id(job)}}}:attempts"
+    return _job_key(job, "attempts")
 
 
 def rejected_key(job: str) -> str:
     """Hash: input line -> why ``submit --skip-invalid`` left that record out."""
-    return f"{PREFIX}:{{{validate_job_id(job)}}}:rejected"
+    return _job_key(job, "rejected")
+
+
+def audits_key(job: str) -> str:
+    """Hash: item index -> JSON of tier 2's check of tier 1's answer (an audit outcome)."""
+    return _job_key(job, "audits")
 
 
 def workers_key(tier: int) -> str:
@@ -63,6 +69,11 @@ def workers_key(tier: int) -> str:
     return f"{PREFIX}:workers:tier{tier}"
 
 
+def _job_key(job: str, name: str) -> str:
+    return f"{PREFIX}:{{{validate_job_id(job)}}}:{name}"
+
+
 def job_keys(job: str) -> list[str]:
     """Every key of a job; the first three are the result script's KEYS, in that order."""
-    return [meta_key(job), results_key(job), failures_key(job), attempts_key(job), rejected_key(job)]
+    return [meta_key(job), results_key(job), failures_key(job), attempts_key(job), rejected_key(job),
+            audits_key(job)]

@@ -3,7 +3,8 @@
 Only JSON crosses the queue. A chunk is encoded to plain dicts and lists here
 and checked field by field on the way in, so a malformed or hostile message
 fails with a ``MessageError`` naming the field instead of reaching a model or
-another job's keys.
+another job's keys. Fields added later (the audit rate, an item's audit label)
+are optional and left out when unset, so messages of either age decode alike.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class WorkItem:
     text: str
     text_pair: str | None = None
     gold: str | None = None
+    audit: str | None = None  # tier 1's label, on an item it answered and sends to tier 2 only to be checked
 
     def encode(self) -> dict[str, Any]:
         out: dict[str, Any] = {"i": self.index, "id": self.id, "text": self.text}
@@ -40,6 +42,8 @@ class WorkItem:
             out["text_pair"] = self.text_pair
         if self.gold is not None:
             out["gold"] = self.gold
+        if self.audit is not None:
+            out["audit"] = self.audit
         return out
 
     @classmethod
@@ -53,7 +57,8 @@ class WorkItem:
             raise MessageError(f"{where()}: 'i' must be a non-negative integer, got {index!r}")
         return cls(index=index, id=_string(raw, "id", where), text=_string(raw, "text", where),
                    text_pair=_string(raw, "text_pair", where, optional=True),
-                   gold=_string(raw, "gold", where, optional=True))
+                   gold=_string(raw, "gold", where, optional=True),
+                   audit=_string(raw, "audit", where, optional=True))
 
 
 @dataclass(frozen=True)
@@ -67,15 +72,23 @@ class Chunk:
     labels: tuple[str, ...]
     items: tuple[WorkItem, ...]
     part: str = ""  # which half of a split chunk, as a path of 0s and 1s ("" for a whole chunk)
+    audit: float = 0.0  # the job's audit rate: the share of tier 1's answers that tier 2 checks
 
     @property
     def has_pairs(self) -> bool:
         return any(item.text_pair is not None for item in self.items)
 
     @property
+    def is_audit(self) -> bool:
+        """Whether the chunk holds audit items (a chunk never mixes them with items to answer)."""
+        return bool(self.items) and self.items[0].audit is not None
+
+    @property
     def name(self) -> str:
-        """The chunk's name in logs and in the attempt count: ``12``, or ``12/01`` for a part."""
-        return f"{self.chunk}/{self.part}" if self.part else str(self.chunk)
+        """The chunk's name in logs and in the attempt count: ``12``, ``12a`` for its audit items (a
+        task of its own, so its own count), or ``12/01`` for a part."""
+        base = f"{self.chunk}a" if self.is_audit else str(self.chunk)
+        return f"{base}/{self.part}" if self.part else base
 
     def encode(self) -> dict[str, Any]:
         out = {"v": VERSION, "job": self.job, "chunk": self.chunk, "tier": self.tier,
@@ -83,6 +96,8 @@ class Chunk:
                "items": [item.encode() for item in self.items]}
         if self.part:
             out["part"] = self.part
+        if self.audit:
+            out["audit"] = self.audit
         return out
 
     def describe(self) -> str:
@@ -109,18 +124,19 @@ class Chunk:
         if not isinstance(job, str):
             raise MessageError("'job' must be a string")
         validate_job_id(job, error=MessageError)
-        chunk, tier, threshold = raw.get("chunk"), raw.get("tier"), raw.get("threshold")
+        chunk, tier = raw.get("chunk"), raw.get("tier")
         if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
             raise MessageError(f"'chunk' must be a non-negative integer, got {chunk!r}")
         if tier not in (1, 2) or isinstance(tier, bool):
             raise MessageError(f"'tier' must be 1 or 2, got {tier!r}")
-        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
-            raise MessageError(f"'threshold' must be a number in [0, 1], got {threshold!r}")
         part = raw.get("part", "")
         if part != "" and not (isinstance(part, str) and _PART.match(part)):
             raise MessageError(f"'part' must be a string of up to 64 0s and 1s, got {part!r}")
-        return cls(job=job, chunk=chunk, tier=tier, threshold=float(threshold),
-                   labels=_labels(raw.get("labels")), items=_items(raw.get("items"), job, chunk), part=part)
+        items = _items(raw.get("items"), job, chunk)
+        if tier == 1 and items[0].audit is not None:
+            raise MessageError(f"job {job!r} chunk {chunk}: audit items go to tier 2 only")
+        return cls(job=job, chunk=chunk, tier=tier, threshold=_unit(raw, "threshold"),
+                   labels=_labels(raw.get("labels")), items=items, part=part, audit=_unit(raw, "audit", default=0.0))
 
 
 def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:
@@ -132,7 +148,17 @@ def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:
                   for n, entry in enumerate(raw))
     if len({item.index for item in items}) != len(items):
         raise MessageError(f"job {job!r} chunk {chunk}: repeated item indices")
+    if len({item.audit is None for item in items}) > 1:
+        raise MessageError(f"job {job!r} chunk {chunk}: audit items mixed with items to answer")
     return items
+
+
+def _unit(raw: dict, key: str, default: float | None = None) -> float:
+    """A number in [0, 1]; an optional field (``default`` set) may be absent, as in older messages."""
+    value = raw.get(key, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise MessageError(f"{key!r} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _labels(raw: Any) -> tuple[str, ...]:

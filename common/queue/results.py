@@ -50,6 +50,22 @@ class ResultRecord:
         return cls(id=item_id, label=None, score=None, tier=tier, model=None, error=reason)
 
 
+@dataclass(frozen=True)
+class AuditOutcome:
+    """Tier 2's check of an item tier 1 answered: both labels, so a disagreement can be looked at later."""
+
+    index: int
+    tier1: str
+    tier2: str
+
+    @property
+    def agrees(self) -> bool:
+        return self.tier1 == self.tier2
+
+    def to_json(self) -> str:
+        return _ENCODER.encode({"tier1": self.tier1, "tier2": self.tier2})
+
+
 def gold_matches(gold: str, label: str, labels: Sequence[str]) -> bool:
     """True when a gold label names ``label``, by name (any case) or by its index (GLUE's 0/1)."""
     wanted = gold.strip()

@@ -4,6 +4,10 @@ Delivery is at-least-once (late acks, redelivery after a crash), so a result
 is written by one Lua script that stores an item only if it has no answer yet
 and only then bumps the counters, and marks the job finished exactly once when
 every item is answered. Running a chunk twice therefore changes nothing.
+Audit outcomes go through a second script that keeps them beside the results
+(never instead of one), counts each item once, and never moves the job's
+state: a job is finished when every item is answered, and audits that arrive
+after that still count.
 Results are keyed by the item's input position, which lets ``iter_results``
 stream a job back in input order, one block of keys at a time.
 """
@@ -22,9 +26,9 @@ from redis.retry import Retry
 from common.queue.config import ClusterSettings
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
 from common.data.corpus import KEPT_REJECTS
-from common.queue.keys import (JOBS_INDEX, attempts_key, failures_key, job_keys, meta_key, rejected_key,
-                               results_key, validate_job_id, workers_key)
-from common.queue.results import ResultRecord
+from common.queue.keys import (JOBS_INDEX, attempts_key, audits_key, failures_key, job_keys, meta_key,
+                               rejected_key, results_key, validate_job_id, workers_key)
+from common.queue.results import AuditOutcome, ResultRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,24 @@ if added > 0 and (state == 'running' or state == 'submitting') then
   if answered >= tonumber(redis.call('HGET', meta, 'total')) then
     local failed = tonumber(redis.call('HGET', meta, 'failed') or '0')
     redis.call('HSET', meta, 'state', failed > 0 and 'failed' or 'done', 'finished', ARGV[1])
+  end
+end
+return added
+"""
+
+# KEYS: meta, audits. ARGV: one line per audited item, "index TAB agrees TAB payload" (agrees "1"/"0",
+# payload JSON as in ``_WRITE``). An item already checked is skipped, so a redelivered audit chunk
+# counts nothing twice. Returns how many outcomes were new, or -1 when the job's records are gone.
+_AUDIT = """
+local meta, audits = KEYS[1], KEYS[2]
+if redis.call('EXISTS', meta) == 0 then return -1 end
+local added = 0
+for line in string.gmatch(ARGV[1], '[^\\n]+') do
+  local index, agrees, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t(.*)$')
+  if redis.call('HSETNX', audits, index, payload) == 1 then
+    added = added + 1
+    redis.call('HINCRBY', meta, 'audited', 1)
+    redis.call('HINCRBY', meta, 'audit_agreed', tonumber(agrees))
   end
 end
 return added
@@ -118,6 +140,7 @@ class JobSpec:
     truncated: int = 0  # items whose text the parser cut to its maximum length
     rejected: int = 0  # input records left out by --skip-invalid (not part of ``total``)
     corpus: str = ""  # how the source was read (JSON), so ``resume`` can read it the same way
+    audit: float = 0.0  # share of tier 1's answers that tier 2 checks
 
 
 @dataclass
@@ -138,6 +161,9 @@ class JobStatus:
     gold: int = 0
     correct: int = 0
     rejected: int = 0
+    audit: float = 0.0  # the audit rate the job was submitted with
+    audited: int = 0  # tier 1's answers tier 2 has checked so far
+    audit_agreed: int = 0  # of those, how many it labelled the same
     extra: dict = field(default_factory=dict)
 
     @property
@@ -185,6 +211,7 @@ class ResultStore:
         self._transition = client.register_script(_TRANSITION)
         self._begin = client.register_script(_BEGIN)
         self._refund = client.register_script(_REFUND)
+        self._audit = client.register_script(_AUDIT)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -213,8 +240,9 @@ class ResultStore:
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
-                  "rejected": spec.rejected, "corpus": spec.corpus,
-                  "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0}
+                  "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit),
+                  "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,
+                  "audit_agreed": 0}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})
@@ -315,6 +343,20 @@ class ResultStore:
             raise JobGoneError(_gone(job))
         return int(added)
 
+    def audit(self, job: str, outcomes: Sequence[AuditOutcome]) -> int:
+        """Store tier 2's checks of tier 1's answers in one round trip; returns how many were new.
+
+        An item's result is never touched, nor the job's done/tier counts or
+        state: an audit costs tier-2 time but answers nothing.
+        """
+        if not outcomes:
+            return 0
+        packed = "\n".join(f"{o.index}\t{int(o.agrees)}\t{o.to_json()}" for o in outcomes)
+        added = self._audit(keys=[meta_key(job), audits_key(job)], args=[packed])
+        if added < 0:
+            raise JobGoneError(_gone(job))
+        return int(added)
+
     def answered(self, job: str) -> set[int]:
         """The indices of every item with a result or a recorded failure."""
         pipe = self.client.pipeline(transaction=False)
@@ -389,10 +431,12 @@ def _gone(job: str) -> str:
 
 def _status(raw: dict[str, str]) -> JobStatus:
     number = {name: int(raw.get(name) or 0)
-              for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected")}
-    known = {"job", "state", "labels", "threshold", "created", "finished", *number}
+              for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected", "audited",
+                           "audit_agreed")}
+    known = {"job", "state", "labels", "threshold", "created", "finished", "audit", *number}
     return JobStatus(job=raw.get("job", "?"), state=raw.get("state", "?"), labels=json.loads(raw.get("labels", "[]")),
                      threshold=float(raw.get("threshold") or 0), created=float(raw.get("created") or 0),
+                     audit=float(raw.get("audit") or 0),
                      finished=float(raw["finished"]) if raw.get("finished") else None,
                      extra={k: v for k, v in raw.items() if k not in known}, **number)
 

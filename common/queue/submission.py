@@ -20,9 +20,9 @@ from typing import Callable, Iterator
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from common.cascade import validate_threshold
+from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
-from common.queue.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
 from common.errors import DataError
 from common.errors import ConfigError, JobError, ServiceUnavailable
@@ -48,6 +48,7 @@ class SubmitRequest:
     small: str | None = None
     big: str | None = None
     skip_invalid: bool = False  # record bad records as rejected and go on, instead of refusing the file
+    audit: float = DEFAULT_AUDIT_RATE  # share of tier 1's answers that tier 2 also checks (0: none)
 
 
 @dataclass(frozen=True)
@@ -75,18 +76,20 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
     if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
         raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
+    audit = validate_audit_rate(request.audit)
     summary = summarize(request.path, request.spec, skip_invalid=request.skip_invalid)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels))
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
-                             truncated=summary.truncated, rejected=summary.rejected,
+                             truncated=summary.truncated, rejected=summary.rejected, audit=audit,
                              corpus=json.dumps({**dataclasses.asdict(request.spec),
                                                 "skip_invalid": request.skip_invalid})))
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
     items = read_corpus(request.path, request.spec, _skip if request.skip_invalid else None)
-    chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels), progress)
+    chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels, audit),
+                        progress)
     store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
     return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
@@ -120,7 +123,7 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     size = int(status.extra.get("chunk_size") or 1)
     items = read_corpus(path, spec, _skip if skip_invalid else None)
     missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
-               for chunk in chunked(items, job, size, status.threshold, status.labels))
+               for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
     chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items))
     store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
     log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
@@ -186,17 +189,19 @@ def _skip(error: DataError) -> None:
     """Drop a bad record on the sending pass (``summarize`` counted and recorded it)."""
 
 
-def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str]) -> Iterator[Chunk]:
-    """Group items into tier-1 chunks; an item's index is its position among the valid items."""
+def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str],
+            audit: float = 0.0) -> Iterator[Chunk]:
+    """Group items into tier-1 chunks; an item's index is its position among the valid items (and
+    so, with the job id, picks whether it is audited)."""
     batch: list[WorkItem] = []
     number = 0
     for index, item in enumerate(items):
         batch.append(WorkItem(index, item.id, item.text, item.text_pair, item.label))
         if len(batch) == size:
-            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch))
+            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit)
             batch, number = [], number + 1
     if batch:
-        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch))
+        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit)
 
 
 def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:

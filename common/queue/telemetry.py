@@ -1,4 +1,4 @@
-"""Prometheus metrics of one worker process: items, batches, batch sizes, model time, failures.
+"""Prometheus metrics of one worker process: items, batches, batch sizes, model time, failures, audits.
 
 The metrics live in the process that holds the model and are served from it
 (``tango worker --metrics-port``), so one worker process is one scrape target.
@@ -35,6 +35,8 @@ class WorkerMetrics:
                                    ["tier"], buckets=SECONDS_BUCKETS, registry=r)
         self.failures = Counter("tango_failures", "Items recorded as failed (model error, label mismatch)",
                                 ["tier"], registry=r)
+        self.audit_items = Counter("tango_audit_items", "Tier-1 answers this tier-2 worker checked, by whether "
+                                   "it agreed", ["outcome"], registry=r)
         self.resumed_items = Counter("tango_stall_resumed_items", "Items of stalled jobs this worker's sweep "
                                      "sent again", registry=r)
         self.tier2_fraction = Gauge("tango_tier2_fraction", "Share of tier-1 items sent on to tier 2 so far",
@@ -57,6 +59,11 @@ class WorkerMetrics:
             self._seen += decided + forwarded
             self._forwarded += forwarded
             self.tier2_fraction.set(self._forwarded / self._seen if self._seen else 0.0)
+
+    def audited(self, agreed: int, disagreed: int) -> None:
+        """Tier 2's checks of one chunk's audit items (``ChunkProcessor`` calls it only when there are some)."""
+        self.audit_items.labels("agree").inc(agreed)
+        self.audit_items.labels("disagree").inc(disagreed)
 
     def resumed(self, items: int) -> None:
         """A sweep found a stalled job and sent its unanswered items again."""

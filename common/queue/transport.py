@@ -16,6 +16,12 @@ leaves the message in ``unacked``, which kombu restores as usual. When two
 consumers see the same message, only one script finds it to remove; the other
 goes back to waiting.
 
+Each claim also gives the message a delivery tag of its own. kombu keeps the
+publisher's tag on every redelivery, so when a task outlived the visibility
+timeout and went to a second worker, the first worker's late acknowledgement
+erased the second worker's ``unacked`` record, and a kill of the second worker
+then lost the task too.
+
 It applies to a channel consuming one queue with acknowledgements, without
 priorities and without a global key prefix, which is how every tango worker
 consumes; anything else (a control client's replies, taken without acks) falls
@@ -29,18 +35,28 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
-# KEYS: the queue, unacked, unacked_index. ARGV: the raw message, the time now.
-# Returns 1 when this consumer took the message, 0 when another one did first.
+from common.queue.keys import CLAIMS
+
+# KEYS: the queue, unacked, unacked_index, the claim counter. ARGV: the raw message, the time now.
+# Returns the message as delivered (with this claim's own delivery tag), or false when another
+# consumer took it first. The tag is the publisher's with ``~N`` (N counts claims) put in place of
+# any earlier claim's suffix; the message text is otherwise left exactly as it was.
 _CLAIM = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
-  return 0
+  return false
 end
 local properties = cjson.decode(ARGV[1])['properties']
+local tag = properties['delivery_tag']
+local fresh = (string.match(tag, '^(.*)~%d+$') or tag) .. '~' .. redis.call('INCR', KEYS[4])
+local old = '"delivery_tag": ' .. cjson.encode(tag)
+local at = string.find(ARGV[1], old, 1, true)
+if not at then return redis.error_reply('no delivery tag in the message') end
+local item = string.sub(ARGV[1], 1, at - 1) .. '"delivery_tag": ' .. cjson.encode(fresh) .. string.sub(ARGV[1], at + #old)
 local info = properties['delivery_info']
-redis.call('ZADD', KEYS[3], ARGV[2], properties['delivery_tag'])
-redis.call('HSET', KEYS[2], properties['delivery_tag'],
-           '[' .. ARGV[1] .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-return 1
+redis.call('ZADD', KEYS[3], ARGV[2], fresh)
+redis.call('HSET', KEYS[2], fresh,
+           '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
+return item
 """
 
 
@@ -81,9 +97,10 @@ class Channel(kombu_redis.Channel):
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if item is None or not self._claim(queue, item):
+            claimed = None if item is None else self._claim(queue, item)
+            if claimed is None:
                 raise kombu_redis.Empty()
-            self.connection._deliver(loads(bytes_to_str(item)), queue)
+            self.connection._deliver(loads(bytes_to_str(claimed)), queue)
             return True
         finally:
             self._in_poll = None
@@ -91,12 +108,14 @@ class Channel(kombu_redis.Channel):
             if flush is not None:
                 flush()
 
-    def _claim(self, queue: str, item: bytes) -> bool:
+    def _claim(self, queue: str, item: bytes) -> bytes | None:
+        """Take ``item`` off ``queue`` and record it as unacknowledged under a tag of its own; the
+        message to deliver, or None when another consumer took it first."""
         with self.conn_or_acquire() as client:
             if self._claim_script is None:
                 self._claim_script = client.register_script(_CLAIM)
-            return bool(self._claim_script(keys=[queue, self.unacked_key, self.unacked_index_key],
-                                           args=[item, time.time()], client=client))
+            return self._claim_script(keys=[queue, self.unacked_key, self.unacked_index_key, CLAIMS],
+                                      args=[item, time.time()], client=client)
 
 
 class Transport(kombu_redis.Transport):

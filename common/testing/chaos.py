@@ -51,6 +51,11 @@ class Figures:
         """Ended by itself, every item answered once."""
         return (self.state, self.lost, self.duplicated) == ("done", 0, 0)
 
+    @property
+    def struck(self) -> bool:
+        """Whether any kill landed: a run without one tests nothing."""
+        return self.kills > 0
+
 
 @dataclass
 class Fleet:
@@ -125,11 +130,12 @@ def progress(client: redis.Redis, job: str) -> tuple[str, int]:
 
 
 def kill_one(fleet: Fleet, tier: int, whole: bool, rng: random.Random) -> bool:
-    """SIGKILL a tier's worker that holds a task: its pool process only, or (``whole``) its process group
+    """SIGKILL a tier's worker while the tier holds a task (the one running it when its log shows which, a
+    chunk lasting milliseconds): its pool process only, or (``whole``) its process group
     followed by a replacement, and sometimes, within 0.4 s, the tier's other worker too (whatever it is
     doing: taking a message, say). Returns False when the tier had nothing in flight to kill."""
     client = fleet.server.client()
-    victims = [worker for worker in fleet.alive(tier) if busy(worker)]
+    victims = [worker for worker in fleet.alive(tier) if busy(worker)] or fleet.alive(tier)
     if not victims or not in_flight(client, f"tier{tier}"):
         return False
     victim = rng.choice(victims)

@@ -5,8 +5,13 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from cli.cluster import format_status, status_dict
+from common.queue.store import JobStatus
+from common.queue.submission import queued_payloads
+from common.risk import audit_mask
 from common.testing.cluster import ROOT, cluster_env, free_port, run_tango
 
 
@@ -52,12 +57,61 @@ def test_a_bad_line_stops_submit_with_nothing_enqueued(redis_server, redis_url, 
     (["--job-id", "a}b", "--labels", "a,b"], "invalid job id"),
     (["--threshold", "0.2", "--labels", "a,b"], "between 0.5 and 1.0"),
     (["--chunk-size", "0", "--labels", "a,b"], "--chunk-size"),
+    (["--audit", "1.5", "--labels", "a,b"], "--audit must be between 0 and 1"),
+    (["--audit", "-0.1", "--labels", "a,b"], "--audit must be between 0 and 1"),
     ([], "cannot tell which labels"),
 ])
 def test_submit_refuses_bad_options_before_enqueueing(redis_server, redis_url, corpus, args, message):
     done = run_tango("submit", str(corpus), *args, redis_url=redis_url)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
     assert redis_server.client().llen("tier1") == 0
+
+
+@pytest.mark.parametrize("args, rate", [([], 0.02), (["--audit", "0.25"], 0.25), (["--audit", "0"], 0.0)])
+def test_the_audit_rate_is_recorded_in_the_job_and_every_chunk(redis_server, redis_url, corpus, args, rate):
+    done = run_tango("submit", str(corpus), "--labels", "neg,pos", "--job-id", "aud", "--chunk-size", "4", *args,
+                     redis_url=redis_url)
+    assert done.returncode == 0, done.stderr
+    payloads = queued_payloads(redis_server.client(), "tier1")
+    assert len(payloads) == 3 and [p.get("audit", 0.0) for p in payloads] == [rate] * 3
+    status = json.loads(run_tango("status", "aud", "--json", redis_url=redis_url).stdout)
+    assert (status["audit"]["rate"], status["audit"]["audited"], status["audit"]["accepted_agreement"]) == \
+        (rate, 0, None)
+
+
+def job_status(tier1: int, tier2: int, audited: int, agreed: int, rate: float = 0.02, job: str = "j") -> JobStatus:
+    return JobStatus(job=job, state="done", total=tier1 + tier2, labels=["neg", "pos"], threshold=0.9, created=0.0,
+                     finished=1.0, done=tier1 + tier2, tier1=tier1, tier2=tier2, audit=rate, audited=audited,
+                     audit_agreed=agreed)
+
+
+def test_status_shows_the_tier2_load_and_the_agreement_with_intervals():
+    text = format_status(job_status(tier1=786, tier2=214, audited=20, agreed=19))
+    assert "tier-2 load 23.4% (21.4% escalated + 2.0% audited)" in text
+    assert "tier 2 checked 20 of 786 accepted items, agreed on 19" in text
+    figures = status_dict(job_status(tier1=786, tier2=214, audited=20, agreed=19))["audit"]
+    assert figures["accepted_agreement"] == 0.95 and figures["accepted_low"] < 0.95 < figures["accepted_high"]
+    assert figures["job_agreement"] == (214 + 786 * 0.95) / 1000 and figures["audited_share"] == 0.02
+    assert f"accepted items 0.9500 [{figures['accepted_low']:.4f}, {figures['accepted_high']:.4f}]" in text
+    assert "audit     off" in format_status(job_status(786, 214, 0, 0, rate=0.0))
+
+
+def test_the_status_interval_covers_the_true_agreement_across_seeds():
+    """Tier 2's answers fixed, the seeded sample redrawn per job id: the reported 95% intervals,
+    computed from the job's counters as `status` computes them, cover the truth about that often."""
+    accepted, escalated, rate, seeds = 2000, 500, 0.05, 400
+    agrees = np.random.default_rng(7).random(accepted) < 0.9
+    truth, job_truth = agrees.mean(), (escalated + agrees.sum()) / (accepted + escalated)
+    covered, job_covered, widths = 0, 0, []
+    for seed in range(seeds):
+        mask = audit_mask(f"job-{seed}", np.arange(accepted), rate)
+        figures = status_dict(job_status(accepted, escalated, int(mask.sum()), int(agrees[mask].sum()), rate))["audit"]
+        covered += figures["accepted_low"] <= truth <= figures["accepted_high"]
+        job_covered += figures["job_low"] <= job_truth <= figures["job_high"]
+        widths.append(figures["accepted_high"] - figures["accepted_low"])
+    assert covered / seeds >= 0.93 and job_covered / seeds >= 0.93
+    assert np.mean(widths) < 0.2, "an interval that always covers by being wide says nothing"
 
 
 def test_job_lifecycle_commands(redis_server, redis_url, corpus):
@@ -87,6 +141,31 @@ def test_label_refuses_tiers_with_different_labels(tiny_models, corpus, tmp_path
     code = run(cli, args=["label", str(corpus), "--small", str(tiny_models["small"]), "--big",
                           str(tiny_models["other_names"]), "-o", str(tmp_path / "out.jsonl")])
     assert code == 2 and not (tmp_path / "out.jsonl").exists()
+
+
+def test_label_audits_the_same_sample_and_keeps_its_output(tiny_models, corpus, tmp_path):
+    from cli.main import cli, run
+    from common.ml.models import load_tier
+
+    plain, audited = tmp_path / "plain.jsonl", tmp_path / "audited.jsonl"
+    base = ["label", str(corpus), "--small", str(tiny_models["small"]), "--big", str(tiny_models["big"]),
+            "--threshold", "0.55"]
+    assert run(cli, args=[*base, "--audit", "0", "-o", str(plain)]) == 0
+    done = subprocess.run([sys.executable, "-m", "cli.main", *base, "--audit", "0.5", "--seed", "job-7", "-o",
+                           str(audited)], cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert audited.read_bytes() == plain.read_bytes()
+    records = [json.loads(line) for line in plain.read_text().splitlines()]
+    accepted = np.array([i for i, r in enumerate(records) if r["tier"] == 1])
+    picked = accepted[audit_mask("job-7", accepted, 0.5)]
+    assert 0 < len(picked) < len(accepted)
+    texts = [f"item number {i}" for i in picked]
+    big = load_tier(str(tiny_models["big"])).probabilities(texts).argmax(axis=1)
+    agreed = sum(["negative", "positive"][k] == records[i]["label"] for k, i in zip(big, picked))
+    assert f"tier 2 checked {len(picked)} of {len(accepted)} accepted items, agreed on {agreed}" in done.stderr
+    assert "whole job" in done.stderr and "--seed job-7" in done.stderr
+    refused = run_tango(*base, "--audit", "2", redis_url="redis://127.0.0.1:1/0")
+    assert refused.returncode == 2 and "--audit must be between 0 and 1" in refused.stderr
 
 
 def test_label_writes_csv_in_input_order(tiny_models, corpus, tmp_path):

@@ -7,6 +7,7 @@ import pytest
 from common.cascade import Cascade
 from common.labels import align_labels
 from common.ml.models import load_tier
+from common.risk import audit_mask
 from tests.workers import TEXTS, chunk, new_job, queued, runtime
 
 
@@ -64,3 +65,23 @@ def test_a_malformed_message_is_dropped(tier1):
     result = tier1.run({"v": 1, "job": "x}:meta", "items": []})
     assert "invalid job id" in result["rejected"]
     assert tier1.store.client.keys("tango:{x*") == []
+
+
+def test_an_audit_sample_of_the_answered_items_leaves_as_a_task_of_its_own(tier1):
+    new_job(tier1.store, "audit-3")
+    summary = tier1.run(chunk("audit-3", audit=0.5))
+    answered = sorted(tier1.store.answered("audit-3"))
+    picked = np.array(answered)[audit_mask("audit-3", np.array(answered), 0.5)].tolist()
+    assert 0 < len(picked) < len(answered), "choose a job id whose sample is neither empty nor everything"
+    sent = {c.name: c for c in queued(tier1.store, "tier2")}
+    assert set(sent) == {"0", "0a"} and all(c.tier == 2 and c.audit == 0.5 for c in sent.values())
+    assert all(item.audit is None for item in sent["0"].items)
+    assert [item.index for item in sent["0a"].items] == picked
+    labels = {int(r.id[2:]): r.label for r in tier1.store.iter_results("audit-3", partial=True)}
+    assert [item.audit for item in sent["0a"].items] == [labels[i] for i in picked]
+    status = tier1.store.status("audit-3")
+    assert (status.done, status.tier1, status.audited) == (len(answered), len(answered), 0)
+    assert (summary["decided"], summary["forwarded"], summary["audit"]) == \
+        (len(answered), len(TEXTS) - len(answered), len(picked))
+    assert tier1.metrics.registry.get_sample_value("tango_tier2_fraction") == \
+        (len(TEXTS) - len(answered)) / len(TEXTS), "audit items are not escalated items"

@@ -1,10 +1,12 @@
-"""Temperature scaling recovers a known temperature and is saved where every loader finds it."""
+"""Temperature scaling recovers a known temperature and is saved, with a fingerprint of its items,
+where every loader finds it."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common.ml.calibration import calibrate_model, expected_calibration_error, fit_temperature, nll
+from common.ml.calibration import (calibrate_model, calibration_overlap, expected_calibration_error, fingerprint,
+                                   fit_temperature, nll, read_fingerprint)
 from common.cascade import softmax
 from common.errors import ConfigError, DataError
 from common.ml.models import load_tier
@@ -54,3 +56,35 @@ def test_calibrate_model_writes_the_temperature_that_load_tier_applies(tiny_mode
     result = calibrate_model(model_dir, texts, None, [0, 1, 0, 1] * 10)
     assert load_tier(str(model_dir)).temperature == pytest.approx(result.temperature)
     assert result.nll_after <= result.nll_before + 1e-9
+
+
+def test_the_calibration_remembers_which_items_it_saw(tiny_models, tmp_path):
+    import shutil
+
+    model_dir = shutil.copytree(tiny_models["small"], tmp_path / "small")
+    texts = [f"item {i}" for i in range(30)]
+    calibrate_model(model_dir, texts[:20], None, [0, 1] * 10)
+    assert len(read_fingerprint(model_dir)) == 20
+    assert calibration_overlap(model_dir, texts[10:], None) == 10
+    assert calibration_overlap(model_dir, texts[20:], None) == 0
+    assert load_tier(str(model_dir)).temperature != 1.0  # the temperature is still read beside the fingerprint
+
+
+def test_an_older_calibration_file_has_no_fingerprint_and_still_loads(tiny_models, tmp_path):
+    import shutil
+
+    from common.ml.models import write_temperature
+
+    model_dir = shutil.copytree(tiny_models["small"], tmp_path / "small")
+    write_temperature(model_dir, 1.5)
+    assert read_fingerprint(model_dir) is None and calibration_overlap(model_dir, ["a"], None) is None
+    assert load_tier(str(model_dir)).temperature == 1.5
+    assert calibration_overlap(tmp_path / "no-model", ["a"], None) is None
+
+
+def test_fingerprints_tell_pairs_apart_and_a_broken_one_is_named(tmp_path):
+    assert len(fingerprint(["ab", "a"], ["c", "bc"])) == 2
+    assert len(fingerprint(["same", "same", "other"])) == 2
+    (tmp_path / "tango_calibration.json").write_text('{"temperature": 1.0, "fitted_on": {"hashes": 3}}')
+    with pytest.raises(DataError, match="fingerprint"):
+        read_fingerprint(tmp_path)

@@ -53,3 +53,35 @@ def test_malformed_chunks_are_refused_naming_the_field(change, message):
 def test_a_non_object_is_refused():
     with pytest.raises(MessageError):
         Chunk.decode(["not", "a", "chunk"])
+
+
+def test_the_audit_fields_survive_json_and_are_optional():
+    original = Chunk("job-1", 3, 2, 0.8, ("negative", "positive"),
+                     (WorkItem(0, "a", "good film", audit="positive"),), audit=0.05)
+    raw = json.loads(json.dumps(original.encode()))
+    assert raw["audit"] == 0.05 and raw["items"][0]["audit"] == "positive"
+    assert Chunk.decode(raw) == original
+    old = {"v": 1, "job": "job-1", "chunk": 3, "tier": 1, "threshold": 0.8, "labels": ["negative", "positive"],
+           "items": [{"i": 0, "id": "a", "text": "good film"}]}  # a message from before the audit
+    decoded = Chunk.decode(old)
+    assert decoded.audit == 0.0 and decoded.items[0].audit is None and not decoded.is_audit
+    assert "audit" not in decoded.encode() and "audit" not in decoded.encode()["items"][0]
+
+
+def test_an_audit_chunk_has_its_own_name_and_attempt_count():
+    items = (WorkItem(0, "a", "x", audit="positive"), WorkItem(1, "b", "y", audit="negative"))
+    audit = Chunk("job-1", 12, 2, 0.8, ("negative", "positive"), items)
+    assert audit.is_audit and audit.name == "12a" and audit.halves()[1].name == "12a/1"
+    assert chunk().name == "3"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"audit": 1.5}, "'audit'"),
+    ({"audit": "all"}, "'audit'"),
+    ({"items": [{"i": 0, "id": "a", "text": "t", "audit": 1}]}, "'audit' must be a string"),
+    ({"items": [{"i": 0, "id": "a", "text": "t", "audit": "positive"}, {"i": 1, "id": "b", "text": "u"}]}, "mixed"),
+    ({"tier": 1, "items": [{"i": 0, "id": "a", "text": "t", "audit": "positive"}]}, "tier 2 only"),
+])
+def test_malformed_audit_fields_are_refused(change, message):
+    with pytest.raises(MessageError, match=message):
+        Chunk.decode({**chunk().encode(), **change})

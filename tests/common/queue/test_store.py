@@ -5,8 +5,8 @@ import pytest
 
 from common.queue.config import ClusterSettings
 from common.errors import JobError, ServiceUnavailable
-from common.queue.keys import job_keys, validate_job_id
-from common.queue.results import ResultRecord
+from common.queue.keys import audits_key, job_keys, results_key, validate_job_id
+from common.queue.results import AuditOutcome, ResultRecord
 from common.queue.store import JobSpec, ResultStore
 from common.testing.cluster import free_port
 
@@ -130,3 +130,37 @@ def test_an_unreachable_redis_is_one_line_with_the_password_masked():
         ResultStore.open(settings)
     message = str(caught.value)
     assert "s3cret" not in message and "user:***@127.0.0.1" in message and "\n" not in message
+
+
+def test_an_audit_write_counts_each_check_once_and_never_answers(store):
+    job = make_job(store, total=2)
+    assert store.write(job, [entry(0), entry(1)]) == 2
+    assert store.status(job).state == "done"
+    results = store.client.hgetall(results_key(job))
+    checks = [AuditOutcome(0, "positive", "positive"), AuditOutcome(1, "positive", "negative")]
+    assert store.audit(job, checks) == 2  # after the job is done: still counted
+    before = store.client.hgetall(f"tango:{{{job}}}:meta")
+    assert store.audit(job, checks) == 0  # a redelivered audit chunk changes no counter
+    assert store.audit(job, [AuditOutcome(0, "positive", "negative")]) == 0  # nor a different answer
+    assert store.client.hgetall(f"tango:{{{job}}}:meta") == before
+    status = store.status(job)
+    assert (status.audited, status.audit_agreed, status.done, status.tier1, status.tier2, status.state) == \
+        (2, 1, 2, 2, 0, "done")
+    assert store.client.hgetall(results_key(job)) == results
+    assert store.client.hget(audits_key(job), "1") == '{"tier1":"positive","tier2":"negative"}'
+    store.purge(job)
+    assert store.client.exists(audits_key(job)) == 0
+
+
+def test_an_audit_of_a_vanished_job_is_refused_not_recreated(store):
+    job = make_job(store)
+    store.client.delete(f"tango:{{{job}}}:meta")
+    with pytest.raises(JobError, match="gone"):
+        store.audit(job, [AuditOutcome(0, "positive", "positive")])
+    assert store.client.keys(f"tango:{{{job}}}:audits") == []
+
+
+def test_the_audit_rate_is_recorded_in_the_job(store):
+    store.create_job(JobSpec(job="ja", total=4, labels=LABELS, threshold=0.9, chunk_size=2, audit=0.05))
+    status = store.status("ja")
+    assert (status.audit, status.audited, status.audit_agreed) == (0.05, 0, 0) and "audit" not in status.extra

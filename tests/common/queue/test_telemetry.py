@@ -21,6 +21,7 @@ def test_the_endpoint_serves_the_counters():
     metrics.batch(48, 0.02)
     metrics.chunk(decided=48, forwarded=16)
     metrics.failed(2)
+    metrics.audited(agreed=3, disagreed=1)
     text = scrape(port)
     for line in ('tango_items_total{outcome="decided",tier="1"} 48.0',
                  'tango_items_total{outcome="forwarded",tier="1"} 16.0',
@@ -29,7 +30,9 @@ def test_the_endpoint_serves_the_counters():
                  'tango_batch_size_bucket{le="32.0",tier="1"} 0.0',
                  'tango_inference_seconds_count{tier="1"} 1.0',
                  'tango_failures_total{tier="1"} 2.0',
-                 "tango_tier2_fraction 0.25"):
+                 "tango_tier2_fraction 0.25",
+                 'tango_audit_items_total{outcome="agree"} 3.0',
+                 'tango_audit_items_total{outcome="disagree"} 1.0'):
         assert line in text, line
 
 

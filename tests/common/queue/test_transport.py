@@ -64,14 +64,39 @@ def test_a_claimed_message_is_recorded_as_kombu_records_it_and_restored_when_its
         start_take(channel)
         item = channel.client.parse_response(channel.client.connection, "BLMOVE")
         channel._in_poll = None  # the reply is read: nothing outstanding on the connection
-        assert channel._claim(QUEUE, item) and not channel._claim(QUEUE, item)  # a second claim finds nothing
-        raw = json.loads(item)
-        tag = raw["properties"]["delivery_tag"]
-        assert json.loads(client.hget(UNACKED, tag)) == [raw, QUEUE, QUEUE]
+        claimed = channel._claim(QUEUE, item)
+        assert claimed and channel._claim(QUEUE, item) is None  # a second claim finds nothing
+        published, delivered = json.loads(item), json.loads(claimed)
+        tag = delivered["properties"]["delivery_tag"]
+        assert tag.startswith(published["properties"]["delivery_tag"] + "~")
+        published["properties"]["delivery_tag"] = tag
+        assert delivered == published  # nothing but the tag changed
+        assert json.loads(client.hget(UNACKED, tag)) == [delivered, QUEUE, QUEUE]
         assert client.llen(QUEUE) == 0
         time.sleep(1.2)
         channel.qos.restore_visible()
     assert client.llen(QUEUE) == 1 and client.hlen(UNACKED) == 0
+
+
+def test_a_late_ack_of_a_timed_out_delivery_keeps_the_redelivery_recorded(redis_url, client):
+    """A task held past the visibility timeout goes to a second worker; the first one's ack, when it
+    finally comes, must not erase the second one's record (a kill of the second would lose the task)."""
+    with Connection(redis_url, transport=Transport, transport_options={"visibility_timeout": 1}) as conn:
+        publish(conn, {"n": 3})
+        first, second = [], []
+        channel = conn.default_channel
+        channel.basic_consume(QUEUE, no_ack=False, callback=first.append, consumer_tag="slow")
+        conn.drain_events(timeout=5)
+        time.sleep(1.2)
+        channel.qos.restore_visible()  # the timeout passed: back on the queue
+        channel.basic_cancel("slow")
+        channel.basic_consume(QUEUE, no_ack=False, callback=second.append, consumer_tag="second")
+        conn.drain_events(timeout=5)
+        assert first[0].delivery_tag != second[0].delivery_tag
+        first[0].ack()
+        assert client.hexists(UNACKED, second[0].delivery_tag)
+        second[0].ack()
+    assert client.hlen(UNACKED) == 0 and client.llen(QUEUE) == 0
 
 
 def test_consume_ack_and_a_consumer_without_acks(redis_url, client):
