@@ -28,11 +28,9 @@ def texts(glue_dir) -> list[str]:
 
 def start_job(server: RedisServer, fleet: Fleet, texts: list[str], tmp_path,
               job: str) -> tuple[list[str], subprocess.Popen, Path]:
-    """Workers ready, the job submitted, and a `tango wait` on it polling in the background
-    (its stderr goes to the returned file)."""
-    fleet.add(1)
-    fleet.add(2)
-    wait_ready(fleet.workers)
+    """The job submitted, a `tango wait` on it polling in the background (its stderr goes to the
+    returned file), then the workers started: so the job is still running when the test strikes,
+    however fast the machine runs it."""
     ids = write_corpus(tmp_path / "corpus.jsonl", texts, N_ITEMS)
     submitted = run_tango("submit", str(tmp_path / "corpus.jsonl"), "--job-id", job, "--chunk-size", "10",
                           "--labels", "negative,positive", redis_url=server.url)
@@ -42,6 +40,9 @@ def start_job(server: RedisServer, fleet: Fleet, texts: list[str], tmp_path,
                                "--resume-stalled"], cwd=ROOT,
                               env=cluster_env(server.url), stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
     until(lambda: f"{job}:" in log.read_text(), "`tango wait` to show the job")  # it has seen the job
+    fleet.add(1)
+    fleet.add(2)
+    wait_ready(fleet.workers)
     return ids, waiter, log
 
 
