@@ -161,10 +161,14 @@ def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
     nothing will ever answer its remaining items unless they are sent again."""
     if now.is_final or now.answered != before.answered:
         return False
-    pipe = store.client.pipeline(transaction=False)
+    return queues_empty(store.client) and store.client.hlen(UNACKED) == 0
+
+
+def queues_empty(client) -> bool:
+    """Whether no task waits on either tier's queue."""
+    pipe = client.pipeline(transaction=False)
     pipe.llen(QUEUE_TIER1)
     pipe.llen(QUEUE_TIER2)
-    pipe.hlen(UNACKED)
     return not any(pipe.execute())
 
 

@@ -17,9 +17,8 @@ from celery import Celery
 
 from common.errors import TangoError, first_line
 from common.queue.keys import SWEEPER_LOCK, meta_key
-from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
 from common.queue.store import ResultStore
-from common.queue.submission import held_jobs, resume
+from common.queue.submission import held_jobs, queues_empty, resume
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,7 @@ class StallSweeper:
         running = self.store.running_jobs()
         if not running:
             return {}
-        pipe = client.pipeline(transaction=False)
-        pipe.llen(QUEUE_TIER1)
-        pipe.llen(QUEUE_TIER2)
-        idle = not any(pipe.execute())
+        idle = queues_empty(client)
         held = held_jobs(client) if idle else set()
         resumed = {}
         for status in running:
