@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from torch import nn
 from common.ml.devices import resolve_device
 from common.ml.encoding import FastEncoder
 from common.errors import ModelLoadError, first_line
+
+if TYPE_CHECKING:
+    from common.ml.deferral import DeferralHead
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class TierModel:
     batch_size: int = 32
     max_length: int = DEFAULT_MAX_LENGTH
     temperature: float = 1.0
+    deferral: "DeferralHead | None" = None  # routes on agreement with tier 2 instead of max softmax
     # called with (items, seconds) after every forward pass: worker metrics hang here
     on_batch: Callable[[int, float], None] | None = None
     labels: list[str] = field(init=False)
@@ -70,41 +74,69 @@ class TierModel:
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                progress: str | None = None) -> np.ndarray:
-        """Raw logits, shape ``(len(texts), num_labels)``, in input order.
+        """Raw logits, shape ``(len(texts), num_labels)``, in input order."""
+        return self.run(texts, pairs, progress)[0]
+
+    def run(self, texts: Sequence[str], pairs: Sequence[str] | None = None, progress: str | None = None,
+            pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, with ``pooled``, the mean-pooled last hidden state of every item, in input order.
 
         Batches are formed over items sorted by length so that dynamic padding
         pads each batch to a similar length; the output is put back in order.
         """
         n = len(texts)
         out = np.empty((n, self.num_labels), dtype=np.float32)
+        hidden = np.empty((n, self.hidden_size), dtype=np.float32) if pooled else None
         if n == 0:
-            return out
+            return out, hidden
         order = sorted(range(n), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
         batches = [order[s:s + self.batch_size] for s in range(0, n, self.batch_size)]
         with torch.inference_mode():
             for batch in _progress(batches, progress):
-                out[batch] = self._forward([texts[i] for i in batch],
-                                           [pairs[i] for i in batch] if pairs else None)
-        return out
+                out[batch], states = self._forward([texts[i] for i in batch],
+                                                   [pairs[i] for i in batch] if pairs else None, pooled)
+                if hidden is not None:
+                    hidden[batch] = states
+        return out, hidden
 
     def warm_up(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> None:
         """One tiny batch, so one-off costs (allocations, kernel choice) are not timed."""
-        self.logits(texts[:2], pairs[:2] if pairs else None)
+        self.probabilities(texts[:2], pairs[:2] if pairs else None)
 
     def probabilities(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                       progress: str | None = None) -> np.ndarray:
-        """Softmax of the logits, divided by the calibration temperature first."""
+        """Softmax of the logits, divided by the calibration temperature first; with a deferral
+        head, each row's max is the head's probability that tier 2 gives the same label."""
         from common.cascade import softmax
 
-        return softmax(self.logits(texts, pairs, progress), self.temperature)
+        logits, pooled = self.run(texts, pairs, progress, pooled=self.deferral is not None)
+        probs = softmax(logits, self.temperature)
+        if self.deferral is None:
+            return probs
+        from common.ml.deferral import features, routed_probabilities
 
-    def _forward(self, texts: list[str], pairs: list[str] | None) -> np.ndarray:
+        return routed_probabilities(probs, self.deferral.agreement(features(logits, pooled)))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(getattr(self.model.config, "hidden_size", 0) or self.model.config.dim)
+
+    def _forward(self, texts: list[str], pairs: list[str] | None,
+                 pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         start = time.perf_counter()
         encoded = {k: v.to(self.device) for k, v in self.encode(texts, pairs).items()}
-        logits = self.model(**encoded).logits.float().cpu().numpy()
+        outputs = self.model(**encoded, output_hidden_states=pooled)
+        logits = outputs.logits.float().cpu().numpy()
+        states = _mean_pool(outputs.hidden_states[-1], encoded["attention_mask"]) if pooled else None
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - start)
-        return logits
+        return logits, states
+
+
+def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """The mean of each item's token states over its real tokens, so padding never changes it."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return ((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)).float().cpu().numpy()
 
 
 def _progress(batches: list, desc: str | None):
@@ -121,7 +153,8 @@ def load_tier(name_or_path: str, *, device: str | int | None = "cpu", batch_size
     """Load a sequence classifier and its tokenizer for one tier.
 
     ``layer_num`` keeps only the first N encoder layers. A calibration
-    temperature saved next to the model (``tango_calibration.json``) is applied.
+    temperature (``tango_calibration.json``) and a deferral head
+    (``tango_deferral.json``) saved next to the model are applied.
     ``quantize`` (CPU) and ``precision`` (GPU) trade a little accuracy for speed;
     see ``optimize``.
     """
@@ -134,7 +167,19 @@ def load_tier(name_or_path: str, *, device: str | int | None = "cpu", batch_size
     model = optimize(model.to(torch_device).eval(), torch_device, quantize=quantize, precision=precision)
     return TierModel(name=str(name_or_path), model=model, tokenizer=tokenizer, device=torch_device,
                      batch_size=batch_size, max_length=max_length or _max_length(model, tokenizer),
-                     temperature=read_temperature(name_or_path))
+                     temperature=read_temperature(name_or_path), deferral=_deferral(name_or_path, layer_num))
+
+
+def _deferral(name_or_path: str, layer_num: int | None) -> "DeferralHead | None":
+    """The saved head, unless the model is cut at load time: it was fitted on the full model's states."""
+    from common.ml.deferral import DeferralHead
+
+    head = DeferralHead.load(name_or_path)
+    if head is not None and layer_num is not None:
+        log.warning("%s: --layer_num changes the model its deferral head was fitted on; routing on max "
+                    "softmax instead", name_or_path)
+        return None
+    return head
 
 
 HALF_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # GPU only; the CLI's choices: config.PRECISIONS

@@ -74,6 +74,7 @@ class TrainSettings:
     seed: int = 0
     distill_temperature: float = 2.0
     distill_alpha: float = 1.0  # weight of the soft-label loss; the rest goes to gold labels
+    deferral_holdout: float = 0.0  # share of distillation items kept out to fit the deferral head on
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -83,7 +84,8 @@ class TrainSettings:
                   (self.max_length >= 8, "--max_length must be at least 8"),
                   (self.distill_temperature > 0, "--distill_temperature must be positive"),
                   (0.0 <= self.distill_alpha <= 1.0, "--distill_alpha must be between 0 and 1"),
-                  (0.0 <= self.warmup_ratio < 1.0, "--warmup_ratio must be in [0, 1)")]
+                  (0.0 <= self.warmup_ratio < 1.0, "--warmup_ratio must be in [0, 1)"),
+                  (0.0 <= self.deferral_holdout < 1.0, "--deferral_holdout must be in [0, 1)")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -127,17 +129,24 @@ def subsample(data: TrainingData, max_samples: int | None, seed: int = 0) -> Tra
 
 def train_model(settings: TrainSettings, data: TrainingData,
                 teacher_logits: np.ndarray | None = None, progress: bool = True) -> Path:
-    """Train and save a classifier; the directory appears only once it is complete."""
+    """Train and save a classifier; the directory appears only once it is complete.
+
+    With teacher logits and ``settings.deferral_holdout`` a seeded share of the
+    items is kept out of training and the deferral head is fitted on them."""
     settings.validate()
     if len(data) == 0:
         raise DataError("no training records")
     if teacher_logits is not None and teacher_logits.shape != (len(data), len(data.labels)):
         raise ConfigError(f"teacher logits have shape {teacher_logits.shape}, "
                           f"expected {(len(data), len(data.labels))}: the teacher's labels must match")
+    if settings.deferral_holdout and teacher_logits is None:
+        raise ConfigError("--deferral_holdout needs --teacher: the head learns where the teacher disagrees")
+    train_idx, held_idx = deferral_split(len(data), settings.deferral_holdout, settings.seed)
     torch.manual_seed(settings.seed)
     model, tokenizer = _init_model(settings, data.labels)
     started = time.perf_counter()
-    losses = _fit(model, tokenizer, settings, data, teacher_logits, progress)
+    soft = teacher_logits[train_idx] if teacher_logits is not None else None
+    losses = _fit(model, tokenizer, settings, data.subset(train_idx), soft, progress)
     seconds = time.perf_counter() - started
     out = Path(settings.output)
     tmp = out.with_name(out.name + ".partial")
@@ -145,14 +154,46 @@ def train_model(settings: TrainSettings, data: TrainingData,
     model.eval()
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    record = {"settings": asdict(settings), "examples": len(data), "distilled": teacher_logits is not None,
+    record = {"settings": asdict(settings), "examples": len(train_idx), "distilled": teacher_logits is not None,
               "train_seconds": round(seconds, 1), "final_loss": losses[-1] if losses else None}
+    if held_idx:
+        record["deferral"] = fit_deferral(tmp, data.subset(held_idx), teacher_logits[held_idx], progress)
     (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
-    log.info("saved %s (%d examples, %.0fs)", out, len(data), seconds)
+    log.info("saved %s (%d examples, %.0fs)", out, len(train_idx), seconds)
     return out
+
+
+def deferral_split(n: int, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train, held out): the held-out share is drawn by seed; none when ``share`` is 0."""
+    held = round(n * share)
+    if held == 0:
+        return list(range(n)), []
+    if held >= n:
+        raise ConfigError(f"--deferral_holdout {share} leaves no training items out of {n}")
+    picked = set(random.Random(seed + 1).sample(range(n), held))
+    return [i for i in range(n) if i not in picked], sorted(picked)
+
+
+def fit_deferral(model_dir: Path, held: TrainingData, teacher: np.ndarray, progress: bool = True) -> dict:
+    """Fit and save the deferral head (and the temperature) of a saved student on held-out items.
+
+    The temperature is fitted on the same items against the teacher's answers:
+    both say how far the student's answers can be trusted, on items it never
+    trained on."""
+    from common.ml.calibration import fit_temperature
+    from common.ml.deferral import features, fit_head
+    from common.ml.models import load_tier, write_temperature
+
+    tier = load_tier(str(model_dir), batch_size=64)
+    logits, pooled = tier.run(held.texts, held.pairs, "deferral features" if progress else None, pooled=True)
+    agree = logits.argmax(axis=1) == teacher.argmax(axis=1)
+    head = fit_head(features(logits, pooled), agree)
+    head.save(model_dir)
+    write_temperature(model_dir, fit_temperature(logits, teacher.argmax(axis=1)).temperature)
+    return head.report
 
 
 def _init_model(settings: TrainSettings, labels: list[str]):
