@@ -27,7 +27,7 @@ from common.ml.sweep import SweepResult, accuracy_points, plot, recommendation_l
 log = logging.getLogger("reproduce_sst2")
 
 
-def _timed(fn, repeats: int):
+def best_of(fn, repeats: int):
     """The fastest of ``repeats`` runs and that run's result."""
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -59,13 +59,13 @@ def report_pair(args: argparse.Namespace, big_dir: Path, small_dirs: dict[int, P
     for model in (big, *smalls.values()):
         model.logits(data.texts[:32])
     repeats = args.repeats
-    big_s, big_out = _timed(lambda: run_single(big, alignment.big_to_canonical, alignment.labels, data.texts), repeats)
+    big_s, big_out = best_of(lambda: run_single(big, alignment.big_to_canonical, alignment.labels, data.texts), repeats)
     big_acc = accuracy_points(big_out.label_ids, gold)
     log.info("big alone: accuracy %.2f in %.1fs (%.1f items/s)", big_acc, big_s, len(data) / big_s)
     rows = [_row("big alone (MPNet, 12 layers)", None, big_acc, 1.0, big_s, big_s, None)]
     sweeps, chosen = {}, None
     for name, small in smalls.items():
-        small_s, probs = _timed(lambda: _canonical_probs(small, alignment, data.texts), repeats)
+        small_s, probs = best_of(lambda: _canonical_probs(small, alignment, data.texts), repeats)
         small_acc = accuracy_points(probs.argmax(axis=1), gold)
         rows.append(_row(f"small alone (MiniLM {name})", None, small_acc, 0.0, small_s, big_s, None))
         result = sweep(probs, big_out.label_ids, gold, small_s / len(data), big_s / len(data), max_drop=args.max_drop)
@@ -98,7 +98,7 @@ def _cascade_rows(args, smalls, big, alignment, texts, gold, sweeps: dict[str, S
         recommended = best.threshold if best is not None else 1.0  # none certified: the big model alone
         for threshold in sorted({*args.thresholds, recommended}):
             cascade = Cascade(small, big, threshold, alignment)
-            seconds, out = _timed(lambda: cascade.run(texts), args.repeats)
+            seconds, out = best_of(lambda: cascade.run(texts), args.repeats)
             name = f"cascade {variant} T={threshold:.4f}" + (" (recommended)" if threshold == recommended else "")
             rows.append(_row(name, threshold, accuracy_points(out.label_ids, gold), out.tier2_fraction, seconds, big_s,
                              ideal_speedup(out.small_seconds, big_s, out.tier2_fraction)))

@@ -63,7 +63,8 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
         done = submit(store, make_app("client", settings), request)
     cut = f", {done.truncated} over-long texts cut" if done.truncated else ""
     cut += f", {done.rejected} invalid records rejected" if done.rejected else ""
-    click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {','.join(done.labels)}{cut} "
+    labels = ",".join(done.labels) or "fixed by the first worker to take the job (none is up yet)"
+    click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {labels}{cut} "
                f"({done.seconds:.1f} s)", err=True)
     click.echo(done.job)
 
@@ -228,7 +229,8 @@ def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
 
     return {"job": s.job, "state": s.state, "total": s.total, "done": s.done, "failed": s.failed,
             "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
-            "threshold": s.threshold, "labels": s.labels, "accuracy": s.accuracy if s.is_final else None,
+            "threshold": s.threshold, "labels": s.labels, "waiting_for_workers": s.waiting_for_workers,
+            "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
             "resumed": int(s.extra.get("resumed") or 0), "audit": job_audit(s).to_dict(),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
@@ -238,8 +240,9 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
     from common.queue.audit import job_audit
 
     share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
+    waiting = " (waiting for workers: none has taken the job yet)" if s.waiting_for_workers else ""
     lines = [f"job       {s.job}",
-             f"state     {s.state}",
+             f"state     {s.state}{waiting}",
              f"progress  {s.answered} of {s.total} items ({s.answered / max(s.total, 1):.1%}): "
              f"{s.done} done, {s.failed} failed",
              f"tiers     tier 1 {s.tier1}, tier 2 {s.tier2}{share}; threshold {s.threshold:g}",

@@ -34,6 +34,7 @@ def setup_logging(verbose: int = 0, models: bool = True) -> None:
     cluster client's commands, which never load a model, skip it (a job's clock starts with submit)."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("tango.progress").setLevel(min(level, logging.INFO))  # long work reports off a terminal too
     if models:
         quiet_transformers()
 

@@ -12,7 +12,8 @@ from cli.options import CONTEXT
 @click.command(context_settings=CONTEXT)
 @click.option("--model", required=True, metavar="BACKBONE",
               help="Backbone to fine-tune: a local model directory or a hub id. A fresh classification "
-                   "head is added for the training labels.")
+                   "head is added for the training labels. sentence-transformers/all-MiniLM-L6-v2 and (with "
+                   "the repro extra) sentence-transformers/all-mpnet-base-v2 are found offline in the install.")
 @click.option("--task", "task_name", default=None, metavar="TASK",
               help="GLUE task to train on: reads <data_dir>/<task>/train.tsv and uses the task's label names.")
 @click.option("--data_dir", default=None, metavar="DIR", help="GLUE directory for --task.")
@@ -34,6 +35,10 @@ from cli.options import CONTEXT
               help="Softmax temperature of the distillation loss.")
 @click.option("--distill_alpha", type=float, default=1.0, show_default=True, metavar="A",
               help="Weight of the soft-label loss; 1-A goes to the gold labels.")
+@click.option("--deferral_holdout", type=float, default=0.0, show_default=True, metavar="SHARE",
+              help="With --teacher: keep this share of the items out of training and fit a deferral head on "
+                   "them (the student's estimate that the teacher gives its label), saved beside the model. "
+                   "Every command then routes on it instead of max softmax; 0.1 is a good start.")
 @click.option("--learning_rate", type=float, default=5e-5, show_default=True, metavar="LR", help="Peak AdamW learning rate.")
 @click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Training batch size.")
 @click.option("--max_length", type=int, default=64, show_default=True, metavar="N",
@@ -46,7 +51,8 @@ from cli.options import CONTEXT
 def train_command(model: str, task_name: str | None, data_dir: str | None, train_file: str | None,
                   text_field: str | None, output: str, layer_num: int | None, epochs: float,
                   max_train_samples: int | None, teacher: str | None, distill_temperature: float,
-                  distill_alpha: float, learning_rate: float, batch_size: int, max_length: int, seed: int,
+                  distill_alpha: float, deferral_holdout: float, learning_rate: float, batch_size: int,
+                  max_length: int, seed: int,
                   cache_dir: str | None, validation_file: str | None) -> None:
     """Fine-tune a sequence classifier to serve as a cascade tier.
 
@@ -56,13 +62,18 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
     distillation), which makes a small tier agree with the big one where it is
     confident. Prints the dev metric at the end when dev data is known.
     """
+    from common.ml.backbones import resolve_backbone
     from common.ml.training import TrainSettings, subsample, teacher_logits, train_model
 
+    model, packaged = resolve_backbone(model)
+    if packaged:
+        click.echo(packaged, err=True)
     data = _load(task_name, data_dir, train_file, text_field)
     data = subsample(data, max_train_samples, seed)
     settings = TrainSettings(model=model, output=output, layer_num=layer_num, epochs=epochs,
                              batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
-                             seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha)
+                             seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha,
+                             deferral_holdout=deferral_holdout)
     settings.validate()
     soft = None
     if teacher:
@@ -72,6 +83,7 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
                + (f", first {layer_num} layers" if layer_num else "") + (", distilled" if teacher else ""), err=True)
     out = train_model(settings, data, teacher_logits=soft)
     click.echo(f"saved {out}")
+    _report_deferral(out, deferral_holdout)
     _report_dev(out, task_name, data_dir, validation_file)
 
 
@@ -103,6 +115,19 @@ def load_train_file(path: str, text_field: str | None = None):
     ids, names = label_ids_for([item.label for item in items])
     pairs = [item.text_pair or "" for item in items] if any(item.text_pair for item in items) else None
     return TrainingData([item.text for item in items], pairs, ids, names)
+
+
+def _report_deferral(model_dir: Path, deferral_holdout: float) -> None:
+    from common.ml.deferral import DeferralHead
+
+    head = DeferralHead.load(model_dir)
+    if head is None and deferral_holdout:
+        click.echo("no deferral head was fitted (see the warning above): the model routes on max softmax", err=True)
+    if head is not None:
+        r = head.report
+        click.echo(f"deferral head: fitted on {r['items']} held-out items ({r['disagreements']} disagree with the "
+                   f"teacher); AUROC at telling them apart {r['cv_auroc']:.3f} cross-validated, max softmax "
+                   f"{r['max_softmax_auroc']:.3f}")
 
 
 def _report_dev(model_dir: Path, task_name: str | None, data_dir: str | None, validation_file: str | None) -> None:

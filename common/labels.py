@@ -105,3 +105,14 @@ def model_labels(name_or_path: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - a missing repo, no network, bad JSON: all "cannot load"
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
     return [str(id2label.get(i, f"LABEL_{i}")) for i in range(count)]
+
+
+def gold_names(gold: str, labels: list[str] | tuple[str, ...]) -> str | None:
+    """The label a gold value names, by name (any case) or by its index (GLUE's 0/1); None if none."""
+    wanted = gold.strip()
+    for name in labels:
+        if wanted.casefold() == name.casefold():
+            return name
+    if wanted.isdigit() and int(wanted) < len(labels):
+        return labels[int(wanted)]
+    return None

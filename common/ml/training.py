@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from common.errors import ConfigError, DataError
 from common.ml.models import load_pretrained, truncate_layers
+from common.ml.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class TrainSettings:
     distill_temperature: float = 2.0
     distill_alpha: float = 1.0  # weight of the soft-label loss; the rest goes to gold labels
     deferral_holdout: float = 0.0  # share of distillation items kept out to fit the deferral head on
+    freeze_embeddings: bool = False  # keep the word embeddings as pretrained: a small data set cannot move
+    # them far, and on a one-layer cut their update is most of each step's cost
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -190,9 +193,13 @@ def fit_deferral(model_dir: Path, held: TrainingData, teacher: np.ndarray, progr
     tier = load_tier(str(model_dir), batch_size=64)
     logits, pooled = tier.run(held.texts, held.pairs, "deferral features" if progress else None, pooled=True)
     agree = logits.argmax(axis=1) == teacher.argmax(axis=1)
-    head = fit_head(features(logits, pooled), agree)
-    head.save(model_dir)
     write_temperature(model_dir, fit_temperature(logits, teacher.argmax(axis=1)).temperature)
+    try:
+        head = fit_head(features(logits, pooled), agree)
+    except DataError as exc:
+        log.warning("no deferral head, the model routes on max softmax: %s", exc)
+        return {"skipped": str(exc), "items": len(held), "disagreements": int((~agree).sum())}
+    head.save(model_dir)
     return head.report
 
 
@@ -202,6 +209,8 @@ def _init_model(settings: TrainSettings, labels: list[str]):
         label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
     if settings.layer_num is not None:
         truncate_layers(model, settings.layer_num)
+    if settings.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     model.config.problem_type = "single_label_classification"
     return model, tokenizer
 
@@ -220,7 +229,7 @@ def _fit(model, tokenizer, settings: TrainSettings, data: TrainingData,
     teacher = torch.as_tensor(teacher_logits, dtype=torch.float32) if teacher_logits is not None else None
     model.train()
     losses: list[float] = []
-    bar = _bar(len(steps), progress)
+    bar = Progress(len(steps), "training") if progress else None
     for batch in steps:
         inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
         inputs.pop("token_type_ids", None)
@@ -233,8 +242,7 @@ def _fit(model, tokenizer, settings: TrainSettings, data: TrainingData,
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", refresh=False)  # mininterval paces output
+            bar.update(1, loss=f"{np.mean(losses[-50:]):.4f}")
     if bar is not None:
         bar.close()
     log.info("trained %d steps, last-50 mean loss %.4f", len(steps), float(np.mean(losses[-50:])))
@@ -271,19 +279,13 @@ def _optimizer(model, settings: TrainSettings, total_steps: int):
 
     decay, no_decay = [], []
     for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         (no_decay if param.ndim < 2 or "LayerNorm" in name or "bias" in name else decay).append(param)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=settings.learning_rate)
     warmup = int(total_steps * settings.warmup_ratio)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-
-
-def _bar(total: int, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="training", unit="step", mininterval=5.0)
 
 
 def teacher_logits(teacher_dir: str, data: TrainingData, cache_dir: str | Path | None = None,

@@ -83,6 +83,11 @@ class ChunkProcessor:
         if exhausted:
             return self.fail(chunk, exhausted)
         start = time.perf_counter()
+        if not chunk.labels:  # submitted before any worker was up: the first one fixes the job's labels
+            labels = self.store.claim_labels(chunk.job, self.model_labels)
+            if labels is None:
+                raise JobGoneError(f"the records of job {chunk.job!r} are gone")
+            chunk = replace(chunk, labels=tuple(labels))
         try:
             outputs = output_map(chunk.labels, self.model_labels)
         except LabelMismatchError as exc:

@@ -136,7 +136,7 @@ class Chunk:
         if tier == 1 and items[0].audit is not None:
             raise MessageError(f"job {job!r} chunk {chunk}: audit items go to tier 2 only")
         return cls(job=job, chunk=chunk, tier=tier, threshold=_unit(raw, "threshold"),
-                   labels=_labels(raw.get("labels")), items=items, part=part, audit=_unit(raw, "audit", default=0.0))
+                   labels=_labels(raw.get("labels"), tier), items=items, part=part, audit=_unit(raw, "audit", default=0.0))
 
 
 def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:
@@ -161,7 +161,10 @@ def _unit(raw: dict, key: str, default: float | None = None) -> float:
     return float(value)
 
 
-def _labels(raw: Any) -> tuple[str, ...]:
+def _labels(raw: Any, tier: int) -> tuple[str, ...]:
+    """At least two names; or none on tier 1, for a job submitted before any worker fixed its labels."""
+    if tier == 1 and raw == []:
+        return ()
     if not isinstance(raw, list) or len(raw) < 2 or not all(isinstance(x, str) and x for x in raw):
         raise MessageError(f"'labels' must be a list of at least 2 non-empty strings, got {raw!r}")
     return tuple(raw)

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import IO, Iterable, Sequence
 
+from common.labels import gold_names
 from common.errors import ConfigError
 
 OUTPUT_FORMATS = ("jsonl", "csv")
@@ -68,12 +69,7 @@ class AuditOutcome:
 
 def gold_matches(gold: str, label: str, labels: Sequence[str]) -> bool:
     """True when a gold label names ``label``, by name (any case) or by its index (GLUE's 0/1)."""
-    wanted = gold.strip()
-    if wanted.casefold() == label.casefold():
-        return True
-    names = {name.casefold() for name in labels}
-    return wanted.isdigit() and wanted.casefold() not in names and int(wanted) < len(labels) \
-        and labels[int(wanted)] == label
+    return gold_names(gold, list(labels)) == label
 
 
 def write_records(records: Iterable[ResultRecord], out: IO[str], fmt: str = "jsonl") -> int:

@@ -103,6 +103,19 @@ if not state then return {'', 0} end
 return {state, redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
 """
 
+# KEYS: meta. ARGV: the worker's labels as JSON. A job submitted before any worker was up has no
+# labels yet ("[]"): the first worker to take one of its chunks fixes them, in one step, so two
+# workers starting at once cannot fix different sets. Returns the job's labels ('' when gone).
+_CLAIM_LABELS = """
+local current = redis.call('HGET', KEYS[1], 'labels')
+if not current then return '' end
+if current == '[]' then
+  redis.call('HSET', KEYS[1], 'labels', ARGV[1])
+  return ARGV[1]
+end
+return current
+"""
+
 # KEYS: attempts. ARGV: the chunk's field. Never below zero.
 _REFUND = """
 if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
@@ -175,6 +188,11 @@ class JobStatus:
         return self.state in FINAL_STATES
 
     @property
+    def waiting_for_workers(self) -> bool:
+        """Submitted without a label set and no worker has taken a chunk yet (the first one fixes it)."""
+        return not self.is_final and not self.labels
+
+    @property
     def elapsed(self) -> float:
         return max((self.finished or time.time()) - self.created, 1e-9)
 
@@ -212,6 +230,7 @@ class ResultStore:
         self._begin = client.register_script(_BEGIN)
         self._refund = client.register_script(_REFUND)
         self._audit = client.register_script(_AUDIT)
+        self._claim_labels = client.register_script(_CLAIM_LABELS)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -278,6 +297,11 @@ class ResultStore:
         """
         state, attempt = self._begin(keys=[meta_key(job), attempts_key(job)], args=[f"{tier}:{chunk}"])
         return (state or None), int(attempt)
+
+    def claim_labels(self, job: str, labels: list[str]) -> list[str] | None:
+        """The job's label set, fixed to ``labels`` if it had none yet; None when the job is gone."""
+        current = self._claim_labels(keys=[meta_key(job)], args=[json.dumps(list(labels))])
+        return json.loads(current) if current else None
 
     def status(self, job: str) -> JobStatus:
         raw = self.client.hgetall(meta_key(job))

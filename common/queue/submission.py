@@ -77,17 +77,18 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
         raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
     audit = validate_audit_rate(request.audit)
-    summary = summarize(request.path, request.spec, skip_invalid=request.skip_invalid)
     source = resolve_labels(request, store)
-    threshold = validate_threshold(request.threshold, len(source.labels))
+    threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
+    spec = dataclasses.replace(request.spec, labels=tuple(source.labels))
+    summary = summarize(request.path, spec, skip_invalid=request.skip_invalid)
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
                              truncated=summary.truncated, rejected=summary.rejected, audit=audit,
-                             corpus=json.dumps({**dataclasses.asdict(request.spec),
+                             corpus=json.dumps({**dataclasses.asdict(spec),
                                                 "skip_invalid": request.skip_invalid})))
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
-    items = read_corpus(request.path, request.spec, _skip if request.skip_invalid else None)
+    items = read_corpus(request.path, spec, _skip if request.skip_invalid else None)
     chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels, audit),
                         progress)
     store.mark_submitted(job)
@@ -209,7 +210,8 @@ def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels
 
 
 def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:
-    """The job's label set: ``--labels``, else the models' configs, else what running workers serve."""
+    """The job's label set: ``--labels``, else the models' configs, else what running workers serve,
+    else none yet (the first worker to take a chunk fixes it; gold labels are then checked there)."""
     if request.labels:
         labels = [name.strip() for name in request.labels if name.strip()]
         if len(labels) < 2 or len(set(labels)) != len(labels):
@@ -221,10 +223,7 @@ def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:
         return LabelSource(_merge(small, big), request.small or "", request.big or "")
     small, small_models = _advertised(store, 1)
     big, big_models = _advertised(store, 2)
-    if small is None and big is None:
-        raise ConfigError("cannot tell which labels the job expects: pass --labels A,B,... or "
-                          "--small/--big MODEL, or start the workers first")
-    return LabelSource(_merge(small, big), small_models, big_models)
+    return LabelSource(_merge(small, big), small_models, big_models)  # none up: the first worker fixes them
 
 
 def _merge(small: list[str] | None, big: list[str] | None) -> list[str]:

@@ -59,7 +59,7 @@ def test_a_bad_line_stops_submit_with_nothing_enqueued(redis_server, redis_url, 
     (["--chunk-size", "0", "--labels", "a,b"], "--chunk-size"),
     (["--audit", "1.5", "--labels", "a,b"], "--audit must be between 0 and 1"),
     (["--audit", "-0.1", "--labels", "a,b"], "--audit must be between 0 and 1"),
-    ([], "cannot tell which labels"),
+    (["--threshold", "0"], "--threshold must be between"),
 ])
 def test_submit_refuses_bad_options_before_enqueueing(redis_server, redis_url, corpus, args, message):
     done = run_tango("submit", str(corpus), *args, redis_url=redis_url)

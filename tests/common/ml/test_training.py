@@ -99,3 +99,12 @@ def test_bad_settings_name_the_option(tiny_models, sst2_sample, tmp_path):
 def test_missing_train_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="train.tsv"):
         load_task_training_data("sst2", tmp_path)
+
+
+def test_frozen_embeddings_stay_as_pretrained_while_the_rest_learns(tiny_models, sst2_sample, tmp_path):
+    out = train_model(_settings(tiny_models["big"], tmp_path / "frozen", epochs=1, freeze_embeddings=True),
+                      sst2_sample, progress=False)
+    before, after = _weights(tiny_models["big"]), _weights(out)
+    word = next(k for k in before if k.endswith("word_embeddings.weight"))
+    assert torch.equal(before[word], after[word])
+    assert any(not torch.equal(before[k], after[k]) for k in before if "encoder" in k)

@@ -39,6 +39,7 @@ def test_forward_keeps_the_job_and_moves_to_tier_2():
     ({"threshold": "high"}, "'threshold'"),
     ({"threshold": 1.5}, "'threshold'"),
     ({"labels": ["only"]}, "'labels'"),
+    ({"labels": [], "tier": 2}, "'labels'"),
     ({"items": []}, "'items'"),
     ({"items": [{"i": -1, "id": "a", "text": "t"}]}, "'i'"),
     ({"items": [{"i": 0, "id": "a", "text": 3}]}, "'text' must be a string"),
@@ -85,3 +86,8 @@ def test_an_audit_chunk_has_its_own_name_and_attempt_count():
 def test_malformed_audit_fields_are_refused(change, message):
     with pytest.raises(MessageError, match=message):
         Chunk.decode({**chunk().encode(), **change})
+
+
+def test_a_tier_1_chunk_may_wait_for_its_labels():
+    raw = {**chunk().encode(), "labels": []}
+    assert Chunk.decode(raw).labels == ()

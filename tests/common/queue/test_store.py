@@ -164,3 +164,14 @@ def test_the_audit_rate_is_recorded_in_the_job(store):
     store.create_job(JobSpec(job="ja", total=4, labels=LABELS, threshold=0.9, chunk_size=2, audit=0.05))
     status = store.status("ja")
     assert (status.audit, status.audited, status.audit_agreed) == (0.05, 0, 0) and "audit" not in status.extra
+
+
+def test_the_first_worker_fixes_a_label_less_job_and_later_ones_read_it(store):
+    store.create_job(JobSpec(job="open", total=2, labels=[], threshold=0.9, chunk_size=2))
+    assert store.status("open").waiting_for_workers
+    assert store.claim_labels("open", ["cat", "dog"]) == ["cat", "dog"]
+    assert store.claim_labels("open", ["negative", "positive"]) == ["cat", "dog"]
+    assert store.status("open").labels == ["cat", "dog"] and not store.status("open").waiting_for_workers
+    make_job(store, "fixed")
+    assert store.claim_labels("fixed", ["cat", "dog"]) == LABELS
+    assert store.claim_labels("gone", ["cat", "dog"]) is None

@@ -1,0 +1,37 @@
+"""Queue first, workers later: a job submitted with no worker up and no --labels waits, then the first
+worker to take it fixes its labels and the job completes, as Celery fleets that scale from zero run."""
+from __future__ import annotations
+
+import json
+
+from common.testing.cluster import run_tango, start_worker, wait_ready
+from tests.e2e.jobs import read_jsonl
+
+
+def test_a_job_submitted_before_any_worker_completes_once_they_start(redis_url, tiny_models, sentences, tmp_path):
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": text}) + "\n"
+                              for i, (text, _) in enumerate(sentences[:60])))
+    done = run_tango("submit", str(corpus), "--job-id", "early", "--threshold", "0.8", "--chunk-size", "16",
+                     redis_url=redis_url)
+    assert done.returncode == 0, done.stderr
+    assert "fixed by the first worker" in done.stderr
+    status = run_tango("status", "early", redis_url=redis_url)
+    assert "waiting for workers" in status.stdout, status.stdout
+    workers = [start_worker(1, tiny_models["small"], redis_url, tmp_path, name="t1"),
+               start_worker(2, tiny_models["big"], redis_url, tmp_path, name="t2")]
+    try:
+        wait_ready(workers)
+        waited = run_tango("wait", "early", "--timeout", "120", redis_url=redis_url)
+        assert waited.returncode == 0, waited.stderr
+        report = json.loads(run_tango("status", "early", "--json", redis_url=redis_url).stdout)
+        assert report["labels"] == ["negative", "positive"] and not report["waiting_for_workers"]
+        assert (report["done"], report["failed"]) == (60, 0)
+        fetched = run_tango("results", "early", "-o", str(tmp_path / "out.jsonl"), redis_url=redis_url)
+        assert fetched.returncode == 0, fetched.stderr
+        rows = read_jsonl(tmp_path / "out.jsonl")
+        assert [row["id"] for row in rows] == [f"s{i}" for i in range(60)]
+        assert {row["label"] for row in rows} <= {"negative", "positive"}
+    finally:
+        for worker in workers:
+            worker.kill()
