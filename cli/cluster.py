@@ -256,6 +256,26 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
     return "\n".join(lines)
 
 
+@click.command("queues", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per queue.")
+@redis_option
+def queues_command(as_json: bool, redis_url: str | None) -> None:
+    """Each tier's queue: tasks waiting and tasks workers hold (what autoscalers scale on).
+
+    A task is one chunk of a job. Waiting tasks on tier2 with no tier-2 worker up
+    mean the GPU fleet should start; the workers' /metrics export the same as
+    tango_queue_waiting and tango_queue_in_flight.
+    """
+    from common.queue.depth import queue_depths
+
+    settings, store = open_store(redis_url)
+    with redis_errors(settings):
+        depths = queue_depths(store.client)
+    for depth in depths:
+        click.echo(json.dumps(depth.as_dict()) if as_json else
+                   f"{depth.queue:<6} waiting {depth.waiting:6d}  in flight {depth.in_flight:4d}")
+
+
 # the cluster client's commands: none loads a model (nor imports torch or transformers)
 COMMANDS = (submit_command, status_command, wait_command, results_command, jobs_command, cancel_command,
-            resume_command, purge_command)
+            resume_command, purge_command, queues_command)

@@ -32,6 +32,7 @@ from common.queue.faults import Scorer, shut_down_worker
 from common.queue.messages import TASKS, Chunk
 from common.queue.store import ResultStore
 from common.queue.sweeper import StallSweeper
+from common.queue.depth import queue_depths
 from common.queue.telemetry import WorkerMetrics
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,8 @@ class TierRuntime:
                 store=self.store, decide=self.decide, send=lambda chunk: send_chunk(self.app, TASKS[chunk.tier], chunk),
                 max_attempts=settings.max_attempts, hooks=[self.metrics])
             if settings.metrics_port:
+                client = self.store.client
+                self.metrics.watch_queues(lambda: queue_depths(client))
                 self.metrics.serve(settings.metrics_port)
             self.model = model  # last: other threads take a set model to mean "loaded"
             self.store.advertise(self.tier, self.worker_name, {"model": settings.model, "labels": model.labels,

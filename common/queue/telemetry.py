@@ -10,8 +10,13 @@ Each ``WorkerMetrics`` has its own registry, so tests can build several.
 from __future__ import annotations
 
 import logging
+from typing import Callable, Iterator
 
+import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+from common.queue.depth import QueueDepth
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,36 @@ class WorkerMetrics:
     def failed(self, count: int) -> None:
         self.failures.labels(self.tier).inc(count)
 
+    def watch_queues(self, read: Callable[[], list[QueueDepth]]) -> None:
+        """Export both tiers' queue depths as gauges, read from Redis at each scrape."""
+        self.registry.register(_QueueCollector(read))
+
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose ``/metrics`` on ``port`` from a daemon thread of this process."""
         start_http_server(port, addr=addr, registry=self.registry)
         log.info("tier %s metrics on http://%s:%d/metrics", self.tier, addr, port)
+
+
+class _QueueCollector:
+    """``tango_queue_waiting`` and ``tango_queue_in_flight`` per queue, what an autoscaler scales on."""
+
+    def __init__(self, read: Callable[[], list[QueueDepth]]) -> None:
+        self.read = read
+
+    def describe(self) -> list:
+        return []  # read lazily: registering must not reach Redis
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            depths = self.read()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("queue depths unavailable: %s", exc)
+            return
+        waiting = GaugeMetricFamily("tango_queue_waiting", "Tasks waiting on the queue", labels=["queue"])
+        in_flight = GaugeMetricFamily("tango_queue_in_flight", "Tasks taken from the queue and not yet "
+                                      "acknowledged", labels=["queue"])
+        for depth in depths:
+            waiting.add_metric([depth.queue], depth.waiting)
+            in_flight.add_metric([depth.queue], depth.in_flight)
+        yield waiting
+        yield in_flight

@@ -18,6 +18,8 @@ def test_a_job_submitted_before_any_worker_completes_once_they_start(redis_url, 
     assert "fixed by the first worker" in done.stderr
     status = run_tango("status", "early", redis_url=redis_url)
     assert "waiting for workers" in status.stdout, status.stdout
+    queues = run_tango("queues", "--json", redis_url=redis_url)
+    assert json.loads(queues.stdout.splitlines()[0]) == {"queue": "tier1", "waiting": 4, "in_flight": 0}
     workers = [start_worker(1, tiny_models["small"], redis_url, tmp_path, name="t1"),
                start_worker(2, tiny_models["big"], redis_url, tmp_path, name="t2")]
     try:
