@@ -39,6 +39,9 @@ from cli.options import CONTEXT
               help="With --teacher: keep this share of the items out of training and fit a deferral head on "
                    "them (the student's estimate that the teacher gives its label), saved beside the model. "
                    "Every command then routes on it instead of max softmax; 0.1 is a good start.")
+@click.option("--freeze_embeddings", is_flag=True,
+              help="Keep the backbone's word embeddings as pretrained: on a few thousand examples they barely "
+                   "move, and on a one- or two-layer cut their update is most of each step's cost.")
 @click.option("--learning_rate", type=float, default=5e-5, show_default=True, metavar="LR", help="Peak AdamW learning rate.")
 @click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Training batch size.")
 @click.option("--max_length", type=int, default=64, show_default=True, metavar="N",
@@ -51,9 +54,8 @@ from cli.options import CONTEXT
 def train_command(model: str, task_name: str | None, data_dir: str | None, train_file: str | None,
                   text_field: str | None, output: str, layer_num: int | None, epochs: float,
                   max_train_samples: int | None, teacher: str | None, distill_temperature: float,
-                  distill_alpha: float, deferral_holdout: float, learning_rate: float, batch_size: int,
-                  max_length: int, seed: int,
-                  cache_dir: str | None, validation_file: str | None) -> None:
+                  distill_alpha: float, deferral_holdout: float, freeze_embeddings: bool, learning_rate: float,
+                  batch_size: int, max_length: int, seed: int, cache_dir: str | None, validation_file: str | None) -> None:
     """Fine-tune a sequence classifier to serve as a cascade tier.
 
     Label names are saved in the model config (id2label), so the two tiers can be
@@ -73,7 +75,7 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
     settings = TrainSettings(model=model, output=output, layer_num=layer_num, epochs=epochs,
                              batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
                              seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha,
-                             deferral_holdout=deferral_holdout)
+                             deferral_holdout=deferral_holdout, freeze_embeddings=freeze_embeddings)
     settings.validate()
     soft = None
     if teacher:

@@ -47,6 +47,34 @@ def test_train_from_a_corpus_with_a_teacher(tiny_models, labelled_jsonl, tmp_pat
     assert load_tier(str(student)).num_layers == 2 and list((tmp_path / "cache").glob("*.npy"))
 
 
+def test_train_with_a_deferral_holdout_reports_the_head_or_why_not(tiny_models, glue_dir, tmp_path, capsys):
+    teacher = tmp_path / "teacher"
+    assert tango("train", "--model", tiny_models["big"], "--task", "sst2", "--data_dir", glue_dir, "--output",
+                 teacher, "--max_train_samples", "200", "--batch_size", "16") == 0
+    capsys.readouterr()
+    student = tmp_path / "student"
+    code = tango("train", "--model", tiny_models["big"], "--task", "sst2", "--data_dir", glue_dir, "--output", student,
+                 "--teacher", teacher, "--layer_num", "1", "--max_train_samples", "200", "--deferral_holdout", "0.3",
+                 "--freeze_embeddings", "--batch_size", "16")
+    assert code == 0
+    out = capsys.readouterr()
+    head = load_tier(str(student)).deferral
+    if head is None:
+        assert "no deferral head" in out.err
+    else:
+        assert "deferral head: fitted on 60 held-out items" in out.out
+
+
+def test_a_hub_id_of_a_packaged_backbone_trains_offline_and_says_so(glue_dir, tmp_path, capsys):
+    out = tmp_path / "minilm"
+    code = tango("train", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--task", "sst2", "--data_dir",
+                 glue_dir, "--output", out, "--layer_num", "1", "--max_train_samples", "16", "--epochs", "0.5",
+                 "--freeze_embeddings")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "using the packaged copy" in err and load_tier(str(out)).num_layers == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["--epochs", "0"], "--epochs"),
     (["--layer_num", "9"], "--layer_num"),
