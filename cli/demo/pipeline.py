@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_FILE = Path(__file__).parent / "sample_reviews.tsv"
-RECIPE_VERSION = 3  # bump when the recipe changes, so stale cached pairs are rebuilt
+QUICK_CORPUS = 200  # --quick labels this many corpus items: a first look, not a measurement
+RECIPE_VERSION = 4  # bump when the recipe changes, so stale cached pairs are rebuilt
 
 
 @dataclass
@@ -55,8 +56,8 @@ class DemoSettings:
     def epochs(self, sample: bool) -> tuple[float, float]:
         """(big, small) epochs: the sample set is small, so it needs more passes."""
         if self.quick:
-            return (2.0, 2.0) if sample else (1.0, 2.0)
-        return (3.0, 3.0) if sample else (1.0, 3.0)
+            return (1.0, 2.0) if sample else (1.0, 2.0)
+        return (2.0, 3.0) if sample else (1.0, 3.0)
 
     DEFERRAL_HOLDOUT = 0.2  # of the distillation sentences, to fit the deferral head (and temperature) on
 
@@ -65,7 +66,7 @@ class DemoSettings:
         few for a one-layer student to learn graded confidences from, SST-2 is already phrase-rich."""
         if not sample:
             return 0
-        return 300 if self.quick else 3000
+        return 300 if self.quick else 2000
 
     @staticmethod
     def small_learning_rate(sample: bool) -> float:
@@ -155,8 +156,9 @@ def _sample_data(settings: DemoSettings) -> DemoData:
     n_train = min(int(len(data) * 0.5), settings.train_samples())
     n_calib = int(len(data) * 0.2)
     corpus = data.subset(order[int(len(data) * 0.7):])
+    limit = settings.max_corpus_items or (QUICK_CORPUS if settings.quick else None)
     return DemoData(f"the {len(data)} sample reviews shipped with tango", True, data.subset(order[:n_train]),
-                    data.subset(order[n_train:n_train + n_calib]), _cap(corpus, settings.max_corpus_items))
+                    data.subset(order[int(len(data) * 0.5):int(len(data) * 0.5) + n_calib]), _cap(corpus, limit))
 
 
 def _cap(data: TrainingData, limit: int | None) -> TrainingData:
@@ -204,7 +206,7 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
     if not (big / "config.json").is_file():
         say(f"training the big tier: MiniLM, 6 layers, on {len(data.train)} examples ({big_epochs:g} epochs)")
         train_model(TrainSettings(model=backbone, output=str(big), epochs=big_epochs, batch_size=16,
-                                  learning_rate=1e-4, seed=settings.seed), data.train)
+                                  learning_rate=1e-4, seed=settings.seed, freeze_embeddings=True), data.train)
     distil = with_phrases(data.train, settings.phrases(data.sample), settings.seed)
     say(f"labelling {len(distil)} sentences and phrases with the big tier (soft labels for distillation)")
     soft = teacher_logits(str(big), distil, cache_dir=root / "logits")
@@ -212,7 +214,8 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
     say(f"distilling the small tier: MiniLM cut to 1 layer ({small_epochs:g} epochs), keeping "
         f"{settings.DEFERRAL_HOLDOUT:.0%} out to fit its deferral head on")
     train_model(TrainSettings(model=backbone, output=str(small), layer_num=1, epochs=small_epochs,
-                              batch_size=16, learning_rate=settings.small_learning_rate(data.sample),
+                              batch_size=32, learning_rate=settings.small_learning_rate(data.sample),
+                              freeze_embeddings=True,
                               distill_alpha=0.5, seed=settings.seed, deferral_holdout=settings.DEFERRAL_HOLDOUT),
                 distil, teacher_logits=soft)
     report = json.loads((small / TRAINING_FILE).read_text())["deferral"]
@@ -316,16 +319,16 @@ def _accuracy(preds: np.ndarray, gold: np.ndarray | None) -> float | None:
 def _guarantee_lines(result: DemoResult) -> list[str]:
     """The promise made before labelling beside what the corpus then showed."""
     choice = result.choice
-    if choice.get("bound") is None:
-        return []
+    if choice.get("rule") not in ("certified", "point estimate"):
+        return []  # --threshold given: nothing was promised
     measured = f"; measured on the corpus: {result.drop:.2f} points" if result.drop is not None else ""
     if choice["rule"] == "certified":
-        held = "within it" if result.drop is not None and result.drop <= choice["bound"] else "OUTSIDE it"
+        held = "" if result.drop is None else (" (within it)" if result.drop <= choice["bound"] else " (OUTSIDE it)")
         return [f"  guarantee: accuracy drop at most {choice['bound']:.2f} points against the big model alone, at "
-                f"{choice['confidence']:.0%} confidence, from {choice['items']} held-out items{measured}"
-                + (f" ({held})" if result.drop is not None else "")]
+                f"{choice['confidence']:.0%} confidence, from {choice['items']} held-out items{measured}{held}"]
+    point = f" (the point estimate's bound is {choice['bound']:.2f})" if choice.get("bound") is not None else ""
     return [f"  no guarantee: the {choice['items']} held-out items certify no threshold within {choice['max_drop']:g} "
-            f"points (the point estimate's bound is {choice['bound']:.2f}){measured}"]
+            f"points{point}{measured}"]
 
 
 def format_result(result: DemoResult) -> str:

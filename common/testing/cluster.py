@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import redis
 
@@ -90,13 +91,14 @@ class RedisServer:
     process: Process
     argv: list[str]
     password: str | None = None  # the default user's (``--requirepass``), for the caller's own client
+    host: str = "127.0.0.1"  # the address it listens on (another network namespace's, in multi-host tests)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def client(self, decode_responses: bool = True) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, decode_responses=decode_responses)
+        return redis.Redis(host=self.host, port=self.port, password=self.password, decode_responses=decode_responses)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -111,15 +113,18 @@ class RedisServer:
         _await_ping(self)
 
 
-def start_redis(directory: Path, *args: str, password: str | None = None) -> RedisServer:
-    """A throwaway redis-server without persistence; ``args`` add or override settings."""
+def start_redis(directory: Path, *args: str, password: str | None = None, host: str = "127.0.0.1",
+                prefix: Sequence[str] = ()) -> RedisServer:
+    """A throwaway redis-server without persistence; ``args`` add or override settings. ``host`` is
+    the address it binds; ``prefix`` runs it through another command (``ip netns exec NS``), so that
+    it can live on another host's network."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise WorkerError("redis-server is not on PATH: a local cluster needs a real Redis")
     port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+    argv = [*prefix, binary, "--port", str(port), "--bind", host, "--save", "", "--appendonly", "no",
             "--dir", str(directory), *args]
-    server = RedisServer(port, _spawn("redis", argv), argv, password)
+    server = RedisServer(port, _spawn("redis", argv), argv, password, host)
     _await_ping(server)
     return server
 

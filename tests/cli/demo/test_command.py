@@ -33,7 +33,11 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(quick_demo, capsys):
     cache, result, err = quick_demo
     assert "step 3/3" in err and "distilling the small tier" in err
     assert result["mode"] == "embedded" and result["job"] is None
-    assert result["tier1_items"] + result["tier2_items"] == result["items"] == len(result["predictions"]) == 88
+    assert result["tier1_items"] + result["tier2_items"] == result["items"] == len(result["predictions"]) == 200
+    choice = result["choice"]
+    assert choice["rule"] in ("certified", "point estimate") and choice["items"] == 474
+    if choice["rule"] == "certified":
+        assert choice["bound"] <= choice["max_drop"] and choice["threshold"] == result["threshold"]
     assert result["speedup"] > 0 and result["big_seconds"] > 0
     for key in ("cascade_accuracy", "big_accuracy", "small_accuracy"):
         assert 0.0 <= result[key] <= 100.0
@@ -43,6 +47,7 @@ def test_quick_demo_runs_end_to_end_and_reuses_its_cache(quick_demo, capsys):
     captured = capsys.readouterr()
     assert "reusing the cached models" in captured.err
     assert "tier 1 (small, MiniLM 1 layer) decided" in captured.out and "speedup" in captured.out
+    assert "guarantee" in captured.out  # the bound the threshold was chosen with, beside the measured drop
 
 
 @TRAINS
