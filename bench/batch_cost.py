@@ -36,6 +36,8 @@ def main() -> None:
                              "(the model sorts them by length and pads each batch less)")
     parser.add_argument("--stand-in", action="store_true")
     parser.add_argument("--model", default=None, help="measure this model directory instead of a pair's tier")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (bench/gpu_check.sh)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="half precision: GPU only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     texts, _ = sst2_dev()
@@ -47,9 +49,11 @@ def main() -> None:
         else:
             pair = choose_pair(Path(tmp), args.stand_in)
             path, label = (pair.big if args.tier == "big" else pair.small), f"{args.tier} of {pair.label}"
-        models = {size: load_tier(str(path), batch_size=args.model_batch or size) for size in args.sizes}
+        models = {size: load_tier(str(path), batch_size=args.model_batch or size, device=args.device,
+                                  precision=args.precision) for size in args.sizes}
         print(f"machine: {machine()}")
-        print(f"model: {label}; {len(texts)} SST-2 dev items, {args.threads} torch thread(s), "
+        print(f"model: {label} on {args.device} in {args.precision}; {len(texts)} SST-2 dev items, "
+              f"{args.threads} torch thread(s), "
               f"model batch {args.model_batch or 'as the call'}")
         models[args.sizes[0]].logits(texts[:8])
         best = {size: float("inf") for size in args.sizes}

@@ -49,6 +49,13 @@ def failures_key(job: str) -> str:
     return _job_key(job, "failures")
 
 
+def answered_key(job: str) -> str:
+    """String used as a bitmap: bit i is set once item i has a result or a failure. It outlives
+    ``tango results --drain``, which deletes exported results, so a redelivered chunk still finds
+    its items answered and ``resume`` never sends them again (1 bit per item)."""
+    return _job_key(job, "answered")
+
+
 def attempts_key(job: str) -> str:
     """Hash: ``TIER:CHUNK`` -> how many times a worker started that chunk (the attempt cap)."""
     return _job_key(job, "attempts")
@@ -74,6 +81,6 @@ def _job_key(job: str, name: str) -> str:
 
 
 def job_keys(job: str) -> list[str]:
-    """Every key of a job; the first three are the result script's KEYS, in that order."""
-    return [meta_key(job), results_key(job), failures_key(job), attempts_key(job), rejected_key(job),
-            audits_key(job)]
+    """Every key of a job; the first four are the result script's KEYS, in that order."""
+    return [meta_key(job), results_key(job), failures_key(job), answered_key(job), attempts_key(job),
+            rejected_key(job), audits_key(job)]
