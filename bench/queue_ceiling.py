@@ -41,6 +41,32 @@ def escalating_threshold(model_dir: Path, sample: list[str], fraction: float) ->
     return float(np.quantile(probs.max(axis=1), fraction))
 
 
+def floor_rate(corpus: Path, model_dir: Path, batch: int) -> float:
+    """Items/s of the least work an item needs, in one process on one torch thread: parse its line,
+    tokenize it once, run the near-free model, encode its result as a JSON line. No queue, no Redis."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from common.cascade import answers
+    from common.ml.models import load_tier
+
+    torch.set_num_threads(1)
+    model = load_tier(str(model_dir), batch_size=batch)
+    outputs = np.arange(model.num_labels)
+    start = time.perf_counter()
+    items = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    lines = []
+    for s in range(0, len(items), batch):
+        block = items[s:s + batch]
+        probs = model.probabilities([item["text"] for item in block])
+        ids, scores = answers(probs, outputs)
+        lines += [json.dumps({"id": item["id"], "label": model.labels[i], "score": float(p), "tier": 1})
+                  for item, i, p in zip(block, ids, scores)]
+    return len(lines) / (time.perf_counter() - start)
+
+
 def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:
     """One job through a fresh Redis and fresh workers; returns its figures. Every process it
     started is stopped on the way out, also when a worker fails to start."""
@@ -114,6 +140,7 @@ def main() -> None:
         model = build_model(root / "model", sample)
         threshold = escalating_threshold(model, sample, args.escalate)
         figures = run_job(root, args.items, args, model, threshold)
+        floor = floor_rate(root / f"corpus-{args.items}.jsonl", model, args.tier1_batch)
     print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
           f"process(es), tier-2 batch {args.tier2_batch}, max wait {args.max_wait_ms} ms, 1 torch thread each")
     print(f"{figures['items']} items ({figures['done']} done, {figures['tier2'] / figures['items']:.1%} by tier 2) "
@@ -125,6 +152,8 @@ def main() -> None:
     print("CPU seconds used by the job: " +
           ", ".join(f"{k} {v:.1f}" for k, v in figures["cpu"].items()))
     print(f"{figures['rate']:.0f} items/s")
+    print(f"floor (parse, tokenize once, near-free model, encode; one process, one thread): {floor:.0f} items/s; "
+          f"the queue ceiling is {figures['rate'] / floor:.0%} of it")
 
 
 if __name__ == "__main__":

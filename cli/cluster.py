@@ -12,10 +12,11 @@ import time
 
 import click
 
-from cli.options import (CONTEXT, audit_option, corpus_options, corpus_spec, output_format, output_options,
-                         redis_errors, redis_option)
+from cli.options import (CONTEXT, audit_option, corpus_options, corpus_spec, is_url, open_output, output_format,
+                         output_options, redis_errors, redis_option)
 from common.queue.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
-from common.errors import EXIT_FAILURE, EXIT_OK, JobError, JobGoneError, ServiceUnavailable, first_line
+from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
+from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
 from common.queue.store import JobStatus, ResultStore
 
 OUTAGE_GRACE = 60.0  # seconds `wait` rides out an unreachable Redis (a restart) before giving up
@@ -24,6 +25,12 @@ OUTAGE_GRACE = 60.0  # seconds `wait` rides out an unreachable Redis (a restart)
 def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
     settings = ClusterSettings.from_env(redis_url)
     return settings, ResultStore.open(settings)
+
+
+def interval_option(command):
+    """``--interval S``: how often ``wait`` and ``results --follow`` look at the job."""
+    return click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="S",
+                        help="Seconds between polls.")(command)
 
 
 @click.command("submit", context_settings=CONTEXT)
@@ -85,8 +92,7 @@ def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
 
 @click.command("wait", context_settings=CONTEXT)
 @click.argument("job")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="S",
-              help="Seconds between polls.")
+@interval_option
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
               help="Give up (exit 1) after S seconds.")
 @click.option("--resume-stalled", is_flag=True,
@@ -96,8 +102,6 @@ def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
 def wait_command(job: str, interval: float, timeout: float | None, resume_stalled: bool,
                  redis_url: str | None) -> int:
     """Show a live progress bar until JOB ends; exit 0 when every item succeeded, 1 otherwise."""
-    from tqdm import tqdm
-
     from common.queue.celery_app import make_app
     from common.queue.submission import resume, stalled
 
@@ -105,12 +109,9 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
     deadline = None if timeout is None else time.monotonic() + timeout
     with redis_errors(settings):
         status = store.status(job)
-        with tqdm(total=status.total, initial=status.answered, desc=job, unit="item", file=sys.stderr,
-                  dynamic_ncols=True) as bar:
+        with progress_bar(status) as bar:
             while True:
-                bar.n = status.answered
-                bar.set_postfix_str(f"tier2 {status.tier2}, failed {status.failed}, {status.state}", refresh=False)
-                bar.refresh()
+                show(bar, status)
                 if status.is_final or (deadline is not None and time.monotonic() > deadline):
                     break
                 time.sleep(interval)
@@ -118,28 +119,49 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
                 if resume_stalled and stalled(store, before, status):
                     resumed = resume(store, make_app("client", settings), job)
                     bar.write(f"tango: job {job!r} stalled; resent {resumed.items} unanswered items", file=sys.stderr)
-    click.echo(format_status(status), err=True)
-    if status.state == "done":
-        return EXIT_OK
-    click.echo(f"tango: job {job!r} " + (f"is still {status.state}" if not status.is_final else
-                                         f"ended {status.state} ({status.failed} failed items)"), err=True)
-    return EXIT_FAILURE
+    return outcome(status)
 
 
 @click.command("results", context_settings=CONTEXT)
 @click.argument("job")
-@output_options("--format")
-@click.option("--partial", is_flag=True, help="Write what is there even if the job has not finished.")
+@output_options("--format", OUTPUT_FORMATS)
+@click.option("--partial", is_flag=True,
+              help="Write what is there even if the job has not finished; after a --drain, start at the first "
+                   "item it left in Redis.")
+@click.option("--follow", is_flag=True,
+              help="Write results in input order as they come in until the job ends, with a progress bar on "
+                   "stderr; exit 0 when every item succeeded, 1 otherwise (as `wait`).")
+@click.option("--drain", is_flag=True,
+              help="Delete results from Redis once they are written out and synced, so Redis keeps only the "
+                   "tail not exported yet (needs -o with a new local file).")
+@interval_option
 @redis_option
-def results_command(job: str, output: str, out_format: str | None, partial: bool, redis_url: str | None) -> None:
-    """Write every item's result in input order: id, label, score, tier, model."""
-    from common.queue.results import write_records
+def results_command(job: str, output: str, out_format: str | None, partial: bool, follow: bool, drain: bool,
+                    interval: float, redis_url: str | None) -> int | None:
+    """Write every item's result in input order: id, label, score, tier, model (and error for a failed item)."""
+    from common.queue.export import Exporter
+    from common.queue.results import open_sink
+    from common.queue.store import export_start
 
+    if drain and (output == "-" or is_url(output)):
+        raise ConfigError("--drain needs -o with a local file: it deletes results from Redis once they are "
+                          "synced to disk, which stdout and object stores cannot promise")
+    fmt = output_format(output, out_format, OUTPUT_FORMATS)
     settings, store = open_store(redis_url)
-    with redis_errors(settings), click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
-        count = write_records(store.iter_results(job, partial=partial), out, output_format(output, out_format))
+    with redis_errors(settings):
+        status = store.status(job)
+        export_start(status, partial, follow)  # refused before any output file is made
+        with open_output(output, fmt in BINARY_FORMATS, live=follow, new=drain) as out:
+            exporter = Exporter(store, job, open_sink(out, fmt), drain=drain, poll=lambda: poll(store, job, settings))
+            if not follow:
+                status = exporter.once(status, partial)
+            else:
+                with progress_bar(status) as bar:
+                    status = exporter.follow(status, partial, interval, lambda now, written: show(bar, now, written))
     if output != "-":
-        click.echo(f"wrote {count} results to {output}", err=True)
+        drained = f"; {status.drained} of {status.total} now drained from Redis" if drain else ""
+        click.echo(f"wrote {exporter.written} results to {output}{drained}", err=True)
+    return outcome(status) if follow else None
 
 
 @click.command("jobs", context_settings=CONTEXT)
@@ -200,6 +222,31 @@ def cancel_command(job: str, redis_url: str | None) -> None:
             click.echo(f"job {job} had already ended ({store.status(job).state})")
 
 
+def progress_bar(status: JobStatus):
+    """The live bar of ``wait`` and ``results --follow``, on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=status.total, initial=status.answered, desc=status.job, unit="item", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def show(bar, status: JobStatus, written: int | None = None) -> None:
+    bar.n = status.answered
+    out = "" if written is None else f", written {written}"
+    bar.set_postfix_str(f"tier2 {status.tier2}, failed {status.failed}{out}, {status.state}", refresh=False)
+    bar.refresh()
+
+
+def outcome(status: JobStatus) -> int:
+    """The job's figures on stderr and the exit status: 0 when every item succeeded, 1 otherwise."""
+    click.echo(format_status(status), err=True)
+    if status.state == "done":
+        return EXIT_OK
+    click.echo(f"tango: job {status.job!r} " + (f"is still {status.state}" if not status.is_final else
+                                                f"ended {status.state} ({status.failed} failed items)"), err=True)
+    return EXIT_FAILURE
+
+
 def poll(store: ResultStore, job: str, settings: ClusterSettings) -> JobStatus:
     """The job's status once more, riding out a Redis restart; a job that vanished is an error.
 
@@ -232,7 +279,7 @@ def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
             "threshold": s.threshold, "labels": s.labels, "waiting_for_workers": s.waiting_for_workers,
             "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
-            "resumed": int(s.extra.get("resumed") or 0), "audit": job_audit(s).to_dict(),
+            "resumed": int(s.extra.get("resumed") or 0), "drained": s.drained, "audit": job_audit(s).to_dict(),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 
@@ -253,6 +300,9 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
     if s.rejected:
         first = f" (first: {rejects[0][1]})" if rejects else ""
         lines.append(f"rejected  {s.rejected} invalid input records left out{first}")
+    if s.drained:
+        lines.append(f"drained   {s.drained} results (items 0-{s.drained - 1}) written out by `tango results "
+                     "--drain` and deleted from Redis")
     return "\n".join(lines)
 
 

@@ -6,15 +6,15 @@ be diffed), and every cluster command must name and reach Redis the same way.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 import click
 
 from common.queue.config import DEFAULT_AUDIT_RATE, ClusterSettings
 from common.data.corpus import CorpusSpec
-from common.errors import ServiceUnavailable, first_line
+from common.errors import ConfigError, ServiceUnavailable, first_line
 from common.data.records import FORMATS
-from common.queue.results import OUTPUT_FORMATS
+from common.queue.results import TEXT_FORMATS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,20 +43,67 @@ def corpus_spec(fmt: str | None, text_column: str, pair_column: str | None, id_c
                       label_column=label_column)
 
 
-def output_options(flag: str) -> Callable[[Callable], Callable]:
+def output_options(flag: str, formats: tuple[str, ...] = TEXT_FORMATS) -> Callable[[Callable], Callable]:
     """``-o OUT`` plus the output format option, named ``flag`` (``label`` has an input ``--format``)."""
     def decorate(command: Callable) -> Callable:
-        command = click.option(flag, "out_format", type=click.Choice(OUTPUT_FORMATS), default=None,
-                               help="jsonl or csv (default: from OUT's suffix, else jsonl).")(command)
+        command = click.option(flag, "out_format", type=click.Choice(formats), default=None,
+                               help=f"{', '.join(formats)} (default: from OUT's suffix, else jsonl).")(command)
         return click.option("-o", "--output", "output", default="-", metavar="OUT",
                             help="Write the results here (default: stdout).")(command)
     return decorate
 
 
-def output_format(output: str, out_format: str | None) -> str:
+def output_format(output: str, out_format: str | None, formats: tuple[str, ...] = TEXT_FORMATS) -> str:
+    """``out_format``, else the one of ``formats`` OUT's suffix names, else jsonl."""
     if out_format:
         return out_format
-    return "csv" if output.lower().endswith(".csv") else "jsonl"
+    named = {"csv": "csv", "parquet": "parquet", "pq": "parquet"}.get(output.lower().rsplit(".", 1)[-1])
+    return named if named in formats else "jsonl"
+
+
+def is_url(output: str) -> bool:
+    """An fsspec URL (``s3://bucket/key``, ``file:///tmp/x``) rather than a local path."""
+    return "://" in output
+
+
+@contextlib.contextmanager
+def open_output(output: str, binary: bool = False, live: bool = False, new: bool = False) -> Iterator[IO]:
+    """Open where results go: stdout (``-``), a local file, or any fsspec URL when fsspec is installed.
+
+    A local file is written beside and renamed into place when complete, unless ``live``: then it is
+    written as it goes, so a reader sees it grow and an interrupted export keeps what it wrote.
+    ``new`` refuses an existing file: ``--drain`` may leave the only copy of results there.
+    An unwritable output is one line, not a traceback.
+    """
+    mode, encoding = ("wb", None) if binary else ("w", "utf-8")
+    try:
+        if is_url(output):
+            with _fsspec_open(output, mode, encoding) as out:
+                yield out
+        elif output != "-" and (live or new):
+            with open(output, mode.replace("w", "x") if new else mode, encoding=encoding) as out:
+                yield out
+        else:
+            with click.open_file(output, mode, encoding=encoding, atomic=output != "-") as out:
+                yield out
+    except FileExistsError:
+        raise ConfigError(f"{output} exists: --drain writes only a new file, since what it deletes from Redis "
+                          "may be only there") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror or first_line(exc)}") from None
+
+
+def _fsspec_open(output: str, mode: str, encoding: str | None):
+    """``fsspec.open`` of a URL; a missing fsspec, protocol or filesystem package is one line."""
+    try:
+        import fsspec
+    except ImportError:
+        raise ConfigError(f"writing to {output} needs fsspec (pip install fsspec); without it -o takes "
+                          "a local path or -") from None
+    try:
+        return fsspec.open(output, mode, **({"encoding": encoding} if encoding else {}))
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"cannot write {output}: {first_line(exc)}") from None
 
 
 def audit_option(command: Callable) -> Callable:

@@ -3,18 +3,26 @@
 ``tango label`` (in-process) and ``tango results`` (cluster) go through the
 same record type and the same writers, so their outputs can be diffed line by
 line. A failed item is a record too, with ``error`` set and no label.
+A writer (``open_sink``) takes records block by block and says how many are
+in its output so far (``flush``), because ``tango results --drain`` deletes
+from Redis only what is already out.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from dataclasses import dataclass
-from typing import IO, Iterable, Sequence
+from typing import IO, Iterable, Protocol, Sequence
 
 from common.labels import gold_names
 from common.errors import ConfigError
 
-OUTPUT_FORMATS = ("jsonl", "csv")
+TEXT_FORMATS = ("jsonl", "csv")
+OUTPUT_FORMATS = (*TEXT_FORMATS, "parquet")
+BINARY_FORMATS = ("parquet",)
+ROW_GROUP = 10_000  # parquet rows per row group: what the writer holds before it writes them
 FIELDS = ("id", "label", "score", "tier", "model")
 # one encoder for every record: ``json.dumps`` with options builds a new one per call
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -72,20 +80,122 @@ def gold_matches(gold: str, label: str, labels: Sequence[str]) -> bool:
     return gold_names(gold, list(labels)) == label
 
 
-def write_records(records: Iterable[ResultRecord], out: IO[str], fmt: str = "jsonl") -> int:
-    """Stream records to ``out`` one line each; returns how many were written."""
-    if fmt not in OUTPUT_FORMATS:
-        raise ConfigError(f"unknown output format {fmt!r}: use {' or '.join(OUTPUT_FORMATS)}")
-    count = 0
-    if fmt == "jsonl":
+class RecordSink(Protocol):
+    """Where an export writes records, in the order given."""
+
+    def write(self, records: Iterable[ResultRecord]) -> int:
+        """Take records; returns how many."""
+
+    def flush(self) -> int:
+        """Hand what the format allows to the output; returns how many records are in it so far."""
+
+    def sync(self) -> None:
+        """Make the flushed output durable (fsync), where the output is a file."""
+
+    def close(self) -> int:
+        """Write everything (a format's trailer too) and sync; returns how many records were written.
+        The output stream itself stays open: whoever opened it closes it."""
+
+
+class TextSink:
+    """jsonl (one object per line) or csv (a header, then one row per item) on a text stream."""
+
+    def __init__(self, out: IO[str], fmt: str = "jsonl") -> None:
+        self.out, self.count = out, 0
+        self.csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writerow(FIELDS + ("error",))
+
+    def write(self, records: Iterable[ResultRecord]) -> int:
+        before = self.count
         for record in records:
-            out.write(record.to_json() + "\n")
-            count += 1
-        return count
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(FIELDS + ("error",))
-    for record in records:
-        writer.writerow(["" if value is None else value for value in
-                         (record.id, record.label, record.score, record.tier, record.model, record.error)])
-        count += 1
-    return count
+            if self.csv:
+                self.csv.writerow(["" if value is None else value for value in _row(record)])
+            else:
+                self.out.write(record.to_json() + "\n")
+            self.count += 1
+        return self.count - before
+
+    def flush(self) -> int:
+        self.out.flush()
+        return self.count
+
+    def sync(self) -> None:
+        _fsync(self.out)
+
+    def close(self) -> int:
+        self.flush()
+        self.sync()
+        return self.count
+
+
+class ParquetSink:
+    """Parquet on a binary stream, one row group per ``row_group`` records as they come; the
+    footer, which readers need, is written by ``close``."""
+
+    def __init__(self, out: IO[bytes], row_group: int = ROW_GROUP) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa, self.out, self.row_group = pa, out, row_group
+        self.schema = pa.schema([("id", pa.string()), ("label", pa.string()), ("score", pa.float64()),
+                                 ("tier", pa.int8()), ("model", pa.string()), ("error", pa.string())])
+        self.writer = pq.ParquetWriter(out, self.schema)
+        self.pending: list[ResultRecord] = []
+        self.count = 0  # records in written row groups
+
+    def write(self, records: Iterable[ResultRecord]) -> int:
+        taken = list(records)
+        self.pending.extend(taken)
+        while len(self.pending) >= self.row_group:
+            self._write_group(self.row_group)
+        return len(taken)
+
+    def flush(self) -> int:
+        self.out.flush()
+        return self.count
+
+    def sync(self) -> None:
+        _fsync(self.out)
+
+    def close(self) -> int:
+        if self.pending:
+            self._write_group(len(self.pending))
+        self.writer.close()
+        self.flush()
+        self.sync()
+        return self.count
+
+    def _write_group(self, size: int) -> None:
+        group, self.pending = self.pending[:size], self.pending[size:]
+        columns = list(zip(*(_row(record) for record in group)))
+        self.writer.write_table(self.pa.Table.from_arrays(
+            [self.pa.array(column, type=field.type) for column, field in zip(columns, self.schema)],
+            schema=self.schema))
+        self.count += size
+
+
+def open_sink(out: IO, fmt: str) -> TextSink | ParquetSink:
+    """The writer of ``fmt`` on ``out`` (a binary stream for parquet, text for the others)."""
+    if fmt not in OUTPUT_FORMATS:
+        raise ConfigError(f"unknown output format {fmt!r}: use {', '.join(OUTPUT_FORMATS)}")
+    return ParquetSink(out) if fmt == "parquet" else TextSink(out, fmt)
+
+
+def write_records(records: Iterable[ResultRecord], out: IO, fmt: str = "jsonl") -> int:
+    """Stream records to ``out`` (one line each for the text formats); returns how many were written."""
+    sink = open_sink(out, fmt)
+    sink.write(records)
+    return sink.close()
+
+
+def _row(record: ResultRecord) -> tuple:
+    return record.id, record.label, record.score, record.tier, record.model, record.error
+
+
+def _fsync(out: IO) -> None:
+    """fsync the file under ``out``; a pipe or an in-memory stream has none, and nothing to sync."""
+    try:
+        os.fsync(out.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass

@@ -10,12 +10,18 @@ state: a job is finished when every item is answered, and audits that arrive
 after that still count.
 Results are keyed by the item's input position, which lets ``iter_results``
 stream a job back in input order, one block of keys at a time.
+Which items are answered is also kept as a bitmap (1 bit per item) that the
+write script checks and sets in the same step, so ``drain`` may delete results
+once they are written out (``tango results --drain``) and a redelivered chunk
+still stores nothing twice, and ``resume`` still sends nothing drained again.
+Draining moves a watermark: the drained items are always items 0..drained-1.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -26,8 +32,8 @@ from redis.retry import Retry
 from common.queue.config import ClusterSettings
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
 from common.data.corpus import KEPT_REJECTS
-from common.queue.keys import (JOBS_INDEX, attempts_key, audits_key, failures_key, job_keys, meta_key,
-                               rejected_key, results_key, validate_job_id, workers_key)
+from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audits_key, failures_key, job_keys,
+                               meta_key, rejected_key, results_key, validate_job_id, workers_key)
 from common.queue.results import AuditOutcome, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -37,19 +43,23 @@ FINAL_STATES = ("done", "failed", "cancelled")
 READ_BLOCK = 1000
 FAILED = "f"
 
-# KEYS: meta, results, failures. ARGV: now, then one line per item (see
+# KEYS: meta, results, failures, answered. ARGV: now, then one line per item (see
 # ``_entry_line``): "index TAB kind TAB correct TAB payload", lines joined by
 # newlines; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
 # is "1"/"0" for an item with a gold label and "" otherwise. The payload is
 # JSON, which never holds a raw tab or newline, so it is safe as the last field.
+# An item is new when its answered bit was clear (SETBIT returns the old bit):
+# the bit survives draining, the hashes do not. The hashes are still checked
+# for a new bit, so a job written before the bitmap existed counts nothing twice.
 # Returns how many items were new, or -1 when the job's records are gone.
 _WRITE = """
-local meta, results, failures = KEYS[1], KEYS[2], KEYS[3]
+local meta, results, failures, answered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local added = 0
 for line in string.gmatch(ARGV[2], '[^\\n]+') do
   local index, kind, correct, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
-  if redis.call('HEXISTS', results, index) == 0 and redis.call('HEXISTS', failures, index) == 0 then
+  if redis.call('SETBIT', answered, index, 1) == 0 and redis.call('HEXISTS', results, index) == 0
+      and redis.call('HEXISTS', failures, index) == 0 then
     added = added + 1
     if kind == 'f' then
       redis.call('HSET', failures, index, payload)
@@ -74,6 +84,46 @@ if added > 0 and (state == 'running' or state == 'submitting') then
   end
 end
 return added
+"""
+
+# The first item at or after ``start`` whose answered bit is clear (``total`` when none is below it):
+# bit by bit up to a byte boundary, then BITPOS from that byte (its bit-granular form needs Redis 7).
+# BITPOS answers 0 for a missing key and -1 past the string's end: both mean "clear from here".
+_FRONTIER_FUNCTION = """
+local function frontier(bits, start, total)
+  local i = start
+  while i < total and i % 8 ~= 0 do
+    if redis.call('GETBIT', bits, i) == 0 then return i end
+    i = i + 1
+  end
+  if i >= total then return total end
+  local pos = redis.call('BITPOS', bits, 0, i / 8)
+  if pos < i then return i end
+  return math.min(pos, total)
+end
+"""
+
+# KEYS: meta, answered. ARGV: start. Returns the end of the answered run from start, -1 when gone.
+_FRONTIER = _FRONTIER_FUNCTION + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return frontier(KEYS[2], tonumber(ARGV[1]), tonumber(redis.call('HGET', KEYS[1], 'total')))
+"""
+
+# KEYS: meta, results, failures, answered. ARGV: stop. Deletes the stored records of items from the
+# job's ``drained`` watermark up to stop (never past the first unanswered item) and moves the mark.
+# Returns the new watermark, or -1 when the job's records are gone.
+_DRAIN = _FRONTIER_FUNCTION + """
+local meta, results, failures, answered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+if redis.call('EXISTS', meta) == 0 then return -1 end
+local from = tonumber(redis.call('HGET', meta, 'drained') or '0')
+local stop = math.min(tonumber(ARGV[1]), frontier(answered, from, tonumber(redis.call('HGET', meta, 'total'))))
+if stop <= from then return from end
+for i = from, stop - 1 do
+  redis.call('HDEL', results, i)
+  redis.call('HDEL', failures, i)
+end
+redis.call('HSET', meta, 'drained', stop)
+return stop
 """
 
 # KEYS: meta, audits. ARGV: one line per audited item, "index TAB agrees TAB payload" (agrees "1"/"0",
@@ -177,6 +227,7 @@ class JobStatus:
     audit: float = 0.0  # the audit rate the job was submitted with
     audited: int = 0  # tier 1's answers tier 2 has checked so far
     audit_agreed: int = 0  # of those, how many it labelled the same
+    drained: int = 0  # items 0..drained-1 were written out and deleted by ``tango results --drain``
     extra: dict = field(default_factory=dict)
 
     @property
@@ -231,6 +282,8 @@ class ResultStore:
         self._refund = client.register_script(_REFUND)
         self._audit = client.register_script(_AUDIT)
         self._claim_labels = client.register_script(_CLAIM_LABELS)
+        self._frontier = client.register_script(_FRONTIER)
+        self._drain = client.register_script(_DRAIN)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -261,7 +314,7 @@ class ResultStore:
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
                   "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit),
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,
-                  "audit_agreed": 0}
+                  "audit_agreed": 0, "drained": 0}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})
@@ -362,7 +415,7 @@ class ResultStore:
         if not entries:
             return 0
         packed = "\n".join(_entry_line(index, record, correct) for index, record, correct in entries)
-        added = self._write(keys=job_keys(job)[:3], args=[repr(time.time()), packed])
+        added = self._write(keys=job_keys(job)[:4], args=[repr(time.time()), packed])
         if added < 0:
             raise JobGoneError(_gone(job))
         return int(added)
@@ -381,37 +434,57 @@ class ResultStore:
             raise JobGoneError(_gone(job))
         return int(added)
 
-    def answered(self, job: str) -> set[int]:
-        """The indices of every item with a result or a recorded failure."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hkeys(results_key(job))
-        pipe.hkeys(failures_key(job))
-        results, failures = pipe.execute()
-        return {int(index) for index in (*results, *failures)}
+    def answered(self, job: str) -> "Answered":
+        """The indices of every item with a result or a recorded failure, drained ones included
+        (read from the bitmap: total/8 bytes, whatever the results hold)."""
+        bits = self.client.execute_command("GET", answered_key(job), NEVER_DECODE=True)
+        return Answered(bits or b"")
 
-    def iter_results(self, job: str, partial: bool = False, block: int = READ_BLOCK) -> Iterator[ResultRecord]:
-        """Every item's record in input order, ``block`` keys per round trip.
+    def frontier(self, job: str, start: int) -> int:
+        """The end of the run of answered items from ``start`` (the job's total when all are)."""
+        stop = self._frontier(keys=[meta_key(job), answered_key(job)], args=[start])
+        if stop < 0:
+            raise JobGoneError(_gone(job))
+        return int(stop)
 
-        Unless ``partial``, a job that has not finished is refused rather than
-        streamed with holes, and a hole in a finished job is an error.
-        """
-        status = self.status(job)
-        if not partial and status.state not in ("done", "failed"):
-            raise JobError(f"job {job!r} is {status.state} ({status.answered} of {status.total} items); "
-                           "wait for it or pass --partial")
-        for start in range(0, status.total, block):
-            indices = [str(i) for i in range(start, min(start + block, status.total))]
+    def drain(self, job: str, stop: int) -> int:
+        """Delete the stored records of items below ``stop`` that were not drained yet, once the
+        caller has written them out durably; returns the new watermark. Never passes an unanswered
+        item, so the drained items stay exactly 0..watermark-1."""
+        mark = self._drain(keys=job_keys(job)[:4], args=[stop])
+        if mark < 0:
+            raise JobGoneError(_gone(job))
+        return int(mark)
+
+    def read(self, job: str, start: int, stop: int,
+             block: int = READ_BLOCK) -> Iterator[tuple[int, ResultRecord | None]]:
+        """``(index, record)`` for items ``start..stop-1`` in order, None where nothing is stored,
+        ``block`` keys per round trip."""
+        for first in range(start, stop, block):
+            indices = [str(i) for i in range(first, min(first + block, stop))]
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(results_key(job), indices)
             pipe.hmget(failures_key(job), indices)
             results, failures = pipe.execute()
             for index, result, failure in zip(indices, results, failures):
                 raw = result or failure
-                if raw is not None:
-                    yield ResultRecord.from_json(raw)
-                elif not partial:
-                    raise JobError(f"job {job!r}: item {index} has no result although the job is "
-                                   f"{status.state}; its records are damaged")
+                yield int(index), None if raw is None else ResultRecord.from_json(raw)
+
+    def iter_results(self, job: str, partial: bool = False, block: int = READ_BLOCK) -> Iterator[ResultRecord]:
+        """Every item's record in input order, ``block`` keys per round trip.
+
+        Unless ``partial``, a job that has not finished is refused rather than
+        streamed with holes, as is one whose first items were drained, and a
+        hole in a finished job is an error. With ``partial`` the drained items
+        and the unanswered ones are left out.
+        """
+        status = self.status(job)
+        for index, record in self.read(job, export_start(status, partial), status.total, block):
+            if record is not None:
+                yield record
+            elif not partial:
+                raise JobError(f"job {job!r}: item {index} has no result although the job is "
+                               f"{status.state}; its records are damaged")
 
     # -- worker registry ---------------------------------------------------
     def advertise(self, tier: int, worker: str, info: dict) -> None:
@@ -441,6 +514,45 @@ class ResultStore:
         return "; this Redis runs without appendonly, so a restart loses every job's records"
 
 
+class Answered(Set):
+    """A set of item indices read from a job's answered bitmap: a membership test is one bit,
+    so ``resume`` of a huge job holds total/8 bytes instead of a Python set of every index.
+    Bit i is bit ``7 - i % 8`` of byte ``i // 8``, as Redis numbers them."""
+
+    def __init__(self, bits: bytes) -> None:
+        self.bits = bits
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int) or index < 0 or index >> 3 >= len(self.bits):
+            return False
+        return bool(self.bits[index >> 3] >> (7 - (index & 7)) & 1)
+
+    def __iter__(self) -> Iterator[int]:
+        for number, byte in enumerate(self.bits):
+            yield from (number * 8 + bit for bit in range(8) if byte >> (7 - bit) & 1)
+
+    def __len__(self) -> int:
+        return int.from_bytes(self.bits, "big").bit_count()
+
+
+def export_start(status: JobStatus, partial: bool, follow: bool = False) -> int:
+    """The first item an export of the job writes: 0, or past the drained ones with ``partial``.
+
+    Refuses, in one line, a job that has not finished (unless ``partial`` or
+    ``follow``) and a drained one without ``partial``: its first items are only
+    in the output that drained them, and a file without them must not pass for
+    the whole job.
+    """
+    if not (partial or follow) and status.state not in ("done", "failed"):
+        raise JobError(f"job {status.job!r} is {status.state} ({status.answered} of {status.total} items); "
+                       "wait for it or pass --partial")
+    if status.drained and not partial:
+        raise JobError(f"job {status.job!r}: items 0-{status.drained - 1} ({status.drained} of {status.total}) "
+                       "are no longer in Redis: `tango results --drain` wrote them out and deleted them; "
+                       f"pass --partial to write the items from {status.drained} on")
+    return status.drained
+
+
 def _entry_line(index: int, record: ResultRecord, correct: bool | None) -> str:
     """One item's line for ``_WRITE``: one packed argument per chunk, not four per item,
     because redis-py's per-argument packing cost more than the Lua write itself."""
@@ -456,7 +568,7 @@ def _gone(job: str) -> str:
 def _status(raw: dict[str, str]) -> JobStatus:
     number = {name: int(raw.get(name) or 0)
               for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected", "audited",
-                           "audit_agreed")}
+                           "audit_agreed", "drained")}
     known = {"job", "state", "labels", "threshold", "created", "finished", "audit", *number}
     return JobStatus(job=raw.get("job", "?"), state=raw.get("state", "?"), labels=json.loads(raw.get("labels", "[]")),
                      threshold=float(raw.get("threshold") or 0), created=float(raw.get("created") or 0),

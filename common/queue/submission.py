@@ -110,7 +110,9 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     The result store, not the broker, is the record of what is done: kombu can
     lose a message that a worker popped just as Redis crashed. Re-reading the
     job's source the way submit read it and re-sending the unanswered items is
-    always safe (writes are idempotent); it costs duplicate work at most.
+    always safe (writes are idempotent); it costs duplicate work at most. What
+    is answered comes from the job's answered bitmap, which also covers the
+    items ``tango results --drain`` deleted, so those are never sent again.
     """
     status = store.status(job)
     if status.is_final:

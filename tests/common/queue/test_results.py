@@ -5,6 +5,10 @@ import csv
 import io
 import json
 
+import pyarrow.parquet as pq
+import pytest
+
+from common.errors import ConfigError
 from common.queue.results import ResultRecord, gold_matches, write_records
 
 RECORDS = [ResultRecord("a", "positive", 0.93, 1, "small"), ResultRecord.failed("b", 2, "model error")]
@@ -24,6 +28,19 @@ def test_csv_has_a_header_and_empty_cells_for_a_failure():
     rows = list(csv.reader(io.StringIO(out.getvalue())))
     assert rows[0] == ["id", "label", "score", "tier", "model", "error"]
     assert rows[2] == ["b", "", "", "2", "", "model error"]
+
+
+def test_parquet_has_one_row_per_item_with_typed_columns():
+    out = io.BytesIO()
+    assert write_records(RECORDS, out, "parquet") == 2
+    assert pq.read_table(io.BytesIO(out.getvalue())).to_pylist() == [
+        {"id": "a", "label": "positive", "score": 0.93, "tier": 1, "model": "small", "error": None},
+        {"id": "b", "label": None, "score": None, "tier": 2, "model": None, "error": "model error"}]
+
+
+def test_an_unknown_format_is_refused():
+    with pytest.raises(ConfigError, match="use jsonl, csv, parquet"):
+        write_records(RECORDS, io.StringIO(), "xml")
 
 
 def test_gold_labels_match_by_name_or_index():
