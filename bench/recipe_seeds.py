@@ -120,7 +120,8 @@ def perfect_router(part: Part, cost_ratio: float) -> float:
 
 def measure_seed(args: argparse.Namespace, seed: int) -> dict:
     build = recipe_args(["--data_dir", args.data_dir, "--task", args.task, "--seed", str(seed),
-                         "--cache-dir", args.cache_dir, "--build-only"])
+                         "--cache-dir", args.cache_dir, "--build-only"]
+                        + (["--big-seed", str(args.big_seed)] if args.big_seed is not None else []))
     started = time.perf_counter()
     big_dir, smalls = build_pair(build)
     built = time.perf_counter() - started
@@ -136,7 +137,8 @@ def measure_seed(args: argparse.Namespace, seed: int) -> dict:
     timed = time_end_to_end(small, big, alignment, dev, H, args)
     cost_ratio = timed["small_seconds"] / timed["big_seconds"]
     costs = (timed["small_seconds"] / len(D), timed["big_seconds"] / len(D))
-    figures = {"seed": seed, "task": args.task, "build_seconds": round(built, 1), "small": str(smalls[6]),
+    figures = {"seed": seed, "big_seed": seed if build.big_seed is None else build.big_seed, "task": args.task,
+               "build_seconds": round(built, 1), "small": str(smalls[6]),
                "big": str(big_dir), "deferral": small.deferral.report if small.deferral else None,
                "big_accuracy": {p.name: round(accuracy_points(p.big, p.gold), 3) for p in (H, D)},
                "small_accuracy": {p.name: round(accuracy_points(p.small, p.gold), 3) for p in (H, D)},
@@ -189,7 +191,8 @@ def time_end_to_end(small, big, alignment, dev, held: Part, args: argparse.Names
 
 def summary_lines(figures: dict) -> list[str]:
     e2e = figures["end_to_end"]
-    lines = [f"seed {figures['seed']} ({figures['task']}): big {figures['big_accuracy']}, small "
+    lines = [f"seed {figures['seed']} (big model's seed {figures['big_seed']}, {figures['task']}): "
+             f"big {figures['big_accuracy']}, small "
              f"{figures['small_accuracy']}, tier 1 costs 1/{1 / figures['cost_ratio']:.1f} of tier 2",
              f"  END TO END on dev, {e2e['score']} chosen on held-out train: T={e2e['threshold']}, drop "
              f"{e2e['drop']:.2f} points, tier 2 {e2e['tier2']:.1%}, {e2e['speedup']:.2f}x measured "
@@ -219,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data_dir", required=True)
     p.add_argument("--task", default="sst2", choices=sorted(RECIPES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--big-seed", type=int, default=None,
+                   help="one big model (this seed's) under every student: the student's share of the variance")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "tango" / "repro"))
     p.add_argument("--max-drop", type=float, default=0.5)
     p.add_argument("--halves", type=int, default=10, help="random halves of H+D to choose on and apply to")
@@ -237,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         figures = measure_seed(args, seed)
-        (out / f"recipe_{args.task}_seed{seed}.json").write_text(json.dumps(figures, indent=2) + "\n")
+        tag = f"seed{seed}" + (f"-big{args.big_seed}" if args.big_seed is not None else "")
+        (out / f"recipe_{args.task}_{tag}.json").write_text(json.dumps(figures, indent=2) + "\n")
         print("\n".join(summary_lines(figures)), flush=True)
     return 0
 

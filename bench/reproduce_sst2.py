@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="inference batch size for both tiers")
     p.add_argument("--repeats", type=int, default=2, help="time each configuration this often, keep the fastest")
     p.add_argument("--seed", type=int, default=0, help="seed of the big model's subset and of both trainings")
+    p.add_argument("--big-seed", type=int, default=None,
+                   help="seed of the big model alone (default --seed): reuse one big model under students of "
+                        "several seeds, to tell the student's share of a rebuild's variance from the teacher's")
     p.add_argument("--quantize-small", type=int, nargs="+", default=[6], metavar="LAYERS",
                    help="small depths to measure int8 (dynamic quantization) as well as fp32, 0 for none; the "
                         "variant with the fastest recommended threshold is chosen (MiniLM-L6 int8 runs ~2.5x "
@@ -101,16 +104,17 @@ def build_big(args: argparse.Namespace, train: TrainingData, pool: list[int]) ->
     cache = Path(args.cache_dir)
     recipe = RECIPES[args.task]
     samples = min(args.big_train_samples, len(pool))
+    seed = args.seed if args.big_seed is None else args.big_seed
     out = cache / (f"big-mpnet-{args.task}-n{samples}-e{args.big_epochs:g}-lr{args.big_lr:g}"
-                   f"-s{args.seed}-split{args.split_seed}")
+                   f"-s{seed}-split{args.split_seed}")
     if (out / "config.json").is_file():
         log.info("big model: reusing %s", out)
         return out
     backbone = mpnet_backbone(cache / "backbones")
     log.info("big model: fine-tuning %s on %d %s items -> %s", backbone, samples, args.task, out)
-    subset = train.subset(sorted(random.Random(args.seed).sample(pool, samples)))
+    subset = train.subset(sorted(random.Random(seed).sample(pool, samples)))
     settings = TrainSettings(model=backbone, output=str(out), epochs=args.big_epochs, batch_size=16,
-                             learning_rate=args.big_lr, max_length=recipe.max_length, seed=args.seed)
+                             learning_rate=args.big_lr, max_length=recipe.max_length, seed=seed)
     return train_model(settings, subset)
 
 
@@ -121,7 +125,7 @@ def distill_set(args: argparse.Namespace, train: TrainingData, pool: list[int]) 
 def build_small(args: argparse.Namespace, big: Path, distil: TrainingData, layers: int) -> Path:
     cache = Path(args.cache_dir)
     out = cache / (f"small-minilm-L{layers}-kd-{big.name}-n{len(distil)}-e{args.small_epochs:g}"
-                   f"-lr{args.small_lr:g}-T{args.distill_temperature:g}-d{args.deferral_holdout:g}")
+                   f"-lr{args.small_lr:g}-T{args.distill_temperature:g}-d{args.deferral_holdout:g}-s{args.seed}")
     if (out / "config.json").is_file():
         log.info("small model (%d layers): reusing %s", layers, out)
         return out
