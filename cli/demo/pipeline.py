@@ -57,7 +57,7 @@ class DemoSettings:
         """(big, small) epochs: the sample set is small, so it needs more passes."""
         if self.quick:
             return (1.0, 2.0) if sample else (1.0, 2.0)
-        return (2.0, 3.0) if sample else (1.0, 3.0)
+        return (3.0, 3.0) if sample else (1.0, 3.0)
 
     DEFERRAL_HOLDOUT = 0.2  # of the distillation sentences, to fit the deferral head (and temperature) on
 
