@@ -9,6 +9,7 @@ import dataclasses
 import json
 import sys
 import time
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -19,6 +20,9 @@ from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneE
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
 from common.queue.store import JobStatus, ResultStore
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 OUTAGE_GRACE = 60.0  # seconds `wait` rides out an unreachable Redis (a restart) before giving up
 
 
@@ -27,7 +31,7 @@ def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
     return settings, ResultStore.open(settings)
 
 
-def interval_option(command):
+def interval_option(command: Callable) -> Callable:
     """``--interval S``: how often ``wait`` and ``results --follow`` look at the job."""
     return click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="S",
                         help="Seconds between polls.")(command)
@@ -222,7 +226,7 @@ def cancel_command(job: str, redis_url: str | None) -> None:
             click.echo(f"job {job} had already ended ({store.status(job).state})")
 
 
-def progress_bar(status: JobStatus):
+def progress_bar(status: JobStatus) -> tqdm:
     """The live bar of ``wait`` and ``results --follow``, on stderr."""
     from tqdm import tqdm
 
@@ -230,7 +234,8 @@ def progress_bar(status: JobStatus):
                 dynamic_ncols=True)
 
 
-def show(bar, status: JobStatus, written: int | None = None) -> None:
+def show(bar: tqdm, status: JobStatus, written: int | None = None) -> None:
+    """The bar at the job's answered count, with its tier-2 and failed counts (and what is written)."""
     bar.n = status.answered
     out = "" if written is None else f", written {written}"
     bar.set_postfix_str(f"tier2 {status.tier2}, failed {status.failed}{out}, {status.state}", refresh=False)

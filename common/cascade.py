@@ -29,10 +29,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 def validate_threshold(threshold: float, num_labels: int | None, option: str = "--confidence_threshold") -> float:
     """A threshold below ``1/num_labels`` can never be missed, above 1.0 never met; ``option`` is the
     name the user typed it under. ``num_labels`` None: not known yet, any share in (0, 1]."""
-    if num_labels is not None and num_labels < 2:
+    if num_labels is None:
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigError(f"{option} must be between 0 (exclusive) and 1.0, got {threshold}")
+        return float(threshold)
+    if num_labels < 2:
         raise ConfigError("the cascade needs a classifier with at least 2 labels "
                           "(confidence is undefined for regression heads such as STS-B)")
-    low = 1.0 / num_labels if num_labels else 1e-9
+    low = 1.0 / num_labels
     if not (low - 1e-9 <= threshold <= 1.0):
         raise ConfigError(f"{option} must be between {low:.4g} and 1.0 "
                           f"for {num_labels} labels, got {threshold}")

@@ -56,7 +56,7 @@ class DemoSettings:
     def epochs(self, sample: bool) -> tuple[float, float]:
         """(big, small) epochs: the sample set is small, so it needs more passes."""
         if self.quick:
-            return (1.0, 2.0) if sample else (1.0, 2.0)
+            return (3.0, 3.0) if sample else (1.0, 2.0)
         return (3.0, 3.0) if sample else (1.0, 3.0)
 
     DEFERRAL_HOLDOUT = 0.2  # of the distillation sentences, to fit the deferral head (and temperature) on

@@ -53,12 +53,12 @@ FAILED = "f"
 # for a new bit, so a job written before the bitmap existed counts nothing twice.
 # Returns how many items were new, or -1 when the job's records are gone.
 _WRITE = """
-local meta, results, failures, answered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, results, failures, bits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local added = 0
 for line in string.gmatch(ARGV[2], '[^\\n]+') do
   local index, kind, correct, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
-  if redis.call('SETBIT', answered, index, 1) == 0 and redis.call('HEXISTS', results, index) == 0
+  if redis.call('SETBIT', bits, index, 1) == 0 and redis.call('HEXISTS', results, index) == 0
       and redis.call('HEXISTS', failures, index) == 0 then
     added = added + 1
     if kind == 'f' then
@@ -113,10 +113,10 @@ return frontier(KEYS[2], tonumber(ARGV[1]), tonumber(redis.call('HGET', KEYS[1],
 # job's ``drained`` watermark up to stop (never past the first unanswered item) and moves the mark.
 # Returns the new watermark, or -1 when the job's records are gone.
 _DRAIN = _FRONTIER_FUNCTION + """
-local meta, results, failures, answered = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, results, failures, bits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local from = tonumber(redis.call('HGET', meta, 'drained') or '0')
-local stop = math.min(tonumber(ARGV[1]), frontier(answered, from, tonumber(redis.call('HGET', meta, 'total'))))
+local stop = math.min(tonumber(ARGV[1]), frontier(bits, from, tonumber(redis.call('HGET', meta, 'total'))))
 if stop <= from then return from end
 for i = from, stop - 1 do
   redis.call('HDEL', results, i)

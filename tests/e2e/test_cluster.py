@@ -112,6 +112,33 @@ def test_two_jobs_with_different_thresholds_do_not_mix(cluster, tiny_models, sen
     assert re.search(r"^ja\s+done\s+600\s+600\s", jobs, re.M) and re.search(r"^jb\s+done\s+400\s+400\s", jobs, re.M)
 
 
+def test_follow_drain_exports_a_running_job_as_embedded_mode_and_empties_redis(cluster, tiny_models, sentences,
+                                                                               tmp_path):
+    server, workers = cluster
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"f{i}", "text": text}) + "\n"
+                              for i, (text, _) in enumerate(sentences[:600])), encoding="utf-8")
+    tier1_count = sum(r["tier"] == 1 for r in embedded(corpus, tmp_path / "embedded.jsonl", tiny_models, 0.9))
+    control = make_app("client", ClusterSettings(redis_url=server.url)).control
+    tier2_node = [f"t2@{_host(workers[2])}"]
+    assert control.cancel_consumer("tier2", destination=tier2_node, reply=True, timeout=30)
+    submit(corpus, "follow", server.url, tiny_models, 0.9)
+    out = tmp_path / "follow.jsonl"
+    follower = subprocess.Popen([*tango_argv("results", "follow", "-o", str(out), "--follow", "--drain",
+                                             "--interval", "0.1")], cwd=ROOT, env=cluster_env(server.url),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = ResultStore.open(ClusterSettings(redis_url=server.url))
+    until(lambda: store.status("follow").done == tier1_count, "tier 1's share of the job")
+    assert follower.poll() is None, "the follower must wait for tier 2's items"
+    assert control.add_consumer("tier2", destination=tier2_node, reply=True, timeout=30)
+    _, err = follower.communicate(timeout=300)
+    assert follower.returncode == 0, err
+    assert out.read_bytes() == (tmp_path / "embedded.jsonl").read_bytes()
+    status = store.status("follow")
+    assert (status.state, status.drained, len(store.answered("follow"))) == ("done", 600, 600)
+    assert store.client.hlen(results_key("follow")) == 0
+
+
 def _host(worker) -> str:
     match = re.search(r"t2@(\S+) ready\.", worker.log_text())
     assert match, worker.log_text()[-2000:]
