@@ -97,7 +97,21 @@ class RecordSink(Protocol):
         The output stream itself stays open: whoever opened it closes it."""
 
 
-class TextSink:
+class _StreamSink:
+    """What every sink does with its stream: ``count`` records are in it once flushed."""
+
+    out: IO
+    count: int
+
+    def flush(self) -> int:
+        self.out.flush()
+        return self.count
+
+    def sync(self) -> None:
+        _fsync(self.out)
+
+
+class TextSink(_StreamSink):
     """jsonl (one object per line) or csv (a header, then one row per item) on a text stream."""
 
     def __init__(self, out: IO[str], fmt: str = "jsonl") -> None:
@@ -116,20 +130,13 @@ class TextSink:
             self.count += 1
         return self.count - before
 
-    def flush(self) -> int:
-        self.out.flush()
-        return self.count
-
-    def sync(self) -> None:
-        _fsync(self.out)
-
     def close(self) -> int:
         self.flush()
         self.sync()
         return self.count
 
 
-class ParquetSink:
+class ParquetSink(_StreamSink):
     """Parquet on a binary stream, one row group per ``row_group`` records as they come; the
     footer, which readers need, is written by ``close``."""
 
@@ -150,13 +157,6 @@ class ParquetSink:
         while len(self.pending) >= self.row_group:
             self._write_group(self.row_group)
         return len(taken)
-
-    def flush(self) -> int:
-        self.out.flush()
-        return self.count
-
-    def sync(self) -> None:
-        _fsync(self.out)
 
     def close(self) -> int:
         if self.pending:
