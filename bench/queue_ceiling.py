@@ -99,6 +99,7 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
         import redis
 
         finished = wait_done(redis.Redis.from_url(url), job)
+        commands = redis.Redis.from_url(url).info("commandstats")
         wait_mb, _ = peak_of(["wait", job], url)
         results_mb, _ = peak_of(["results", job, "-o", str(root / f"results-{items}.jsonl")], url)
         status = redis.Redis.from_url(url, decode_responses=True).hgetall(meta_key(job))
@@ -110,9 +111,23 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
                 "worker_mb": {w.name: peak_rss_mb(w) for w in workers},
                 "cpu": {"submit (whole command)": submit_cpu,
                         **{w.name: cpu_seconds(w) - idle[w.name] for w in processes}},
-                "redis_mb": peak_rss_mb(redis_proc)}
+                "redis_mb": peak_rss_mb(redis_proc), "chunks": -(-items // args.chunk_size),
+                "redis_commands": {name.removeprefix("cmdstat_"): stats["calls"] for name, stats in commands.items()}}
     finally:
         stop_all(processes)
+
+
+def redis_line(figures: dict, chunk_size: int) -> str:
+    """What one Redis serves: commands per tier-1 chunk (both tiers' traffic, the job's own commands
+    included), and the items per second one Redis core would carry at the CPU this job cost it."""
+    calls = figures["redis_commands"]
+    per_chunk = sum(calls.values()) / figures["chunks"]
+    top = ", ".join(f"{name} {count / figures['chunks']:.1f}" for name, count in
+                    sorted(calls.items(), key=lambda kv: -kv[1])[:6])
+    redis_cpu = next(v for k, v in figures["cpu"].items() if k.startswith("redis"))
+    return (f"Redis: {per_chunk:.1f} commands per {chunk_size}-item chunk ({top}); redis-server used "
+            f"{redis_cpu:.2f} CPU s, so one Redis core carries about {figures['items'] / redis_cpu:,.0f} "
+            f"items/s of this job before Redis, not the models, is the limit")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -152,6 +167,7 @@ def main() -> None:
     print("CPU seconds used by the job: " +
           ", ".join(f"{k} {v:.1f}" for k, v in figures["cpu"].items()))
     print(f"{figures['rate']:.0f} items/s")
+    print(redis_line(figures, args.chunk_size))
     print(f"floor (parse, tokenize once, near-free model, encode; one process, one thread): {floor:.0f} items/s; "
           f"the queue ceiling is {figures['rate'] / floor:.0%} of it")
 
