@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_FILE = Path(__file__).parent / "sample_reviews.tsv"
 QUICK_CORPUS = 200  # --quick labels this many corpus items: a first look, not a measurement
-RECIPE_VERSION = 4  # bump when the recipe changes, so stale cached pairs are rebuilt
+RECIPE_VERSION = 5  # bump when the recipe changes, so stale cached pairs are rebuilt
 
 
 @dataclass
@@ -51,7 +51,7 @@ class DemoSettings:
     batch_size: int = 32
 
     def train_samples(self) -> int:
-        return self.max_train_samples or (120 if self.quick else 3000)
+        return self.max_train_samples or (400 if self.quick else 3000)
 
     def epochs(self, sample: bool) -> tuple[float, float]:
         """(big, small) epochs: the sample set is small, so it needs more passes."""
@@ -206,7 +206,7 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
     if not (big / "config.json").is_file():
         say(f"training the big tier: MiniLM, 6 layers, on {len(data.train)} examples ({big_epochs:g} epochs)")
         train_model(TrainSettings(model=backbone, output=str(big), epochs=big_epochs, batch_size=16,
-                                  learning_rate=1e-4, seed=settings.seed, freeze_embeddings=True), data.train)
+                                  learning_rate=1e-4, seed=settings.seed), data.train)
     distil = with_phrases(data.train, settings.phrases(data.sample), settings.seed)
     say(f"labelling {len(distil)} sentences and phrases with the big tier (soft labels for distillation)")
     soft = teacher_logits(str(big), distil, cache_dir=root / "logits")
