@@ -26,5 +26,5 @@ def test_sample_splits_are_disjoint_and_stable(tmp_path):
 
 def test_sst2_mode_uses_train_for_training_and_dev_as_corpus(glue_dir: Path, tmp_path):
     data = load_demo_data(DemoSettings(cache_dir=tmp_path, data_dir=str(glue_dir), quick=True, max_corpus_items=50))
-    assert not data.sample and len(data.train) == 120 and len(data.corpus) == 50
+    assert not data.sample and len(data.train) == 400 and len(data.corpus) == 50
     assert not set(data.train.texts) & set(data.held_out.texts)
