@@ -181,7 +181,8 @@ def deferral_split(n: int, share: float, seed: int) -> tuple[list[int], list[int
 
 
 def fit_deferral(model_dir: Path, held: TrainingData, teacher: np.ndarray, progress: bool = True) -> dict:
-    """Fit and save the deferral head (and the temperature) of a saved student on held-out items.
+    """Fit and save the deferral head (and the temperature) of a saved student on held-out items;
+    a head that does not beat max softmax there (cross-validated AUROC) is not saved.
 
     The temperature is fitted on the same items against the teacher's answers:
     both say how far the student's answers can be trusted, on items it never
@@ -197,10 +198,19 @@ def fit_deferral(model_dir: Path, held: TrainingData, teacher: np.ndarray, progr
     try:
         head = fit_head(features(logits, pooled), agree)
     except DataError as exc:
-        log.warning("no deferral head, the model routes on max softmax: %s", exc)
-        return {"skipped": str(exc), "items": len(held), "disagreements": int((~agree).sum())}
+        return _no_head(str(exc), {"items": len(held), "disagreements": int((~agree).sum())})
+    if not head.report["cv_auroc"] > head.report["max_softmax_auroc"]:
+        return _no_head(f"the head tells disagreement apart no better than max softmax on its held-out items "
+                        f"(AUROC {head.report['cv_auroc']:.4f} against {head.report['max_softmax_auroc']:.4f})",
+                        head.report)
     head.save(model_dir)
     return head.report
+
+
+def _no_head(reason: str, report: dict) -> dict:
+    """Route on max softmax, and keep why in the training record."""
+    log.warning("no deferral head, the model routes on max softmax: %s", reason)
+    return {**report, "skipped": reason}
 
 
 def _init_model(settings: TrainSettings, labels: list[str]):
