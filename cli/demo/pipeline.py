@@ -220,7 +220,7 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
                 distil, teacher_logits=soft)
     report = json.loads((small / TRAINING_FILE).read_text())["deferral"]
     say(f"  {report['disagreements']} of {report['items']} held-out distillation items disagree with the big tier; "
-        + (f"no deferral head, routing on max softmax ({report['skipped']})" if "skipped" in report else
+        + ("no deferral head, routing on max softmax (the warning above says why)" if "skipped" in report else
            f"the deferral head tells them apart with AUROC {report['cv_auroc']:.3f} "
            f"(max softmax {report['max_softmax_auroc']:.3f})"))
     return big, small
