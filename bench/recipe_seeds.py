@@ -71,8 +71,8 @@ class Part:
 def routing_scores(logits: np.ndarray, pooled: np.ndarray, temperature: float, head) -> dict[str, np.ndarray]:
     """Each score as probabilities whose row max is the score, so the one cascade rule applies to all."""
     probs = softmax(logits, temperature)
-    top = np.sort(logits, axis=1)
-    entropy = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(axis=1)
+    seen = features(logits, pooled)  # the head's inputs end with the margin and the entropy: rank on them too
+    margin, entropy = seen[:, -2], seen[:, -1]
     floor = 1.0 / logits.shape[1]
 
     def above_floor(unit: np.ndarray) -> np.ndarray:
@@ -80,10 +80,10 @@ def routing_scores(logits: np.ndarray, pooled: np.ndarray, temperature: float, h
         return floor + (1.0 - floor) * (0.5 + 0.5 * unit)
 
     scores = {"max softmax": probs,
-              "margin": routed_probabilities(probs, above_floor(np.tanh(top[:, -1] - top[:, -2]))),
+              "margin": routed_probabilities(probs, above_floor(np.tanh(margin))),
               "entropy": routed_probabilities(probs, above_floor(1.0 - entropy / np.log(logits.shape[1])))}
     if head is not None:
-        scores["deferral head"] = routed_probabilities(probs, head.agreement(features(logits, pooled)))
+        scores["deferral head"] = routed_probabilities(probs, head.agreement(seen))
     return scores
 
 

@@ -153,12 +153,11 @@ def _sample_data(settings: DemoSettings) -> DemoData:
     data = read_sample_reviews()
     order = list(range(len(data)))
     random.Random(settings.seed).shuffle(order)
-    n_train = min(int(len(data) * 0.5), settings.train_samples())
-    n_calib = int(len(data) * 0.2)
-    corpus = data.subset(order[int(len(data) * 0.7):])
+    held, corpus = int(len(data) * 0.5), int(len(data) * 0.7)  # where the held-out part and the corpus start
+    n_train = min(held, settings.train_samples())
     limit = settings.max_corpus_items or (QUICK_CORPUS if settings.quick else None)
     return DemoData(f"the {len(data)} sample reviews shipped with tango", True, data.subset(order[:n_train]),
-                    data.subset(order[int(len(data) * 0.5):int(len(data) * 0.5) + n_calib]), _cap(corpus, limit))
+                    data.subset(order[held:corpus]), _cap(data.subset(order[corpus:]), limit))
 
 
 def _cap(data: TrainingData, limit: int | None) -> TrainingData:
