@@ -213,7 +213,8 @@ def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels
 
 def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:
     """The job's label set: ``--labels``, else the models' configs, else what running workers serve,
-    else none yet (the first worker to take a chunk fixes it; gold labels are then checked there)."""
+    else none yet (the first worker to take a chunk fixes it; gold labels cannot be checked at submit
+    then, and one that names no label of the job counts as a miss in its accuracy)."""
     if request.labels:
         labels = [name.strip() for name in request.labels if name.strip()]
         if len(labels) < 2 or len(set(labels)) != len(labels):
