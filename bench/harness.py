@@ -63,7 +63,12 @@ LAST_CPU = [0.0]  # CPU seconds of the last peak_of command
 
 
 def peak_of(args: list[str], redis_url: str) -> tuple[float, str]:
-    """Peak RSS (MiB) of one ``tango`` command and its stdout (its CPU seconds go to ``LAST_CPU``).
+    """Peak RSS (MiB) of one ``tango`` command and its stdout (its CPU seconds go to ``LAST_CPU``)."""
+    return finish_measured(start_measured(args, redis_url), args)
+
+
+def start_measured(args: list[str], redis_url: str) -> subprocess.Popen:
+    """One ``tango`` command started under a measuring helper, for commands that must run beside others.
 
     A fresh helper process runs only this command, so its RUSAGE_CHILDREN maximum (what the
     kernel recorded for the waited child) belongs to that command alone.
@@ -71,13 +76,18 @@ def peak_of(args: list[str], redis_url: str) -> tuple[float, str]:
     code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
             "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
             "print(u.ru_maxrss, r.returncode, u.ru_utime + u.ru_stime, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code, *tango_argv(*args)], cwd=ROOT, env=cluster_env(redis_url),
-                          capture_output=True, text=True)
-    kib, returncode, cpu = done.stderr.strip().splitlines()[-1].split()
+    return subprocess.Popen([sys.executable, "-c", code, *tango_argv(*args)], cwd=ROOT, env=cluster_env(redis_url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_measured(process: subprocess.Popen, args: list[str]) -> tuple[float, str]:
+    """Wait for a ``start_measured`` command: its peak RSS (MiB) and stdout; its CPU seconds go to ``LAST_CPU``."""
+    stdout, stderr = process.communicate()
+    kib, returncode, cpu = stderr.strip().splitlines()[-1].split()
     LAST_CPU[0] = float(cpu)
     if returncode != "0":
-        sys.exit(f"tango {' '.join(args)} failed: {done.stderr[-2000:]}")
-    return int(kib) / 1024, done.stdout
+        sys.exit(f"tango {' '.join(args)} failed: {stderr[-2000:]}")
+    return int(kib) / 1024, stdout
 
 
 def build_corpus(path: Path, items: int) -> list[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from cli.options import (CONTEXT, audit_option, corpus_options, corpus_spec, is_url, open_output, output_format,
-                         output_options, redis_errors, redis_option)
+                         output_options, redis_errors, redis_option, window_option)
 from common.queue.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
@@ -54,13 +54,20 @@ def interval_option(command: Callable) -> Callable:
 @click.option("--max-items", type=click.IntRange(min=1), default=DEFAULT_MAX_ITEMS, envvar=ENV_MAX_ITEMS,
               show_default=True, metavar="N", help=f"Refuse a corpus of more than N items [env {ENV_MAX_ITEMS}].")
 @audit_option
+@window_option
 @corpus_options
 @redis_option
 def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: str | None, labels: str | None,
-                   small: str | None, big: str | None, skip_invalid: bool, max_items: int, audit: float,
+                   small: str | None, big: str | None, skip_invalid: bool, max_items: int, audit: float, window: int,
                    fmt: str | None, text_column: str, pair_column: str | None, id_column: str, label_column: str,
                    redis_url: str | None) -> None:
-    """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id."""
+    """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id.
+
+    A corpus larger than --window is queued as workers answer, so Redis never
+    holds more than a window of it: submit then returns when the last chunk is
+    queued. Stopped before that (Ctrl-C, a lost broker), `tango resume JOB`
+    queues the rest.
+    """
     from common.queue.celery_app import make_app
     from common.queue.submission import SubmitRequest, submit
 
@@ -69,7 +76,7 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
                                max_items=max_items)
     request = SubmitRequest(path=input_path, spec=spec, threshold=threshold, chunk_size=chunk_size, job_id=job_id,
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
-                            skip_invalid=skip_invalid, audit=audit)
+                            skip_invalid=skip_invalid, audit=audit, window=window)
     with redis_errors(settings):
         done = submit(store, make_app("client", settings), request)
     cut = f", {done.truncated} over-long texts cut" if done.truncated else ""
@@ -185,9 +192,11 @@ def jobs_command(limit: int, redis_url: str | None) -> None:
 
 @click.command("resume", context_settings=CONTEXT)
 @click.argument("job")
+@window_option
 @redis_option
-def resume_command(job: str, redis_url: str | None) -> None:
-    """Send JOB's unanswered items to tier 1 again (after a Redis crash lost queued work).
+def resume_command(job: str, window: int, redis_url: str | None) -> None:
+    """Send JOB's unanswered items to tier 1 again (after a Redis crash lost queued work, or a
+    submit stopped before it queued the whole corpus).
 
     Safe at any time: results are written once per item, so a resend costs at
     most duplicate work. Reads the job's source file as submit did.
@@ -197,7 +206,7 @@ def resume_command(job: str, redis_url: str | None) -> None:
 
     settings, store = open_store(redis_url)
     with redis_errors(settings):
-        done = resume(store, make_app("client", settings), job)
+        done = resume(store, make_app("client", settings), job, window)
     click.echo(f"resent {done.items} unanswered items of {job} in {done.chunks} chunks")
 
 
@@ -284,7 +293,7 @@ def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
             "threshold": s.threshold, "labels": s.labels, "waiting_for_workers": s.waiting_for_workers,
             "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
-            "resumed": int(s.extra.get("resumed") or 0), "drained": s.drained, "audit": job_audit(s).to_dict(),
+            "resumed": int(s.extra.get("resumed") or 0), "drained": s.drained, "queued": s.fed, "audit": job_audit(s).to_dict(),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 
@@ -293,6 +302,9 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
 
     share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
     waiting = " (waiting for workers: none has taken the job yet)" if s.waiting_for_workers else ""
+    if s.state == "submitting" and s.fed < s.total:
+        waiting += (f" ({s.fed} of {s.total} items queued so far: the submit queues the rest as workers answer; "
+                    f"if it stopped, `tango resume {s.job}` does)")
     lines = [f"job       {s.job}",
              f"state     {s.state}{waiting}",
              f"progress  {s.answered} of {s.total} items ({s.answered / max(s.total, 1):.1%}): "

@@ -10,7 +10,7 @@ from typing import IO, Callable, Iterator
 
 import click
 
-from common.queue.config import DEFAULT_AUDIT_RATE, ClusterSettings
+from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, ENV_WINDOW, ClusterSettings
 from common.data.corpus import CorpusSpec
 from common.errors import ConfigError, ServiceUnavailable, first_line
 from common.data.records import FORMATS
@@ -112,6 +112,15 @@ def audit_option(command: Callable) -> Callable:
     return click.option("--audit", "audit", type=float, default=DEFAULT_AUDIT_RATE, show_default=True, metavar="R",
                         help="Also run tier 2 on a seeded random share R of the items tier 1 accepts, to estimate "
                              "their agreement with tier 2 (their labels stay tier 1's; 0 turns it off).")(command)
+
+
+def window_option(command: Callable) -> Callable:
+    """``--window N``, shared by ``submit`` and ``resume``, the two commands that feed a job."""
+    return click.option("--window", type=click.IntRange(min=0), default=DEFAULT_WINDOW, envvar=ENV_WINDOW,
+                        show_default=True, metavar="N",
+                        help="Keep at most N unanswered items of the job in Redis: the rest is queued as workers "
+                             "answer, so this command runs until all but N are answered. 0 queues the whole "
+                             f"corpus at once and returns, at the cost of Redis holding it [env {ENV_WINDOW}].")(command)
 
 
 def redis_option(command: Callable) -> Callable:

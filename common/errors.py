@@ -67,5 +67,11 @@ class JobGoneError(JobError):
     exit_code = EXIT_LOST
 
 
+class Interrupted(TangoError):
+    """Raised when the user stops a command midway; its message says how to pick the work up again."""
+
+    exit_code = 130
+
+
 class MessageError(TangoError):
     """Raised when a queue message is not a valid tango chunk (it is dropped, never run)."""

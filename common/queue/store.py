@@ -171,6 +171,15 @@ end
 return current
 """
 
+# KEYS: meta. ARGV: how many of the job's items a feeder has queued. Only moves forward (a resume
+# re-sends earlier items) and never recreates the record of a job that was purged meanwhile.
+_FED = """
+if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('HGET', KEYS[1], 'fed') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'fed', ARGV[1])
+end
+return 0
+"""
+
 # KEYS: attempts. ARGV: the chunk's field. Never below zero.
 _REFUND = """
 if tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') > 0 then redis.call('HINCRBY', KEYS[1], ARGV[1], -1) end
@@ -233,6 +242,7 @@ class JobStatus:
     audited: int = 0  # tier 1's answers tier 2 has checked so far
     audit_agreed: int = 0  # of those, how many it labelled the same
     drained: int = 0  # items 0..drained-1 were written out and deleted by ``tango results --drain``
+    fed: int = 0  # items 0..fed-1 have been queued (a windowed submit queues the rest as workers answer)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -289,6 +299,7 @@ class ResultStore:
         self._claim_labels = client.register_script(_CLAIM_LABELS)
         self._frontier = client.register_script(_FRONTIER)
         self._drain = client.register_script(_DRAIN)
+        self._fed = client.register_script(_FED)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -360,6 +371,15 @@ class ResultStore:
         """The job's label set, fixed to ``labels`` if it had none yet; None when the job is gone."""
         current = self._claim_labels(keys=[meta_key(job)], args=[json.dumps(list(labels))])
         return json.loads(current) if current else None
+
+    def progress(self, job: str) -> tuple[str | None, int]:
+        """The job's state and answered count (one round trip, for a feeder's window); (None, 0) when gone."""
+        state, done, failed = self.client.hmget(meta_key(job), "state", "done", "failed")
+        return state, int(done or 0) + int(failed or 0)
+
+    def mark_fed(self, job: str, items: int) -> None:
+        """Record how far into the corpus a feeder has queued (``tango status`` shows it while submitting)."""
+        self._fed(keys=[meta_key(job)], args=[items])
 
     def status(self, job: str) -> JobStatus:
         raw = self.client.hgetall(meta_key(job))
@@ -573,7 +593,7 @@ def _gone(job: str) -> str:
 def _status(raw: dict[str, str]) -> JobStatus:
     number = {name: int(raw.get(name) or 0)
               for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected", "audited",
-                           "audit_agreed", "drained")}
+                           "audit_agreed", "drained", "fed")}
     known = {"job", "state", "labels", "threshold", "created", "finished", "audit", *number}
     return JobStatus(job=raw.get("job", "?"), state=raw.get("state", "?"), labels=json.loads(raw.get("labels", "[]")),
                      threshold=float(raw.get("threshold") or 0), created=float(raw.get("created") or 0),

@@ -2,8 +2,9 @@
 
 The whole file is validated first (``corpus.summarize``), so a bad line stops
 the submit with nothing enqueued; then it is read a second time and sent chunk
-by chunk, so the submitter never holds the corpus in memory. The label set the
-job expects is fixed here, once, and travels with every chunk: a worker whose
+by chunk, so the submitter never holds the corpus in memory, and only as fast as
+workers answer (``window``), so the broker never holds it either. The label set
+the job expects is fixed here, once, and travels with every chunk: a worker whose
 model does not speak it refuses the chunk instead of writing wrong labels.
 """
 from __future__ import annotations
@@ -17,19 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
-from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, MAX_CHUNK_SIZE
 from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
-from common.errors import DataError
-from common.errors import ConfigError, JobError, ServiceUnavailable
+from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
 from common.queue.keys import UNACKED, new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, Chunk, WorkItem
 from common.queue.store import JobSpec, JobStatus, ResultStore
+from common.queue.window import Window, validate_window
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class SubmitRequest:
     big: str | None = None
     skip_invalid: bool = False  # record bad records as rejected and go on, instead of refusing the file
     audit: float = DEFAULT_AUDIT_RATE  # share of tier 1's answers that tier 2 also checks (0: none)
+    window: int = DEFAULT_WINDOW  # most unanswered items of the job in the broker at once (0: no limit)
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,14 @@ class LabelSource:
 
 def submit(store: ResultStore, app: Celery, request: SubmitRequest,
            progress: Callable[[int], None] | None = None) -> Submitted:
-    """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue."""
+    """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue, which
+    for a corpus larger than the window is once workers have answered all but a window of it."""
     start = time.perf_counter()
     job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
     if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
         raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
     audit = validate_audit_rate(request.audit)
+    window = validate_window(request.window, request.chunk_size)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
     spec = dataclasses.replace(request.spec, labels=tuple(source.labels))
@@ -90,7 +95,7 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
     items = read_corpus(request.path, spec, _skip if request.skip_invalid else None)
     chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels, audit),
-                        progress)
+                        progress, Window(store, job, window))
     store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
     return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
@@ -104,7 +109,7 @@ class Resumed:
     items: int
 
 
-def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
+def resume(store: ResultStore, app: Celery, job: str, window: int = 0) -> Resumed:
     """Send every item of a running job that has no result yet to tier 1 again.
 
     The result store, not the broker, is the record of what is done: kombu can
@@ -112,7 +117,10 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     job's source the way submit read it and re-sending the unanswered items is
     always safe (writes are idempotent); it costs duplicate work at most. What
     is answered comes from the job's answered bitmap, which also covers the
-    items ``tango results --drain`` deleted, so those are never sent again.
+    items ``tango results --drain`` deleted, so those are never sent again. With a ``window`` it
+    feeds the rest of a job whose submit stopped early as workers answer, as submit would have;
+    without one (the workers' stall sweeper, which only looks at fully queued jobs, whose
+    unanswered items fit in their window) it sends them at once.
     """
     status = store.status(job)
     if status.is_final:
@@ -127,7 +135,8 @@ def resume(store: ResultStore, app: Celery, job: str) -> Resumed:
     items = read_corpus(path, spec, _skip if skip_invalid else None)
     missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
                for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
-    chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items))
+    chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items),
+                           window=Window(store, job, validate_window(window, size)))
     store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
     log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
     return Resumed(job, chunks, sent)
@@ -176,19 +185,27 @@ def queues_empty(client) -> bool:
 
 
 def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
-            progress: Callable[[int], None] | None = None) -> tuple[int, int]:
-    """Send chunks to tier 1 over one producer; returns how many chunks and items were sent."""
+            progress: Callable[[int], None] | None = None, window: Window | None = None) -> tuple[int, int]:
+    """Send chunks to tier 1 over one producer, each once the window has room for it; returns how
+    many chunks and items were sent (fewer than given when the job ended meanwhile)."""
     sent = items = 0
+    window = window or Window(store, job, 0)
     try:
         with app.producer_or_acquire() as producer:
             for chunk in chunks:
+                if not window.admit(len(chunk.items)):
+                    break
                 send_chunk(app, TASK_TIER1, chunk, producer)
                 sent, items = sent + 1, items + len(chunk.items)
+                store.mark_fed(job, chunk.items[-1].index + 1)
                 if progress:
                     progress(len(chunk.items))
-    except OperationalError as exc:
+    except (OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:  # the window reads Redis too
         raise ServiceUnavailable(f"lost the broker at {store.url} after {sent} chunks of job {job!r}: "
-                                 f"{exc}; run `tango resume {job}` once it is back") from None
+                                 f"{first_line(exc)}; run `tango resume {job}` once it is back") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted after queueing {sent} chunks of job {job!r}; `tango resume {job}` "
+                          "queues the rest") from None
     return sent, items
 
 

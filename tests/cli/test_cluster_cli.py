@@ -149,7 +149,7 @@ def test_label_audits_the_same_sample_and_keeps_its_output(tiny_models, corpus, 
 
     plain, audited = tmp_path / "plain.jsonl", tmp_path / "audited.jsonl"
     base = ["label", str(corpus), "--small", str(tiny_models["small"]), "--big", str(tiny_models["big"]),
-            "--threshold", "0.55"]
+            "--threshold", "0.55", "--threads", "1"]  # one thread on both sides: float sums follow the count
     assert run(cli, args=[*base, "--audit", "0", "-o", str(plain)]) == 0
     done = subprocess.run([sys.executable, "-m", "cli.main", *base, "--audit", "0.5", "--seed", "job-7", "-o",
                            str(audited)], cwd=ROOT, env=cluster_env(), capture_output=True, text=True, timeout=300)

@@ -1,0 +1,107 @@
+"""Corpora of any size: the same job at 100k and 1M items, with Redis, submit and the rate flat.
+
+The near-free model of ``bench/queue_ceiling.py`` labels SST-2 train sentences (cycled) while
+``tango results --follow --drain`` writes the results out and deletes them from Redis. The
+submit keeps at most ``--window`` unanswered items in the broker and the export keeps only
+the tail not yet written in the result store, so neither Redis's peak memory nor the
+submitter's should grow with the corpus, nor should the rate fall. Each size runs on a fresh
+Redis and fresh workers; the script prints each size's figures and the ratios of the largest
+size to the smallest (targets: Redis peak and submit peak at most 1.5x, rate at least 0.9x).
+
+    python bench/scale.py --sizes 100000 1000000
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis  # noqa: E402
+
+from bench.harness import build_corpus, finish_measured, machine, peak_rss_mb, start_measured, wait_done  # noqa: E402
+from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
+from common.queue.config import DEFAULT_WINDOW  # noqa: E402
+from common.queue.keys import meta_key  # noqa: E402
+from common.testing.cluster import start_redis, start_worker, stop_all, wait_ready  # noqa: E402
+
+MIB = 1024 * 1024
+
+
+def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:
+    """One job of ``items`` through a fresh Redis and fresh workers, exported with --drain as it runs."""
+    corpus, out = root / f"corpus-{items}.jsonl", root / f"results-{items}.jsonl"
+    build_corpus(corpus, items)
+    server = start_redis(root)
+    processes = [server.process]
+    try:
+        processes += [start_worker(1, model, server.url, root, "--batch-size", "256", "--threads", "1",
+                                   "-c", str(args.tier1_processes)),
+                      start_worker(2, model, server.url, root, "--batch-size", "256", "--threads", "1")]
+        wait_ready(processes[1:])
+        client = redis.Redis.from_url(server.url)
+        job = f"scale-{items}"
+        start = time.time()
+        submit_args = ["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
+                       str(args.chunk_size), "--labels", "negative,positive", "--window", str(args.window)]
+        submit = start_measured(submit_args, server.url)
+        while not client.exists(meta_key(job)):
+            time.sleep(0.01)
+        export_args = ["results", job, "--follow", "--drain", "-o", str(out)]
+        export = start_measured(export_args, server.url)
+        finished = wait_done(client, job)
+        submit_mb, _ = finish_measured(submit, submit_args)
+        export_mb, _ = finish_measured(export, export_args)
+        exported = time.time()
+        memory = client.info("memory")
+        lines = _count_lines(out)
+        if lines != items:
+            sys.exit(f"the export of {job} wrote {lines} lines for {items} items")
+        return {"items": items, "seconds": finished - start, "exported_seconds": exported - start,
+                "rate": items / (finished - start), "submit_mb": submit_mb, "export_mb": export_mb,
+                "redis_peak_mb": memory["used_memory_peak"] / MIB, "redis_left_mb": memory["used_memory"] / MIB,
+                "redis_rss_mb": peak_rss_mb(server.process)}
+    finally:
+        stop_all(processes)
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="submit's --window (items)")
+    parser.add_argument("--tier1-processes", type=int, default=1)
+    parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="tango-scale-") as tmp:
+        root = Path(tmp)
+        sample = build_corpus(root / "sample.jsonl", 10)
+        model = build_model(root / "model", sample)
+        threshold = escalating_threshold(model, sample, args.escalate)
+        for items in args.sizes:
+            runs.append(run_size(root, items, args, model, threshold))
+            r = runs[-1]
+            print(f"{r['items']:>9} items: {r['rate']:,.0f} items/s ({r['seconds']:.1f} s; export done at "
+                  f"{r['exported_seconds']:.1f} s); peak MiB: Redis data {r['redis_peak_mb']:.1f} (left at the end "
+                  f"{r['redis_left_mb']:.1f}, Redis RSS {r['redis_rss_mb']:.0f}), submit {r['submit_mb']:.0f}, "
+                  f"export {r['export_mb']:.0f}", flush=True)
+    small, large = runs[0], runs[-1]
+    scale = large["items"] / small["items"]
+    print(f"settings: window {args.window} items, chunk {args.chunk_size}, {args.tier1_processes} tier-1 process(es)")
+    print(f"{scale:g}x the items: Redis peak {large['redis_peak_mb'] / small['redis_peak_mb']:.2f}x (target <= 1.5), "
+          f"submit peak {large['submit_mb'] / small['submit_mb']:.2f}x (target <= 1.5), "
+          f"rate {large['rate'] / small['rate']:.2f}x (target >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
