@@ -71,7 +71,8 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
     start = time.perf_counter()
     stats = {"tier2": 0, "items": 0}
     with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
-        write_records(label_items(cascade, read_corpus(input_path, spec), (small, big), stats, chunk_size, checks),
+        write_records(label_items(cascade, read_corpus(input_path, spec, duplicates=summary.duplicate_lines),
+                                  (small, big), stats, chunk_size, checks),
                       out, output_format(output, out_format))
     seconds = time.perf_counter() - start
     click.echo(f"labelled {stats['items']} of {summary.items} items in {seconds:.2f} s "

@@ -3,22 +3,32 @@
 One parser for every command that reads a corpus (``label``, ``submit``,
 ``train --train_file``), so ids, columns and errors mean the same everywhere.
 It streams: callers validate a whole file in one pass before enqueueing
-anything, then read it again to send it, never holding it in memory.
+anything, then read it again to send it, never holding it in memory. Duplicate
+ids are found exactly without a set of every id (``common.data.dedup``): one
+more streaming pass finds the few ids that may repeat, and the validating pass
+hands the lines that do repeat to the sending pass.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 from common.labels import gold_names
 from common.errors import DataError
+from common.data.dedup import RepeatedIds, possibly_repeated
 from common.data.records import detect_format, header, read_records
 
 # No 512-token model reads past a few thousand characters; cutting longer texts
 # here keeps a 1 MB line from becoming a 1 MB queue message.
 DEFAULT_MAX_CHARS = 32_768
 KEPT_REJECTS = 1000  # reasons kept of a file's bad records (memory, and the job's record); all are counted
+
+Repeated = Callable[[int, str], bool]  # (line, id) -> whether an earlier record had the id; asked in file order
+
+
+class DuplicateIdError(DataError):
+    """A record whose id an earlier record had: ``summarize`` keeps its line for the sending pass."""
 
 
 @dataclass(frozen=True)
@@ -56,28 +66,35 @@ class CorpusSummary:
     truncated: int = 0
     rejected: int = 0
     rejects: list[DataError] = field(default_factory=list)  # the first KEPT_REJECTS of them
+    duplicate_lines: set[int] = field(default_factory=set)  # pass to read_corpus(duplicates=...) on the same file
 
     def reject(self, error: DataError) -> None:
         self.rejected += 1
         if len(self.rejects) < KEPT_REJECTS:
             self.rejects.append(error)
+        if isinstance(error, DuplicateIdError):
+            self.duplicate_lines.add(error.line)
 
 
 def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
-                on_error: Callable[[DataError], None] | None = None) -> Iterator[Item]:
+                on_error: Callable[[DataError], None] | None = None,
+                duplicates: Collection[int] | None = None) -> Iterator[Item]:
     """Yield the file's items in order; a bad record raises ``DataError`` naming its line.
 
     With ``on_error`` a bad record is reported to it and skipped instead, so a
-    caller can record rejects and go on (``--skip-invalid``).
+    caller can record rejects and go on (``--skip-invalid``). ``duplicates`` are
+    the lines whose id repeats an earlier record's (``CorpusSummary.duplicate_lines``
+    of this file and spec), so a second pass need not look for them; without it
+    they are looked for here, at the cost of one more streaming pass.
     """
     path = Path(path)
     fmt = detect_format(path, spec.fmt)
     _check_columns(path, fmt, spec)
-    seen: set[int] = set()
+    repeated = _repeated_ids(path, fmt, spec) if duplicates is None else _listed(duplicates)
     count = 0
     for line, row in read_records(path, fmt, on_error=on_error):
         try:
-            item = _item(row, line, spec, path, seen)
+            item = _item(row, line, spec, path, repeated)
         except DataError as exc:
             if on_error is None:
                 raise
@@ -91,7 +108,8 @@ def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
 
 
 def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: bool = False) -> CorpusSummary:
-    """Validate the whole file in one streaming pass and count what it holds."""
+    """Validate the whole file and count what it holds, streaming: a candidate pass for duplicate
+    ids, then the validating one. Its ``duplicate_lines`` spare the sending pass the candidate pass."""
     summary = CorpusSummary()
     for item in read_corpus(path, spec, summary.reject if skip_invalid else None):
         summary.items += 1
@@ -113,15 +131,57 @@ def _check_columns(path: Path, fmt: str, spec: CorpusSpec) -> None:
                             "(choose with --text-column / --pair-column)", 1)
 
 
-def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) -> Item:
-    text = _text(row, spec.text_column, path, line, required=True)
-    pair = _text(row, spec.pair_column or "text_pair", path, line, required=spec.pair_column is not None)
-    raw_id = row.get(spec.id_column)
-    item_id = str(line) if raw_id is None else (str(raw_id).strip() or str(line))
-    digest = hash(item_id)  # 64 bits per id, not the id: a million ids cost 8 MB however long they are
-    if digest in seen:
-        raise DataError(f"{path}, line {line}: duplicate id {item_id!r}", line)
-    seen.add(digest)
+def _repeated_ids(path: Path, fmt: str, spec: CorpusSpec) -> Repeated:
+    """The exact duplicate check for one reading of the file, after a pass that finds its candidates."""
+    if not path.is_file():
+        return _listed(())  # reading says so
+    return RepeatedIds(possibly_repeated(lambda: _checked_ids(path, fmt, spec), _record_bound(path, fmt)))
+
+
+def _listed(lines: Collection[int]) -> Repeated:
+    return lambda line, item_id: line in lines
+
+
+def _checked_ids(path: Path, fmt: str, spec: CorpusSpec) -> Iterator[str]:
+    """The id of every record that reaches the duplicate check in ``_item``, in file order.
+
+    A superset of what a reading pass reaches is as good: unreadable lines are skipped, and
+    an error that stops every reading stops this too.
+    """
+    try:
+        for line, row in read_records(path, fmt, on_error=_ignore):
+            try:
+                _texts(row, line, spec, path)
+            except DataError:
+                continue  # rejected before its id counts
+            yield _item_id(row, line, spec)
+    except DataError:
+        return
+
+
+def _ignore(error: DataError) -> None:
+    """Skip a record the candidate pass cannot read; the reading pass reports it."""
+
+
+def _record_bound(path: Path, fmt: str) -> int:
+    """At most how many records the file holds (its lines; a parquet file's rows), read cheaply
+    before parsing so the duplicate filter is sized for the file."""
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # no pyarrow, or its own ArrowInvalid family: reading says what is wrong
+            return 0
+    with path.open("rb") as handle:
+        return 1 + sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def _item(row: dict, line: int, spec: CorpusSpec, path: Path, repeated: Repeated) -> Item:
+    text, pair = _texts(row, line, spec, path)
+    item_id = _item_id(row, line, spec)
+    if repeated(line, item_id):
+        raise DuplicateIdError(f"{path}, line {line}: duplicate id {item_id!r}", line)
     label = row.get(spec.label_column)
     label = None if label is None else (str(label).strip() or None)
     if label is not None and spec.labels and gold_names(label, spec.labels) is None:
@@ -131,6 +191,17 @@ def _item(row: dict, line: int, spec: CorpusSpec, path: Path, seen: set[int]) ->
     if cut:
         text, pair = text[:spec.max_chars], pair[:spec.max_chars] if pair is not None else None
     return Item(item_id, text, pair, label, line, truncated=cut)
+
+
+def _texts(row: dict, line: int, spec: CorpusSpec, path: Path) -> tuple[str, str | None]:
+    """The text and pair, checked: a record they reject does not claim its id."""
+    text = _text(row, spec.text_column, path, line, required=True)
+    return text, _text(row, spec.pair_column or "text_pair", path, line, required=spec.pair_column is not None)
+
+
+def _item_id(row: dict, line: int, spec: CorpusSpec) -> str:
+    raw_id = row.get(spec.id_column)
+    return str(line) if raw_id is None else (str(raw_id).strip() or str(line))
 
 
 def _text(row: dict, column: str, path: Path, line: int, required: bool) -> str | None:

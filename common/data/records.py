@@ -121,25 +121,24 @@ def _report(error: DataError, on_error: OnError | None) -> None:
 
 def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str,
                fieldnames: list[str] | None) -> Iterator[tuple[int, dict]]:
-    numbers: list[int] = []
+    last = [0]  # the line the reader took last (a quoted field may span several): only the latest is needed
 
     def text_lines() -> Iterator[str]:
         for number, line in lines:
-            numbers.append(number)
+            last[0] = number
             yield line
 
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.DictReader(text_lines(), fieldnames=fieldnames, delimiter=delimiter, quoting=quoting)
     try:
         for row in reader:
-            number = numbers[-1] if numbers else 0
             if None in row:
-                raise DataError(f"{path}, line {number}: more fields than the header has")
+                raise DataError(f"{path}, line {last[0]}: more fields than the header has")
             if not any((value or "").strip() for value in row.values()):
                 continue
-            yield number, row
+            yield last[0], row
     except csv.Error as exc:
-        raise DataError(f"{path}, line {numbers[-1] if numbers else 0}: {exc}") from None
+        raise DataError(f"{path}, line {last[0]}: {exc}") from None
 
 
 def _parquet(path: Path) -> Iterator[tuple[int, dict]]:

@@ -93,7 +93,7 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
                              corpus=json.dumps({**dataclasses.asdict(spec),
                                                 "skip_invalid": request.skip_invalid})))
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
-    items = read_corpus(request.path, spec, _skip if request.skip_invalid else None)
+    items = read_corpus(request.path, spec, _skip if request.skip_invalid else None, summary.duplicate_lines)
     chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels, audit),
                         progress, Window(store, job, window))
     store.mark_submitted(job)
