@@ -120,7 +120,7 @@ def perfect_router(part: Part, cost_ratio: float) -> float:
 
 def measure_seed(args: argparse.Namespace, seed: int) -> dict:
     build = recipe_args(["--data_dir", args.data_dir, "--task", args.task, "--seed", str(seed),
-                         "--cache-dir", args.cache_dir, "--build-only"]
+                         "--cache-dir", args.cache_dir, "--build-only", "--pooling", args.pooling]
                         + (["--big-seed", str(args.big_seed)] if args.big_seed is not None else []))
     started = time.perf_counter()
     big_dir, smalls = build_pair(build)
@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big-seed", type=int, default=None,
                    help="one big model (this seed's) under every student: the student's share of the variance")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "tango" / "repro"))
+    p.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean"], help="as reproduce_sst2.py")
     p.add_argument("--max-drop", type=float, default=0.5)
     p.add_argument("--halves", type=int, default=10, help="random halves of H+D to choose on and apply to")
     p.add_argument("--split-draws-seed", type=int, default=0)

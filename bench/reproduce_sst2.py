@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deferral-holdout", type=float, default=0.1,
                    help="share of the distillation sentences kept out of training to fit the deferral head "
                         "(and the temperature) on; 0 routes on max softmax alone")
+    p.add_argument("--pooling", default="auto", choices=["auto", "cls", "mean"],
+                   help="what both tiers' heads read (tango train --pooling): auto is the tokens' mean for "
+                        "these two sentence encoders")
     p.add_argument("--split-seed", type=int, default=0,
                    help="seed of the one train/held-out split, the same for every --seed so that seeds are "
                         "compared on the same unseen items")
@@ -106,7 +109,7 @@ def build_big(args: argparse.Namespace, train: TrainingData, pool: list[int]) ->
     samples = min(args.big_train_samples, len(pool))
     seed = args.seed if args.big_seed is None else args.big_seed
     out = cache / (f"big-mpnet-{args.task}-n{samples}-e{args.big_epochs:g}-lr{args.big_lr:g}"
-                   f"-s{seed}-split{args.split_seed}")
+                   f"-s{seed}-split{args.split_seed}-{args.pooling}")
     if (out / "config.json").is_file():
         log.info("big model: reusing %s", out)
         return out
@@ -114,7 +117,7 @@ def build_big(args: argparse.Namespace, train: TrainingData, pool: list[int]) ->
     log.info("big model: fine-tuning %s on %d %s items -> %s", backbone, samples, args.task, out)
     subset = train.subset(sorted(random.Random(seed).sample(pool, samples)))
     settings = TrainSettings(model=backbone, output=str(out), epochs=args.big_epochs, batch_size=16,
-                             learning_rate=args.big_lr, max_length=recipe.max_length, seed=seed)
+                             learning_rate=args.big_lr, max_length=recipe.max_length, seed=seed, pooling=args.pooling)
     return train_model(settings, subset)
 
 
@@ -133,7 +136,8 @@ def build_small(args: argparse.Namespace, big: Path, distil: TrainingData, layer
     settings = TrainSettings(model=str(minilm_dir()), output=str(out), layer_num=layers,
                              epochs=args.small_epochs, batch_size=32, learning_rate=args.small_lr,
                              max_length=RECIPES[args.task].max_length, seed=args.seed,
-                             distill_temperature=args.distill_temperature, deferral_holdout=args.deferral_holdout)
+                             distill_temperature=args.distill_temperature, deferral_holdout=args.deferral_holdout,
+                             pooling=args.pooling)
     log.info("small model (%d layers): distilling -> %s", layers, out)
     train_model(settings, distil, teacher_logits=soft)
     return out

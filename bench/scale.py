@@ -5,14 +5,17 @@ The near-free model of ``bench/queue_ceiling.py`` labels SST-2 train sentences (
 submit keeps at most ``--window`` unanswered items in the broker and the export keeps only
 the tail not yet written in the result store, so neither Redis's peak memory nor the
 submitter's should grow with the corpus, nor should the rate fall. Each size runs on a fresh
-Redis and fresh workers; the script prints each size's figures and the ratios of the largest
-size to the smallest (targets: Redis peak and submit peak at most 1.5x, rate at least 0.9x).
+Redis and fresh workers, the sizes interleaved ``--repeats`` times (a 100k job lasts seconds, and one run's
+rate swings by 15% either way with whatever else the machine does); the script prints every run
+and the ratios of the largest size to the smallest, from each size's median rate and its highest
+memory peaks (targets: Redis peak and submit peak at most 1.5x, rate at least 0.9x).
 
     python bench/scale.py --sizes 100000 1000000
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -34,7 +37,9 @@ MIB = 1024 * 1024
 def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:
     """One job of ``items`` through a fresh Redis and fresh workers, exported with --drain as it runs."""
     corpus, out = root / f"corpus-{items}.jsonl", root / f"results-{items}.jsonl"
-    build_corpus(corpus, items)
+    if not corpus.exists():
+        build_corpus(corpus, items)
+    out.unlink(missing_ok=True)  # a repeat's: --drain writes only a new file
     server = start_redis(root)
     processes = [server.process]
     try:
@@ -68,6 +73,12 @@ def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, thre
         stop_all(processes)
 
 
+def _summary(runs: list[dict]) -> dict:
+    """One size over its runs: the median rate and the highest memory peaks."""
+    return {"items": runs[0]["items"], "rate": statistics.median(r["rate"] for r in runs),
+            **{key: max(r[key] for r in runs) for key in ("redis_peak_mb", "submit_mb")}}
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
@@ -80,24 +91,26 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="submit's --window (items)")
     parser.add_argument("--tier1-processes", type=int, default=1)
     parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each size, interleaved")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    runs = []
+    runs: dict[int, list[dict]] = {items: [] for items in args.sizes}
     with tempfile.TemporaryDirectory(prefix="tango-scale-") as tmp:
         root = Path(tmp)
         sample = build_corpus(root / "sample.jsonl", 10)
         model = build_model(root / "model", sample)
         threshold = escalating_threshold(model, sample, args.escalate)
-        for items in args.sizes:
-            runs.append(run_size(root, items, args, model, threshold))
-            r = runs[-1]
+        for items in [size for _ in range(args.repeats) for size in args.sizes]:
+            r = run_size(root, items, args, model, threshold)
+            runs[items].append(r)
             print(f"{r['items']:>9} items: {r['rate']:,.0f} items/s ({r['seconds']:.1f} s; export done at "
                   f"{r['exported_seconds']:.1f} s); peak MiB: Redis data {r['redis_peak_mb']:.1f} (left at the end "
                   f"{r['redis_left_mb']:.1f}, Redis RSS {r['redis_rss_mb']:.0f}), submit {r['submit_mb']:.0f}, "
                   f"export {r['export_mb']:.0f}", flush=True)
-    small, large = runs[0], runs[-1]
+    small, large = (_summary(runs[items]) for items in (args.sizes[0], args.sizes[-1]))
     scale = large["items"] / small["items"]
-    print(f"settings: window {args.window} items, chunk {args.chunk_size}, {args.tier1_processes} tier-1 process(es)")
+    print(f"settings: window {args.window} items, chunk {args.chunk_size}, {args.tier1_processes} tier-1 "
+          f"process(es), {args.repeats} run(s) of each size")
     print(f"{scale:g}x the items: Redis peak {large['redis_peak_mb'] / small['redis_peak_mb']:.2f}x (target <= 1.5), "
           f"submit peak {large['submit_mb'] / small['submit_mb']:.2f}x (target <= 1.5), "
           f"rate {large['rate'] / small['rate']:.2f}x (target >= 0.9)")

@@ -42,6 +42,10 @@ from cli.options import CONTEXT
 @click.option("--freeze_embeddings", is_flag=True,
               help="Keep the backbone's word embeddings as pretrained: on a few thousand examples they barely "
                    "move, and on a one- or two-layer cut their update is most of each step's cost.")
+@click.option("--pooling", type=click.Choice(["auto", "cls", "mean"]), default="auto", show_default=True,
+              help="What the classifier head reads: the first token (cls), the mean of the tokens, or (auto) "
+                   "the mean for a sentence-transformers backbone trained that way (all-MiniLM-L6-v2, "
+                   "all-mpnet-base-v2), else the first token. Saved in the model's config.")
 @click.option("--learning_rate", type=float, default=5e-5, show_default=True, metavar="LR", help="Peak AdamW learning rate.")
 @click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Training batch size.")
 @click.option("--max_length", type=int, default=64, show_default=True, metavar="N",
@@ -54,7 +58,7 @@ from cli.options import CONTEXT
 def train_command(model: str, task_name: str | None, data_dir: str | None, train_file: str | None,
                   text_field: str | None, output: str, layer_num: int | None, epochs: float,
                   max_train_samples: int | None, teacher: str | None, distill_temperature: float,
-                  distill_alpha: float, deferral_holdout: float, freeze_embeddings: bool, learning_rate: float,
+                  distill_alpha: float, deferral_holdout: float, freeze_embeddings: bool, pooling: str, learning_rate: float,
                   batch_size: int, max_length: int, seed: int, cache_dir: str | None, validation_file: str | None) -> None:
     """Fine-tune a sequence classifier to serve as a cascade tier.
 
@@ -75,7 +79,7 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
     settings = TrainSettings(model=model, output=output, layer_num=layer_num, epochs=epochs,
                              batch_size=batch_size, learning_rate=learning_rate, max_length=max_length,
                              seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha,
-                             deferral_holdout=deferral_holdout, freeze_embeddings=freeze_embeddings)
+                             deferral_holdout=deferral_holdout, freeze_embeddings=freeze_embeddings, pooling=pooling)
     settings.validate()
     soft = None
     if teacher:

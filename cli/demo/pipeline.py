@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_FILE = Path(__file__).parent / "sample_reviews.tsv"
 QUICK_CORPUS = 200  # --quick labels this many corpus items: a first look, not a measurement
-RECIPE_VERSION = 5  # bump when the recipe changes, so stale cached pairs are rebuilt
+RECIPE_VERSION = 6  # bump when the recipe changes, so stale cached pairs are rebuilt
 
 
 @dataclass

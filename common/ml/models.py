@@ -21,6 +21,7 @@ from torch import nn
 
 from common.ml.devices import resolve_device
 from common.ml.encoding import FastEncoder
+from common.ml.pooling import with_pooling
 from common.ml.progress import track
 from common.errors import ModelLoadError, first_line
 
@@ -201,7 +202,8 @@ def optimize(model: nn.Module, device: torch.device, *, quantize: bool = False,
 
 
 def load_pretrained(name_or_path: str, **model_kwargs) -> tuple[nn.Module, object]:
-    """``from_pretrained`` for the model and tokenizer, failing with one clear line."""
+    """``from_pretrained`` for the model and tokenizer, failing with one clear line; the model pools as its
+    config says (``common.ml.pooling``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     try:
@@ -209,7 +211,7 @@ def load_pretrained(name_or_path: str, **model_kwargs) -> tuple[nn.Module, objec
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **model_kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from exc
-    return model, tokenizer
+    return with_pooling(model), tokenizer
 
 
 def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from common.errors import ConfigError, DataError
 from common.ml.models import load_pretrained, truncate_layers
+from common.ml.pooling import POOLING_KEY, POOLINGS, resolve_pooling, with_pooling
 from common.ml.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class TrainSettings:
     deferral_holdout: float = 0.0  # share of distillation items kept out to fit the deferral head on
     freeze_embeddings: bool = False  # keep the word embeddings as pretrained: a small data set cannot move
     # them far, and on a one-layer cut their update is most of each step's cost
+    pooling: str = "auto"  # what the head reads: the first token (cls), the tokens' mean, or as the backbone was trained
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -88,7 +90,8 @@ class TrainSettings:
                   (self.distill_temperature > 0, "--distill_temperature must be positive"),
                   (0.0 <= self.distill_alpha <= 1.0, "--distill_alpha must be between 0 and 1"),
                   (0.0 <= self.warmup_ratio < 1.0, "--warmup_ratio must be in [0, 1)"),
-                  (0.0 <= self.deferral_holdout < 1.0, "--deferral_holdout must be in [0, 1)")]
+                  (0.0 <= self.deferral_holdout < 1.0, "--deferral_holdout must be in [0, 1)"),
+                  (self.pooling in POOLINGS, f"--pooling must be one of {', '.join(POOLINGS)}")]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
@@ -158,7 +161,8 @@ def train_model(settings: TrainSettings, data: TrainingData,
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     record = {"settings": asdict(settings), "examples": len(train_idx), "distilled": teacher_logits is not None,
-              "train_seconds": round(seconds, 1), "final_loss": losses[-1] if losses else None}
+              "train_seconds": round(seconds, 1), "final_loss": losses[-1] if losses else None,
+              "pooling": getattr(model.config, POOLING_KEY, "cls")}
     if held_idx:
         record["deferral"] = fit_deferral(tmp, data.subset(held_idx), teacher_logits[held_idx], progress)
     (tmp / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n")
@@ -217,6 +221,7 @@ def _init_model(settings: TrainSettings, labels: list[str]):
     model, tokenizer = load_pretrained(
         settings.model, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
+    model = with_pooling(model, resolve_pooling(settings.pooling, settings.model))
     if settings.layer_num is not None:
         truncate_layers(model, settings.layer_num)
     if settings.freeze_embeddings:
