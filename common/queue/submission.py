@@ -197,9 +197,10 @@ def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
                     break
                 send_chunk(app, TASK_TIER1, chunk, producer)
                 sent, items = sent + 1, items + len(chunk.items)
-                store.mark_fed(job, chunk.items[-1].index + 1)
+                window.queued(chunk.items[-1].index + 1)
                 if progress:
                     progress(len(chunk.items))
+            window.record()
     except (OperationalError, redis.ConnectionError, redis.TimeoutError) as exc:  # the window reads Redis too
         raise ServiceUnavailable(f"lost the broker at {store.url} after {sent} chunks of job {job!r}: "
                                  f"{first_line(exc)}; run `tango resume {job}` once it is back") from None

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MAX_POLL = 0.25  # seconds between looks at the job while the window is full
 SAY_EVERY = 60.0  # seconds between log lines about a full window
+RECORD_EVERY = 1.0  # seconds between notes of how far the feeder queued (a round trip per chunk slowed it)
 
 
 def validate_window(limit: int, chunk_size: int, option: str = "--window") -> int:
@@ -41,6 +42,8 @@ class Window:
     _answered: int | None = None  # the job's answered count at the last look
     _base: int = field(default=0, init=False)  # ... and when this feeder started: resume starts mid-job
     _said: float = field(default=float("-inf"), init=False)  # when the log last said the window is full
+    _through: int = field(default=0, init=False)  # items 0..through-1 of the job are queued
+    _recorded: tuple[int, float] = field(default=(0, float("-inf")), init=False)  # the last note of it, and when
 
     def __post_init__(self) -> None:
         if self.limit:
@@ -55,12 +58,25 @@ class Window:
         self.sent += items
         return True
 
+    def queued(self, through: int) -> None:
+        """Items up to ``through`` are on the queue: noted in the job's record now and then, and always
+        when the feeder waits or ends, for ``tango status`` while the job is submitting."""
+        self._through = max(self._through, through)
+        if time.monotonic() - self._recorded[1] > RECORD_EVERY:
+            self.record()
+
+    def record(self) -> None:
+        if self._through > self._recorded[0]:
+            self.store.mark_fed(self.job, self._through)
+            self._recorded = (self._through, time.monotonic())
+
     def _fits(self, items: int) -> bool:
         """Answers only grow, so a stale count can only overstate what is in flight."""
         in_flight = self.sent - (self._answered - self._base)
         return in_flight <= 0 or in_flight + items <= self.limit
 
     def _wait(self, items: int) -> bool:
+        self.record()
         delay = 0.005
         while True:
             state, self._answered = self.store.progress(self.job)

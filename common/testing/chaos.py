@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Callable
 import redis
 
 from common.queue.keys import UNACKED, failures_key, meta_key, results_key
+from common.queue.store import ACTIVE_STATES
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
-from common.testing.cluster import (MODEL_READY, START_TIMEOUT, Process, RedisServer, run_tango,
-                                    start_celery_worker, start_redis, wait_ready)
+from common.testing.cluster import (MODEL_READY, ROOT, START_TIMEOUT, Process, RedisServer, cluster_env, run_tango,
+                                    start_celery_worker, start_redis, tango_argv, wait_ready)
 
 _DECIDED = re.compile(r"(\d+) decided \((\d+) new\)")
 
@@ -166,13 +168,13 @@ def unleash(fleet: Fleet, job: str, kills_per_tier: int, rng: random.Random) -> 
         _, before = progress(client, job)
         time.sleep(rng.uniform(0.0, 0.3))
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and progress(client, job)[0] == "running":
+        while time.monotonic() < deadline and progress(client, job)[0] in ACTIVE_STATES:
             if kill_one(fleet, tier, whole, rng):
                 kills += 1
                 break
             time.sleep(0.02)
         # let the cluster make headway before the next blow, so kills spread over the job
-        until(lambda: progress(client, job)[0] != "running" or progress(client, job)[1] > before,
+        until(lambda: progress(client, job)[0] not in ACTIVE_STATES or progress(client, job)[1] > before,
               "progress after a kill")
     return kills
 
@@ -204,10 +206,13 @@ def run_chaos(server: RedisServer, fleet: Fleet, corpus: Path, ids: list[str], j
     """Submit, kill while it runs, wait (no ``--resume-stalled``: the job must end by itself) at most
     ``stall_timeout`` seconds, and account for every item."""
     start = time.monotonic()
-    submitted = run_tango("submit", str(corpus), "--job-id", job, "--chunk-size", str(chunk_size), "--labels",
-                          "negative,positive", redis_url=server.url)
-    assert submitted.returncode == 0, submitted.stderr
-    kills = unleash(fleet, job, kills_per_tier, rng)
+    submit = subprocess.Popen(tango_argv("submit", str(corpus), "--job-id", job, "--chunk-size", str(chunk_size),
+                                         "--labels", "negative,positive"), cwd=ROOT, env=cluster_env(server.url),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    until(lambda: progress(server.client(), job)[0] != "gone" or submit.poll() is not None, "the job's record")
+    kills = unleash(fleet, job, kills_per_tier, rng)  # while submit still sends, too: a loaded machine is slow at it
+    _, err = submit.communicate(timeout=START_TIMEOUT)
+    assert submit.returncode == 0, err
     waited = run_tango("wait", job, "--interval", "0.2", "--timeout", str(stall_timeout), redis_url=server.url,
                        timeout=stall_timeout + 60)
     if waited.returncode == 0:
