@@ -5,6 +5,8 @@ import json
 
 import click
 
+from cli.options import backend_option
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--task_name", required=True, metavar="TASK",
@@ -34,11 +36,12 @@ import click
 @click.option("--label_map", default=None, metavar="FROM=TO,...",
               help="Rename model labels before matching the tiers, e.g. LABEL_0=negative,LABEL_1=positive.")
 @click.option("--compare", is_flag=True, help="Also run the big model alone and report the speedup.")
+@backend_option
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 def eval_command(task_name: str, small_model_name_or_path: str, big_model_name_or_path: str,
                  layer_num: int | None, device_small: str, device_big: str, batch_size_small: int,
                  batch_size_big: int, confidence_threshold: float, validation_file: str | None,
-                 data_dir: str | None, label_map: str | None, compare: bool, as_json: bool) -> None:
+                 data_dir: str | None, label_map: str | None, compare: bool, backend: str, as_json: bool) -> None:
     """Evaluate the cascade on a GLUE task's validation split.
 
     Prints the task metric(s), inference time, items per second and the
@@ -53,6 +56,6 @@ def eval_command(task_name: str, small_model_name_or_path: str, big_model_name_o
         confidence_threshold=confidence_threshold, layer_num=layer_num, device_small=device_small,
         device_big=device_big, batch_size_small=batch_size_small, batch_size_big=batch_size_big,
         validation_file=validation_file, data_dir=data_dir, label_map=label_map, compare=compare,
-        progress=not as_json)
+        progress=not as_json, backend=backend)
     report = evaluate(settings)
     click.echo(json.dumps(report) if as_json else format_report(report))

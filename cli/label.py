@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 
 import click
 
-from cli.options import CONTEXT, audit_option, corpus_options, corpus_spec, output_format, output_options
+from cli.options import CONTEXT, audit_option, backend_option, corpus_options, corpus_spec, output_format, output_options
 from common.queue.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.data.corpus import Item, read_corpus, summarize
 
@@ -39,6 +39,7 @@ from common.data.corpus import Item, read_corpus, summarize
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads (as `tango worker --threads`; float sums depend on the thread count).")
 @click.option("--quantize", is_flag=True, help="Dynamic int8 quantization of both models' Linear layers (CPU).")
+@backend_option
 @click.option("--label-map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
 @audit_option
 @click.option("--seed", default=None, metavar="KEY",
@@ -46,7 +47,7 @@ from common.data.corpus import Item, read_corpus, summarize
 @output_options("--output-format")
 @corpus_options
 def label_command(input_path: str, small: str, big: str, threshold: float, chunk_size: int, device: str,
-                  batch_size: int, threads: int | None, quantize: bool, label_map: str | None, audit: float,
+                  batch_size: int, threads: int | None, quantize: bool, backend: str, label_map: str | None, audit: float,
                   seed: str | None, output: str, out_format: str | None, fmt: str | None, text_column: str,
                   pair_column: str | None, id_column: str, label_column: str) -> None:
     """Label INPUT with the cascade in this process and write one result per item, in input order."""
@@ -64,8 +65,8 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
         torch.set_num_threads(threads)
     spec = corpus_spec(fmt, text_column, pair_column, id_column, label_column)
     summary = summarize(input_path, spec)
-    small_model = load_tier(small, device=device, batch_size=batch_size, quantize=quantize)
-    big_model = load_tier(big, device=device, batch_size=batch_size, quantize=quantize)
+    small_model = load_tier(small, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
+    big_model = load_tier(big, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
     cascade = Cascade(small_model, big_model, threshold,
                       align_labels(small_model.labels, big_model.labels, parse_label_map(label_map)))
     start = time.perf_counter()

@@ -114,6 +114,14 @@ def audit_option(command: Callable) -> Callable:
                              "their agreement with tier 2 (their labels stay tier 1's; 0 turns it off).")(command)
 
 
+def backend_option(command: Callable) -> Callable:
+    """``--backend torch|onnx``, shared by every command that runs a model."""
+    return click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+                        help="Run the models on torch, or on ONNX Runtime from an export made once and cached "
+                             "beside the model (CPU; int8 where the command has --quantize); needs "
+                             "pip install -e '.[onnx]'.")(command)
+
+
 def window_option(command: Callable) -> Callable:
     """``--window N``, shared by ``submit`` and ``resume``, the two commands that feed a job."""
     return click.option("--window", type=click.IntRange(min=0), default=DEFAULT_WINDOW, envvar=ENV_WINDOW,

@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from cli.options import CONTEXT, corpus_options, corpus_spec
+from cli.options import CONTEXT, backend_option, corpus_options, corpus_spec
 
 
 @dataclass
@@ -65,6 +65,7 @@ class SweepData:
 @corpus_options
 @click.option("--device", default="cpu", show_default=True, metavar="D", help="Device of both tiers.")
 @click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Batch size of both tiers.")
+@backend_option
 @click.option("--output-dir", "output_dir", default="tango-sweep", show_default=True, metavar="DIR",
               help="Where sweep.csv and sweep.png are written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole table and the recommendation as JSON.")
@@ -73,7 +74,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
                   quantize_small: bool, label_map: str | None, metric: str | None, max_drop: float, confidence: float,
                   loss: str | None, max_tier2: float | None, folds: int | None, fmt: str | None, text_column: str,
                   pair_column: str | None, id_column: str, label_column: str, device: str, batch_size: int,
-                  output_dir: str, as_json: bool) -> None:
+                  backend: str, output_dir: str, as_json: bool) -> None:
     """Sweep the confidence threshold of a cascade and recommend one with a guarantee.
 
     Both models run once over the items; the cascade is then simulated at every
@@ -95,7 +96,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
                           "--validation_file, --metric and --loss drop")
     if not unlabelled and not task_name and not validation_file:
         raise ConfigError("pass --task (with --data_dir or the hub), --validation_file or --unlabelled")
-    models = (small_model, big_model, layer_num, quantize_small, label_map, device, batch_size)
+    models = (small_model, big_model, layer_num, quantize_small, label_map, device, batch_size, backend)
     if unlabelled:  # the data are read before the models load, so a bad file fails fast
         data = _unlabelled(unlabelled, corpus_spec(fmt, text_column, pair_column, id_column, label_column), sample,
                            seed, small_model, big_model)
@@ -144,12 +145,13 @@ def _print(result, report, wrote: str) -> None:
 
 
 def _load(small_model: str, big_model: str, layer_num: int | None, quantize_small: bool, label_map: str | None,
-          device: str, batch_size: int):
+          device: str, batch_size: int, backend: str):
     from common.labels import align_labels, parse_label_map
     from common.ml.models import load_tier
 
-    small = load_tier(small_model, device=device, batch_size=batch_size, layer_num=layer_num, quantize=quantize_small)
-    big = load_tier(big_model, device=device, batch_size=batch_size)
+    small = load_tier(small_model, device=device, batch_size=batch_size, layer_num=layer_num, quantize=quantize_small,
+                      backend=backend)
+    big = load_tier(big_model, device=device, batch_size=batch_size, backend=backend)
     return small, big, align_labels(small.labels, big.labels, parse_label_map(label_map))
 
 

@@ -11,7 +11,7 @@ import socket
 
 import click
 
-from cli.options import CONTEXT, redis_option
+from cli.options import CONTEXT, backend_option, redis_option
 from common.queue.config import PRECISIONS, ClusterSettings, WorkerSettings
 from common.errors import ConfigError
 
@@ -36,6 +36,7 @@ from common.errors import ConfigError
 @click.option("--quantize", is_flag=True, help="Dynamic int8 quantization of the Linear layers (CPU).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="Weights' float type; bf16/fp16 on a GPU only.")
+@backend_option
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Serve Prometheus metrics on this port (0: off); needs one model process (-c 1 or "
                    "--max-wait-ms).")
@@ -43,7 +44,7 @@ from common.errors import ConfigError
 @click.option("--loglevel", "-l", default="INFO", show_default=True, help="Celery log level.")
 @redis_option
 def worker_command(tier: str, model: str, device: str, batch_size: int, concurrency: int | None, pool: str | None,
-                   threads: int | None, max_wait_ms: int, quantize: bool, precision: str, metrics_port: int,
+                   threads: int | None, max_wait_ms: int, quantize: bool, precision: str, backend: str, metrics_port: int,
                    name: str | None, loglevel: str, redis_url: str | None) -> None:
     """Serve queue TIER with the given model until stopped (first Ctrl-C: finish current tasks)."""
     from common.labels import model_labels
@@ -63,7 +64,7 @@ def worker_command(tier: str, model: str, device: str, batch_size: int, concurre
     settings = WorkerSettings(tier=int(tier[-1]), model=model, device=device, batch_size=batch_size,
                               threads=threads or default_threads(processes), cluster=cluster,
                               max_wait_ms=max_wait_ms, quantize=quantize, precision=precision,
-                              metrics_port=metrics_port)
+                              metrics_port=metrics_port, backend=backend)
     model_labels(model)  # a missing or broken model fails here, before any process starts
     ResultStore.open(cluster)
     os.environ.update(settings.to_env())

@@ -38,15 +38,17 @@ class EvalSettings:
     label_map: str | None = None
     compare: bool = False
     progress: bool = True
+    backend: str = "torch"
 
 
 def evaluate(settings: EvalSettings) -> dict:
     """Load data and both tiers, check everything, then time the cascade (and the big model)."""
     label_map = parse_label_map(settings.label_map)
     data = load_eval_data(settings.task_name, settings.validation_file, settings.data_dir)
-    small = load_tier(settings.small_model, device=settings.device_small,
-                      batch_size=settings.batch_size_small, layer_num=settings.layer_num)
-    big = load_tier(settings.big_model, device=settings.device_big, batch_size=settings.batch_size_big)
+    small = load_tier(settings.small_model, device=settings.device_small, batch_size=settings.batch_size_small,
+                      layer_num=settings.layer_num, backend=settings.backend)
+    big = load_tier(settings.big_model, device=settings.device_big, batch_size=settings.batch_size_big,
+                    backend=settings.backend)
     alignment = align_labels(small.labels, big.labels, label_map)
     validate_threshold(settings.confidence_threshold, small.num_labels)
     gold = gold_label_ids(data, alignment)

@@ -7,13 +7,14 @@ lives here too.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -72,7 +73,9 @@ class TierModel:
 
     @property
     def num_layers(self) -> int:
-        return len(find_layers(self.model)[2])
+        if isinstance(self.model, nn.Module):
+            return len(find_layers(self.model)[2])
+        return int(self.model.config.num_hidden_layers)  # an exported model: its config was cut with it
 
     def logits(self, texts: Sequence[str], pairs: Sequence[str] | None = None,
                progress: str | None = None) -> np.ndarray:
@@ -129,10 +132,16 @@ class TierModel:
         encoded = {k: v.to(self.device) for k, v in self.encode(texts, pairs).items()}
         outputs = self.model(**encoded, output_hidden_states=pooled)
         logits = outputs.logits.float().cpu().numpy()
-        states = _mean_pool(outputs.hidden_states[-1], encoded["attention_mask"]) if pooled else None
+        states = _states(outputs, encoded["attention_mask"]) if pooled else None
         if self.on_batch is not None:
             self.on_batch(len(texts), time.perf_counter() - start)
         return logits, states
+
+
+def _states(outputs, mask: torch.Tensor) -> np.ndarray:
+    """The mean-pooled last hidden state: pooled already by an exported model, else pooled here."""
+    pooled = getattr(outputs, "pooled", None)
+    return pooled.float().cpu().numpy() if pooled is not None else _mean_pool(outputs.hidden_states[-1], mask)
 
 
 def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
@@ -143,17 +152,21 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
 
 def load_tier(name_or_path: str, *, device: str | int | None = "cpu", batch_size: int = 32,
               layer_num: int | None = None, max_length: int | None = None,
-              quantize: bool = False, precision: str = "fp32") -> TierModel:
+              quantize: bool = False, precision: str = "fp32", backend: str = "torch") -> TierModel:
     """Load a sequence classifier and its tokenizer for one tier.
 
     ``layer_num`` keeps only the first N encoder layers. A calibration
     temperature (``tango_calibration.json``) and a deferral head
     (``tango_deferral.json``) saved next to the model are applied.
     ``quantize`` (CPU) and ``precision`` (GPU) trade a little accuracy for speed;
-    see ``optimize``.
+    see ``optimize``. ``backend="onnx"`` runs it on ONNX Runtime (``common.ml.onnx_backend``).
     """
     if batch_size < 1:
         raise ModelLoadError(f"batch size must be at least 1, got {batch_size}")
+    if backend == "onnx":
+        return _load_onnx(name_or_path, device, batch_size, layer_num, max_length, quantize, precision)
+    if backend != "torch":
+        raise ModelLoadError(f"--backend must be torch or onnx, got {backend!r}")
     torch_device = resolve_device(device)
     model, tokenizer = load_pretrained(name_or_path)
     if layer_num is not None:
@@ -162,6 +175,36 @@ def load_tier(name_or_path: str, *, device: str | int | None = "cpu", batch_size
     return TierModel(name=str(name_or_path), model=model, tokenizer=tokenizer, device=torch_device,
                      batch_size=batch_size, max_length=max_length or _max_length(model, tokenizer),
                      temperature=read_temperature(name_or_path), deferral=_deferral(name_or_path, layer_num))
+
+
+def _load_onnx(name_or_path: str, device: str | int | None, batch_size: int, layer_num: int | None,
+               max_length: int | None, int8: bool, precision: str) -> TierModel:
+    """The tier on ONNX Runtime, exporting the torch model first when no fresh export is cached."""
+    from common.ml.onnx_backend import OnnxClassifier, export, export_path, is_fresh, require_onnxruntime
+
+    require_onnxruntime()
+    if str(device or "cpu") != "cpu" or precision != "fp32":
+        raise ModelLoadError("--backend onnx runs on the CPU, in fp32 or (with --quantize) int8")
+    device = torch.device("cpu")
+    path = export_path(name_or_path, layer_num, int8)
+    if is_fresh(path, name_or_path):
+        config, tokenizer = load_config_and_tokenizer(name_or_path)
+    else:
+        model, tokenizer = load_pretrained(name_or_path, attn_implementation="eager")  # sdpa traces wrong
+        if layer_num is not None:
+            truncate_layers(model, layer_num)
+        sample = TierModel(str(name_or_path), model, tokenizer, device, max_length=_max_length(model, tokenizer))
+        export(model, sample.encode(list(EXPORT_SAMPLE), None), path, int8)
+        config = model.config
+    if layer_num is not None:
+        config.num_hidden_layers = layer_num
+    classifier = OnnxClassifier(path, config, torch.get_num_threads())
+    return TierModel(name=str(name_or_path), model=classifier, tokenizer=tokenizer, device=device,
+                     batch_size=batch_size, max_length=max_length or _max_length(classifier, tokenizer),
+                     temperature=read_temperature(name_or_path), deferral=_deferral(name_or_path, layer_num))
+
+
+EXPORT_SAMPLE = ("a short one", "a longer sentence, so that the sample batch is padded")
 
 
 def _deferral(name_or_path: str, layer_num: int | None) -> "DeferralHead | None":
@@ -206,12 +249,26 @@ def load_pretrained(name_or_path: str, **model_kwargs) -> tuple[nn.Module, objec
     config says (``common.ml.pooling``)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    try:
+    with _loading(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
         model = AutoModelForSequenceClassification.from_pretrained(name_or_path, **model_kwargs)
+    return with_pooling(model), tokenizer
+
+
+def load_config_and_tokenizer(name_or_path: str) -> tuple[object, object]:
+    """What an exported model still needs of its checkpoint: the config (labels) and the tokenizer."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    with _loading(name_or_path):
+        return AutoConfig.from_pretrained(name_or_path), AutoTokenizer.from_pretrained(name_or_path)
+
+
+@contextlib.contextmanager
+def _loading(name_or_path: str) -> Iterator[None]:
+    try:
+        yield
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from exc
-    return with_pooling(model), tokenizer
 
 
 def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
@@ -281,6 +338,7 @@ class ServedModel(Protocol):
     threads: int | None
     quantize: bool
     precision: str
+    backend: str
 
 
 def load_for_worker(settings: ServedModel) -> TierModel:
@@ -295,4 +353,4 @@ def load_for_worker(settings: ServedModel) -> TierModel:
         if settings.threads == 1:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return load_tier(settings.model, device=settings.device, batch_size=settings.batch_size,
-                     quantize=settings.quantize, precision=settings.precision)
+                     quantize=settings.quantize, precision=settings.precision, backend=settings.backend)

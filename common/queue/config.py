@@ -37,6 +37,7 @@ ENV_THREADS = "TANGO_THREADS"
 ENV_MAX_WAIT_MS = "TANGO_MAX_WAIT_MS"  # tier 2: > 0 gathers items of many chunks into one batch
 ENV_QUANTIZE = "TANGO_QUANTIZE"
 ENV_PRECISION = "TANGO_PRECISION"
+ENV_BACKEND = "TANGO_BACKEND"  # torch or onnx
 ENV_METRICS_PORT = "TANGO_METRICS_PORT"
 
 ENV_REDIS_URL = "TANGO_REDIS_URL"
@@ -111,6 +112,7 @@ class WorkerSettings:
     quantize: bool = False
     precision: str = "fp32"
     metrics_port: int = 0
+    backend: str = "torch"
 
     @classmethod
     def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
@@ -124,13 +126,14 @@ class WorkerSettings:
                    cluster=ClusterSettings.from_env(env=env),
                    max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
                    max_wait_ms=_int(env, ENV_MAX_WAIT_MS, 0, low=0), quantize=env.get(ENV_QUANTIZE, "") == "1",
-                   precision=env.get(ENV_PRECISION) or "fp32", metrics_port=_int(env, ENV_METRICS_PORT, 0, low=0))
+                   precision=env.get(ENV_PRECISION) or "fp32", metrics_port=_int(env, ENV_METRICS_PORT, 0, low=0),
+                   backend=env.get(ENV_BACKEND) or "torch")
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
                ENV_MAX_ATTEMPTS: str(self.max_attempts), ENV_MAX_WAIT_MS: str(self.max_wait_ms),
                ENV_QUANTIZE: "1" if self.quantize else "", ENV_PRECISION: self.precision,
-               ENV_METRICS_PORT: str(self.metrics_port), **self.cluster.to_env()}
+               ENV_METRICS_PORT: str(self.metrics_port), ENV_BACKEND: self.backend, **self.cluster.to_env()}
         if self.threads:
             env[ENV_THREADS] = str(self.threads)
         return env
