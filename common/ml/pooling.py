@@ -42,6 +42,8 @@ class MeanPooled(nn.Module):
             raise ModelLoadError(f"mean pooling does not know the head of {type(model).__name__}; "
                                  "use --pooling cls")
         self.inner = model
+        # decided once: int8 quantization later swaps the Linear for a class that is not an nn.Linear
+        self.head_reads_sequence = not isinstance(model.classifier, nn.Linear)
 
     def __getattr__(self, name: str):
         try:
@@ -64,10 +66,10 @@ class MeanPooled(nn.Module):
 
     def _head(self, mean: torch.Tensor) -> torch.Tensor:
         classifier = self.inner.classifier
-        if isinstance(classifier, nn.Linear):  # BERT: dropout, then a linear layer over the pooler's output
-            dropout = getattr(self.inner, "dropout", None)
-            return classifier(dropout(mean) if dropout is not None else mean)
-        return classifier(mean[:, None, :])  # RoBERTa/MPNet/ELECTRA heads read position 0 of what they get
+        if self.head_reads_sequence:  # RoBERTa/MPNet/ELECTRA heads read position 0 of what they get
+            return classifier(mean[:, None, :])
+        dropout = getattr(self.inner, "dropout", None)  # BERT: dropout, then a linear layer over the pooler's output
+        return classifier(dropout(mean) if dropout is not None else mean)
 
 
 def with_pooling(model: nn.Module, pooling: str | None = None) -> nn.Module:
