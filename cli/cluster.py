@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 import click
 
@@ -37,8 +39,22 @@ def interval_option(command: Callable) -> Callable:
                         help="Seconds between polls.")(command)
 
 
+def spool_dir() -> Path:
+    return Path.home() / ".cache" / "tango" / "spool"
+
+
+def spool(stream: BinaryIO, job: str, fmt: str) -> Path:
+    """Standard input copied to a file in blocks: a corpus is read twice (validated, then sent as
+    workers answer) and again by ``resume``, which a stream cannot be. Kept until ``purge``."""
+    path = spool_dir() / f"{job}.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
+    return path
+
+
 @click.command("submit", context_settings=CONTEXT)
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--threshold", type=float, default=0.9, show_default=True, metavar="T",
               help="Items whose tier-1 confidence is at or above T stop at tier 1.")
 @click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, metavar="N",
@@ -61,7 +77,8 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
                    small: str | None, big: str | None, skip_invalid: bool, max_items: int, audit: float, window: int,
                    fmt: str | None, text_column: str, pair_column: str | None, id_column: str, label_column: str,
                    redis_url: str | None) -> None:
-    """Validate INPUT, record a job and queue its chunks for tier 1; prints the job id.
+    """Validate INPUT (a file, or - for standard input, --format jsonl by default), record a job and queue
+    its chunks for tier 1; prints the job id.
 
     A corpus larger than --window is queued as workers answer, so Redis never
     holds more than a window of it: submit then returns when the last chunk is
@@ -71,7 +88,13 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
     from common.queue.celery_app import make_app
     from common.queue.submission import SubmitRequest, submit
 
+    from common.queue.keys import new_job_id, validate_job_id
+
     settings, store = open_store(redis_url)
+    if input_path == "-":  # a stream: spooled to this host's disk, never held in memory
+        job_id = validate_job_id(job_id, error=ConfigError) if job_id else new_job_id()
+        fmt = fmt or "jsonl"
+        input_path = str(spool(click.get_binary_stream("stdin"), job_id, fmt))
     spec = dataclasses.replace(corpus_spec(fmt, text_column, pair_column, id_column, label_column),
                                max_items=max_items)
     request = SubmitRequest(path=input_path, spec=spec, threshold=threshold, chunk_size=chunk_size, job_id=job_id,
@@ -214,11 +237,14 @@ def resume_command(job: str, window: int, redis_url: str | None) -> None:
 @click.argument("jobs", nargs=-1, required=True, metavar="JOB...")
 @redis_option
 def purge_command(jobs: tuple[str, ...], redis_url: str | None) -> None:
-    """Delete ended jobs' records from Redis (job keys never expire on their own)."""
+    """Delete ended jobs' records from Redis (job keys never expire on their own), and what `submit -`
+    spooled of their standard input on this host."""
     settings, store = open_store(redis_url)
     with redis_errors(settings):
         for job in jobs:
             store.purge(job)
+            for spooled in spool_dir().glob(f"{job}.*"):  # what `submit -` kept of its standard input
+                spooled.unlink()
             click.echo(f"purged {job}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from cli.main import cli, run
 from common.data.corpus import DEFAULT_MAX_CHARS
@@ -121,3 +122,21 @@ def test_a_threshold_out_of_range_names_the_option_typed(redis_server, redis_url
     assert submit(redis_url, path, "--threshold", "2") == 2
     err = capsys.readouterr().err
     assert "--threshold must be between 0.5 and 1.0" in err and "confidence_threshold" not in err
+
+
+def test_standard_input_is_spooled_to_disk_submitted_and_purged_with_its_job(redis_url, tmp_path):
+    import subprocess
+
+    from common.testing.cluster import ROOT, cluster_env, tango_argv
+
+    lines = "".join(json.dumps({"id": f"s{i}", "text": f"film number {i}"}) + "\n" for i in range(30))
+    env = {**cluster_env(redis_url), "HOME": str(tmp_path)}
+    done = subprocess.run(tango_argv("submit", "-", "--labels", "neg,pos", "--job-id", "piped", "--chunk-size", "10"),
+                          input=lines, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    spooled = tmp_path / ".cache" / "tango" / "spool" / "piped.jsonl"
+    assert spooled.read_text() == lines  # resume reads the source again: it stays until purge
+    assert [len(p["items"]) for p in queued_payloads(redis.Redis.from_url(redis_url), "tier1")] == [10, 10, 10]
+    for command in (("cancel", "piped"), ("purge", "piped")):
+        assert subprocess.run(tango_argv(*command), cwd=ROOT, env=env, capture_output=True, timeout=60).returncode == 0
+    assert not spooled.exists()
