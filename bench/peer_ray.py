@@ -1,0 +1,188 @@
+"""Ahead of the peer on the same job: tango's cluster against a Ray Data pipeline, side by side.
+
+The peer a user would pick for "label a corpus with a cheap model and send the unsure items
+to a big one" is Ray Data, written as a Ray user writes it: ``read_json`` -> ``map_batches``
+with a pool of tier-1 actors -> ``map_batches`` with tier-2 actors that run the big model only
+on the rows below the threshold -> ``write_json``, one torch thread per actor. Both sides load
+the models with tango's loader (same weights, temperature and routing score), get the same
+corpus (SST-2 train sentences, cycled), threshold and cores, and run back to back. Start-up
+cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the difference of
+items over the difference of seconds. Ray's settings are swept first (its tier-1 actor count and
+batch size, on the smaller size) and the fastest kept. Prints each side's rate, the ratio, and
+how many items the two labelled differently (float sums differ with batch composition, so an
+item on the threshold may change tier).
+
+    python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
+    python bench/peer_ray.py --pair --sizes 1000 3000         # the reproduction's pair (the models' cost)
+
+Ray is a bench-only extra: ``pip install 'ray[data]'``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from itertools import product
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import build_corpus, finish_measured, machine, start_measured, wait_done  # noqa: E402
+from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
+from common.testing.cluster import start_redis, start_worker, stop_all, wait_ready  # noqa: E402
+
+
+class Tier1:
+    """A Ray actor: the small model labels a batch and marks the rows below the threshold."""
+
+    def __init__(self, model: str, threshold: float) -> None:
+        import torch
+
+        from common.ml.models import load_tier
+
+        torch.set_num_threads(1)
+        self.model, self.threshold = load_tier(model, batch_size=256), threshold
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        probs = self.model.probabilities(list(batch["text"]))
+        batch["label"] = np.asarray(self.model.labels)[probs.argmax(axis=1)]
+        batch["score"] = probs.max(axis=1)
+        batch["tier"] = np.where(batch["score"] >= self.threshold, 1, 2)
+        return batch
+
+
+class Tier2:
+    """A Ray actor: the big model relabels only the rows tier 1 was unsure of."""
+
+    def __init__(self, model: str) -> None:
+        import torch
+
+        from common.ml.models import load_tier
+
+        torch.set_num_threads(1)
+        self.model = load_tier(model, batch_size=256)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        unsure = np.flatnonzero(batch["tier"] == 2)
+        label, score = batch["label"].astype(object), batch["score"].copy()  # Arrow's arrays are read-only
+        if len(unsure):
+            probs = self.model.probabilities([batch["text"][i] for i in unsure])
+            label[unsure] = np.asarray(self.model.labels)[probs.argmax(axis=1)]
+            score[unsure] = probs.max(axis=1)
+        return {"id": batch["id"], "label": label, "score": score, "tier": batch["tier"]}
+
+
+def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, actors: int, batch: int) -> float:
+    """Seconds for the whole pipeline, actor start-up included (a fresh pipeline per run)."""
+    import ray
+
+    start = time.perf_counter()
+    (ray.data.read_json(str(corpus))
+     .map_batches(Tier1, fn_constructor_args=(str(small), threshold), batch_size=batch, concurrency=actors,
+                  num_cpus=1, batch_format="numpy")
+     .map_batches(Tier2, fn_constructor_args=(str(big),), batch_size=batch, concurrency=1, num_cpus=1,
+                  batch_format="numpy")
+     .write_json(str(out)))
+    return time.perf_counter() - start
+
+
+def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, threshold: float,
+              args: argparse.Namespace) -> float:
+    """Seconds from the first byte of ``tango submit`` to the job's end, workers up beforehand."""
+    server = start_redis(root)
+    processes = [server.process]
+    try:
+        processes += [start_worker(1, small, server.url, root, "--batch-size", "256", "--threads", "1",
+                                   "-c", str(args.tier1_processes)),
+                      start_worker(2, big, server.url, root, "--batch-size", "256", "--threads", "1")]
+        wait_ready(processes[1:])
+        import redis
+
+        job = f"peer-{corpus.stem}"
+        start = time.time()
+        submit_args = ["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
+                       str(args.chunk_size), "--audit", "0"]
+        finish_measured(start_measured(submit_args, server.url), submit_args)
+        finished = wait_done(redis.Redis.from_url(server.url), job)
+        results_args = ["results", job, "-o", str(out)]
+        finish_measured(start_measured(results_args, server.url), results_args)
+        return finished - start
+    finally:
+        stop_all(processes)
+
+
+def labels(path: Path) -> dict[str, str]:
+    """id -> label from a JSON-lines file or a directory of them (Ray writes one file per block)."""
+    files = sorted(path.glob("*.json*")) if path.is_dir() else [path]
+    rows = (json.loads(line) for f in files for line in f.read_text(encoding="utf-8").splitlines() if line)
+    return {str(row["id"]): row["label"] for row in rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs=2, default=[100_000, 300_000])
+    parser.add_argument("--pair", action="store_true", help="the reproduction's pair instead of the near-free model")
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray tier-1 actor counts to sweep")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1000, 4096], help="Ray batch sizes to sweep")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="our chunk size")
+    parser.add_argument("--tier1-processes", type=int, default=1, help="our tier-1 worker processes")
+    parser.add_argument("--escalate", type=float, default=0.2, help="near-free model: share sent to tier 2")
+    args = parser.parse_args()
+    import ray
+
+    cores = len(os.sched_getaffinity(0))
+    # logical CPUs for Ray's scheduler: with as many as cores, the actors hold them all and the read and
+    # write tasks never run (the pipeline hangs); the OS shares the real cores, as it does for our processes
+    ray.init(num_cpus=4 * cores, include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="tango-peer-") as tmp:
+        root = Path(tmp)
+        sample = build_corpus(root / "sample.jsonl", 10)
+        if args.pair:
+            from bench.pairs import reproduction_pair
+
+            pair = reproduction_pair()
+            if pair is None:
+                sys.exit("the reproduction's pair is not built: run bench/reproduce_sst2.py first")
+            small, big, threshold = pair.small, pair.big, 0.9
+        else:
+            small = big = build_model(root / "model", sample)
+            threshold = escalating_threshold(small, sample, args.escalate)
+        corpora = {n: root / f"corpus-{n}.jsonl" for n in args.sizes}
+        for n, path in corpora.items():
+            build_corpus(path, n)
+        first = args.sizes[0]
+        sweep = {(a, b): run_ray(corpora[first], root / f"sweep-{a}-{b}", small, big, threshold, a, b)
+                 for a, b in product(args.actors, args.batches)}
+        actors, batch = min(sweep, key=sweep.get)
+        print("Ray settings on", first, "items:", ", ".join(f"{a} actor(s) x {b} rows {s:.1f} s"
+                                                            for (a, b), s in sweep.items()))
+        ours, theirs = {}, {}
+        for n in args.sizes:  # back to back, each size on both sides
+            ours[n] = run_tango(root, corpora[n], root / f"ours-{n}.jsonl", small, big, threshold, args)
+            theirs[n] = run_ray(corpora[n], root / f"ray-{n}", small, big, threshold, actors, batch)
+        last = args.sizes[1]
+        ours_labels, ray_labels = labels(root / f"ours-{last}.jsonl"), labels(root / f"ray-{last}")
+    items = args.sizes[1] - args.sizes[0]
+    rate_ours, rate_ray = items / (ours[last] - ours[first]), items / (theirs[last] - theirs[first])
+    differ = sum(ours_labels.get(i) != label for i, label in ray_labels.items())
+    print(f"{'pair' if args.pair else 'near-free model'}, threshold {threshold:.4f}, {cores} cores; "
+          f"ours: {args.tier1_processes} tier-1 process(es), chunk {args.chunk_size}; "
+          f"Ray: {actors} tier-1 actor(s), {batch}-row batches")
+    for n in args.sizes:
+        print(f"  {n:>8} items: ours {ours[n]:.1f} s, Ray {theirs[n]:.1f} s")
+    print(f"rate from {first} to {last} items: ours {rate_ours:,.0f} items/s, Ray {rate_ray:,.0f} items/s: "
+          f"ratio {rate_ours / rate_ray:.2f}x; labels differ on {differ} of {len(ray_labels)} items "
+          f"({len(ours_labels)} in ours)")
+
+
+if __name__ == "__main__":
+    main()
