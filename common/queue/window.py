@@ -39,7 +39,7 @@ class Window:
     job: str
     limit: int
     sent: int = 0
-    _answered: int | None = None  # the job's answered count at the last look
+    _answered: int = field(default=0, init=False)  # the job's answered count at the last look
     _base: int = field(default=0, init=False)  # ... and when this feeder started: resume starts mid-job
     _said: float = field(default=float("-inf"), init=False)  # when the log last said the window is full
     _through: int = field(default=0, init=False)  # items 0..through-1 of the job are queued
