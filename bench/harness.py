@@ -6,6 +6,7 @@ in the same run, print the figures and clean up every process they started.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -14,11 +15,13 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import redis
 
 from common.queue.keys import meta_key
-from common.testing.cluster import ROOT, Process, cluster_env, tango_argv
+from common.testing.cluster import (ROOT, Process, RedisServer, cluster_env, start_redis, start_worker, stop_all,
+                                    tango_argv, wait_ready)
 
 SST2 = ROOT.parent / "shared" / "data" / "glue" / "sst2"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every process a benchmark starts inherits these
@@ -34,6 +37,22 @@ def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {cores} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads in this process), python {platform.python_version()}, "
             f"load average {load}")
+
+
+@contextlib.contextmanager
+def fresh_cluster(root: Path, small: Path, big: Path, tier1_processes: int = 1) -> Iterator[RedisServer]:
+    """A fresh redis-server with one tier-1 worker (``tier1_processes`` processes) and one tier-2 worker,
+    batch 256 and one torch thread each, ready; every process is stopped on the way out."""
+    server = start_redis(root)
+    processes = [server.process]
+    try:
+        processes += [start_worker(1, small, server.url, root, "--batch-size", "256", "--threads", "1",
+                                   "-c", str(tier1_processes)),
+                      start_worker(2, big, server.url, root, "--batch-size", "256", "--threads", "1")]
+        wait_ready(processes[1:])
+        yield server
+    finally:
+        stop_all(processes)
 
 
 def cpu_seconds(process: Process) -> float:

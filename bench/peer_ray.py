@@ -30,9 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import build_corpus, finish_measured, machine, start_measured, wait_done  # noqa: E402
+from bench.harness import build_corpus, finish_measured, fresh_cluster, machine, start_measured, wait_done  # noqa: E402
 from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
-from common.testing.cluster import start_redis, start_worker, stop_all, wait_ready  # noqa: E402
 
 
 class Tier1:
@@ -96,15 +95,9 @@ def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, a
 def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, threshold: float,
               args: argparse.Namespace) -> float:
     """Seconds from the first byte of ``tango submit`` to the job's end, workers up beforehand."""
-    server = start_redis(root)
-    processes = [server.process]
-    try:
-        processes += [start_worker(1, small, server.url, root, "--batch-size", "256", "--threads", "1",
-                                   "-c", str(args.tier1_processes)),
-                      start_worker(2, big, server.url, root, "--batch-size", "256", "--threads", "1")]
-        wait_ready(processes[1:])
-        import redis
+    import redis
 
+    with fresh_cluster(root, small, big, args.tier1_processes) as server:
         job = f"peer-{corpus.stem}"
         start = time.time()
         submit_args = ["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
@@ -114,8 +107,6 @@ def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, thres
         results_args = ["results", job, "-o", str(out)]
         finish_measured(start_measured(results_args, server.url), results_args)
         return finished - start
-    finally:
-        stop_all(processes)
 
 
 def labels(path: Path) -> dict[str, str]:

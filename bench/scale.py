@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from bench.harness import build_corpus, finish_measured, machine, peak_rss_mb, start_measured, wait_done  # noqa: E402
+from bench.harness import (build_corpus, finish_measured, fresh_cluster, machine, peak_rss_mb,  # noqa: E402
+                           start_measured, wait_done)
 from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
 from common.queue.config import DEFAULT_WINDOW  # noqa: E402
 from common.queue.keys import meta_key  # noqa: E402
-from common.testing.cluster import start_redis, start_worker, stop_all, wait_ready  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -40,13 +40,7 @@ def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, thre
     if not corpus.exists():
         build_corpus(corpus, items)
     out.unlink(missing_ok=True)  # a repeat's: --drain writes only a new file
-    server = start_redis(root)
-    processes = [server.process]
-    try:
-        processes += [start_worker(1, model, server.url, root, "--batch-size", "256", "--threads", "1",
-                                   "-c", str(args.tier1_processes)),
-                      start_worker(2, model, server.url, root, "--batch-size", "256", "--threads", "1")]
-        wait_ready(processes[1:])
+    with fresh_cluster(root, model, model, args.tier1_processes) as server:
         client = redis.Redis.from_url(server.url)
         job = f"scale-{items}"
         start = time.time()
@@ -69,8 +63,6 @@ def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, thre
                 "rate": items / (finished - start), "submit_mb": submit_mb, "export_mb": export_mb,
                 "redis_peak_mb": memory["used_memory_peak"] / MIB, "redis_left_mb": memory["used_memory"] / MIB,
                 "redis_rss_mb": peak_rss_mb(server.process)}
-    finally:
-        stop_all(processes)
 
 
 def _summary(runs: list[dict]) -> dict:
