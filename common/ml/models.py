@@ -22,7 +22,7 @@ from torch import nn
 
 from common.ml.devices import resolve_device
 from common.ml.encoding import FastEncoder
-from common.ml.pooling import with_pooling
+from common.ml.pooling import masked_mean, with_pooling
 from common.ml.progress import track
 from common.errors import ModelLoadError, first_line
 
@@ -141,13 +141,8 @@ class TierModel:
 def _states(outputs, mask: torch.Tensor) -> np.ndarray:
     """The mean-pooled last hidden state: pooled already by an exported model, else pooled here."""
     pooled = getattr(outputs, "pooled", None)
-    return pooled.float().cpu().numpy() if pooled is not None else _mean_pool(outputs.hidden_states[-1], mask)
-
-
-def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """The mean of each item's token states over its real tokens, so padding never changes it."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return ((hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)).float().cpu().numpy()
+    pooled = pooled if pooled is not None else masked_mean(outputs.hidden_states[-1], mask)
+    return pooled.float().cpu().numpy()
 
 
 def load_tier(name_or_path: str, *, device: str | int | None = "cpu", batch_size: int = 32,

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from common.errors import ModelLoadError, first_line
+from common.ml.pooling import masked_mean
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ class _Exported(nn.Module):
     def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         encoded = dict(zip(self.inputs, tensors))
         outputs = self.model(**encoded, output_hidden_states=True)
-        hidden, mask = outputs.hidden_states[-1], encoded["attention_mask"].unsqueeze(-1).to(torch.float32)
-        return outputs.logits, (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return outputs.logits, masked_mean(outputs.hidden_states[-1], encoded["attention_mask"])
 
 
 def export_path(name_or_path: str, layer_num: int | None, int8: bool) -> Path:

@@ -28,6 +28,12 @@ POOLINGS = ("auto", "cls", "mean")
 ST_POOLING = "1_Pooling/config.json"  # where sentence-transformers checkpoints say how they pool
 
 
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each item's mean token state over its real tokens, so padding never changes it."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 class MeanPooled(nn.Module):
     """A sequence classifier whose head reads the attention-masked mean of the last hidden states.
 
@@ -60,8 +66,7 @@ class MeanPooled(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         outputs = self.inner.base_model(input_ids=input_ids, attention_mask=attention_mask,
                                         output_hidden_states=output_hidden_states, **inputs)
-        mask = attention_mask.unsqueeze(-1).to(outputs.last_hidden_state.dtype)
-        mean = (outputs.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        mean = masked_mean(outputs.last_hidden_state, attention_mask)
         return SequenceClassifierOutput(logits=self._head(mean), hidden_states=outputs.hidden_states)
 
     def _head(self, mean: torch.Tensor) -> torch.Tensor:
