@@ -7,6 +7,7 @@ in the same run, print the figures and clean up every process they started.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -40,15 +41,18 @@ def machine() -> str:
 
 
 @contextlib.contextmanager
-def fresh_cluster(root: Path, small: Path, big: Path, tier1_processes: int = 1) -> Iterator[RedisServer]:
+def fresh_cluster(root: Path, small: Path, big: Path, tier1_processes: int = 1,
+                  backends: tuple[str, str] = ("torch", "torch")) -> Iterator[RedisServer]:
     """A fresh redis-server with one tier-1 worker (``tier1_processes`` processes) and one tier-2 worker,
-    batch 256 and one torch thread each, ready; every process is stopped on the way out."""
+    batch 256 and one torch thread each, each tier on its ``backends`` entry, ready; every process is
+    stopped on the way out."""
     server = start_redis(root)
     processes = [server.process]
+    common = ("--batch-size", "256", "--threads", "1")
     try:
-        processes += [start_worker(1, small, server.url, root, "--batch-size", "256", "--threads", "1",
+        processes += [start_worker(1, small, server.url, root, *common, "--backend", backends[0],
                                    "-c", str(tier1_processes)),
-                      start_worker(2, big, server.url, root, "--batch-size", "256", "--threads", "1")]
+                      start_worker(2, big, server.url, root, *common, "--backend", backends[1])]
         wait_ready(processes[1:])
         yield server
     finally:
@@ -107,6 +111,35 @@ def finish_measured(process: subprocess.Popen, args: list[str]) -> tuple[float, 
     if returncode != "0":
         sys.exit(f"tango {' '.join(args)} failed: {stderr[-2000:]}")
     return int(kib) / 1024, stdout
+
+
+@dataclasses.dataclass
+class ExportedJob:
+    """A job submitted and exported as users run it: seconds from the first byte of ``tango submit``
+    to the job's end and to the export's, and the two commands' peak memory."""
+
+    seconds: float
+    exported_seconds: float
+    submit_mb: float
+    export_mb: float
+
+
+def run_exported(url: str, corpus: Path, job: str, out: Path, submit_options: list[str],
+                 drain: bool = False) -> ExportedJob:
+    """``tango submit`` with ``tango results --follow`` writing ``out`` beside it (``--drain`` too when
+    asked), workers up beforehand; the export's end is when the last result is in the file."""
+    client = redis.Redis.from_url(url)
+    start = time.time()
+    submit_args = ["submit", str(corpus), "--job-id", job, *submit_options]
+    submit = start_measured(submit_args, url)
+    while not client.exists(meta_key(job)):
+        time.sleep(0.01)
+    export_args = ["results", job, "--follow", *(["--drain"] if drain else []), "-o", str(out)]
+    export = start_measured(export_args, url)
+    finished = wait_done(client, job)
+    submit_mb, _ = finish_measured(submit, submit_args)
+    export_mb, _ = finish_measured(export, export_args)
+    return ExportedJob(finished - start, time.time() - start, submit_mb, export_mb)
 
 
 def build_corpus(path: Path, items: int) -> list[str]:

@@ -7,13 +7,14 @@ on the rows below the threshold -> ``write_json``, one torch thread per actor. B
 the models with tango's loader (same weights, temperature and routing score), get the same
 corpus (SST-2 train sentences, cycled), threshold and cores, and run back to back. Start-up
 cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the difference of
-items over the difference of seconds. Ray's settings are swept first (its tier-1 actor count and
-batch size, on the smaller size) and the fastest kept. Prints each side's rate, the ratio, and
+items over the difference of seconds. Each side's settings are swept first on the smaller size and
+its fastest kept: Ray's tier-1 actor count and batch size, our tier-1 process count. Prints each side's rate, the ratio, and
 how many items the two labelled differently (float sums differ with batch composition, so an
 item on the threshold may change tier).
 
     python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
     python bench/peer_ray.py --pair --sizes 1000 3000         # the reproduction's pair (the models' cost)
+    python bench/peer_ray.py --small S --big B --threshold T --sizes 1000 3000   # any pair (the demo's)
 
 Ray is a bench-only extra: ``pip install 'ray[data]'``.
 """
@@ -22,15 +23,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import statistics
 import sys
 import tempfile
 import time
 from itertools import product
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import build_corpus, finish_measured, fresh_cluster, machine, start_measured, wait_done  # noqa: E402
+from bench.harness import build_corpus, fresh_cluster, machine, run_exported  # noqa: E402
 from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
 
 
@@ -92,21 +96,21 @@ def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, a
     return time.perf_counter() - start
 
 
-def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, threshold: float,
-              args: argparse.Namespace) -> float:
-    """Seconds from the first byte of ``tango submit`` to the job's end, workers up beforehand."""
-    import redis
+def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, threshold: float, processes: int,
+              chunk_size: int, backends: tuple[str, str] = ("torch", "torch")) -> float:
+    """Seconds from the first byte of ``tango submit`` to the last result in ``out`` (``tango results
+    --follow`` writing beside the job, as Ray's time includes its ``write_json``), workers up beforehand."""
+    with fresh_cluster(root, small, big, processes, backends) as server:
+        return run_exported(server.url, corpus, f"peer-{out.stem}", out, [
+            "--threshold", repr(threshold), "--chunk-size", str(chunk_size), "--audit", "0"]).exported_seconds
 
-    with fresh_cluster(root, small, big, args.tier1_processes) as server:
-        job = f"peer-{corpus.stem}"
-        start = time.time()
-        submit_args = ["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
-                       str(args.chunk_size), "--audit", "0"]
-        finish_measured(start_measured(submit_args, server.url), submit_args)
-        finished = wait_done(redis.Redis.from_url(server.url), job)
-        results_args = ["results", job, "-o", str(out)]
-        finish_measured(start_measured(results_args, server.url), results_args)
-        return finished - start
+
+def fastest(options: list[tuple], run: Callable[..., float], name: str) -> tuple:
+    """The option whose run took least time, each run once (a single option too: its run warms the
+    side up, as Ray's first pipeline in a process pays for starting its workers)."""
+    seconds = {option: run(*option) for option in options}
+    print("settings swept:", ", ".join(f"{name.format(*option)} {s:.1f} s" for option, s in seconds.items()))
+    return min(seconds, key=seconds.get)
 
 
 def labels(path: Path) -> dict[str, str]:
@@ -120,10 +124,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[100_000, 300_000])
     parser.add_argument("--pair", action="store_true", help="the reproduction's pair instead of the near-free model")
+    parser.add_argument("--small", type=Path, help="a small model directory (with --big and --threshold)")
+    parser.add_argument("--big", type=Path, help="a big model directory")
+    parser.add_argument("--threshold", type=float, default=0.9, help="with --pair or --small/--big")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray tier-1 actor counts to sweep")
     parser.add_argument("--batches", type=int, nargs="+", default=[1000, 4096], help="Ray batch sizes to sweep")
     parser.add_argument("--chunk-size", type=int, default=1000, help="our chunk size")
-    parser.add_argument("--tier1-processes", type=int, default=1, help="our tier-1 worker processes")
+    parser.add_argument("--tier1-processes", type=int, nargs="+", default=[1, 2],
+                        help="our tier-1 worker process counts to sweep")
+    parser.add_argument("--onnx", action="store_true",
+                        help="also time our cluster at both sizes with ONNX Runtime on tier 1, on tier 2 and on both")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every side at both sizes")
     parser.add_argument("--escalate", type=float, default=0.2, help="near-free model: share sent to tier 2")
     args = parser.parse_args()
     import ray
@@ -143,7 +154,9 @@ def main() -> None:
             pair = reproduction_pair()
             if pair is None:
                 sys.exit("the reproduction's pair is not built: run bench/reproduce_sst2.py first")
-            small, big, threshold = pair.small, pair.big, 0.9
+            small, big, threshold = pair.small, pair.big, args.threshold
+        elif args.small and args.big:
+            small, big, threshold = args.small, args.big, args.threshold
         else:
             small = big = build_model(root / "model", sample)
             threshold = escalating_threshold(small, sample, args.escalate)
@@ -151,28 +164,41 @@ def main() -> None:
         for n, path in corpora.items():
             build_corpus(path, n)
         first = args.sizes[0]
-        sweep = {(a, b): run_ray(corpora[first], root / f"sweep-{a}-{b}", small, big, threshold, a, b)
-                 for a, b in product(args.actors, args.batches)}
-        actors, batch = min(sweep, key=sweep.get)
-        print("Ray settings on", first, "items:", ", ".join(f"{a} actor(s) x {b} rows {s:.1f} s"
-                                                            for (a, b), s in sweep.items()))
-        ours, theirs = {}, {}
-        for n in args.sizes:  # back to back, each size on both sides
-            ours[n] = run_tango(root, corpora[n], root / f"ours-{n}.jsonl", small, big, threshold, args)
-            theirs[n] = run_ray(corpora[n], root / f"ray-{n}", small, big, threshold, actors, batch)
-        last = args.sizes[1]
-        ours_labels, ray_labels = labels(root / f"ours-{last}.jsonl"), labels(root / f"ray-{last}")
-    items = args.sizes[1] - args.sizes[0]
-    rate_ours, rate_ray = items / (ours[last] - ours[first]), items / (theirs[last] - theirs[first])
+        actors, batch = fastest(list(product(args.actors, args.batches)), lambda a, b: run_ray(
+            corpora[first], root / f"sweep-{a}-{b}", small, big, threshold, a, b), "Ray: {} actor(s) x {} rows")
+        (processes,) = fastest([(p,) for p in args.tier1_processes], lambda p: run_tango(
+            root, corpora[first], root / f"sweep-{p}.out", small, big, threshold, p,
+            args.chunk_size), "ours: {} tier-1 process(es)")
+        variants = {"ours": lambda n, out: run_tango(root, corpora[n], out, small, big, threshold, processes,
+                                                     args.chunk_size),
+                    "Ray": lambda n, out: run_ray(corpora[n], out, small, big, threshold, actors, batch)}
+        for backends in ([("onnx", "torch"), ("torch", "onnx"), ("onnx", "onnx")] if args.onnx else []):
+            variants["ours, tier 1 on %s, tier 2 on %s" % backends] = (
+                lambda n, out, b=backends: run_tango(root, corpora[n], out, small, big, threshold, processes,
+                                                     args.chunk_size, b))
+        seconds = {name: {n: [] for n in args.sizes} for name in variants}
+        for repeat in range(args.repeats):  # interleaved: every variant at both sizes, then again
+            for name, run in variants.items():
+                for n in args.sizes:
+                    seconds[name][n].append(run(n, root / f"{re.sub('[^A-Za-z0-9]+', '-', name)}-{n}-{repeat}.out"))
+        first, last = args.sizes
+        ours_labels = labels(root / f"ours-{last}-0.out")
+        ray_labels = labels(root / f"Ray-{last}-0.out")
+    items = last - first
+    rates = {name: [items / (b - a) for a, b in zip(runs[first], runs[last])] for name, runs in seconds.items()}
+    median = {name: statistics.median(r) for name, r in rates.items()}
     differ = sum(ours_labels.get(i) != label for i, label in ray_labels.items())
-    print(f"{'pair' if args.pair else 'near-free model'}, threshold {threshold:.4f}, {cores} cores; "
-          f"ours: {args.tier1_processes} tier-1 process(es), chunk {args.chunk_size}; "
-          f"Ray: {actors} tier-1 actor(s), {batch}-row batches")
-    for n in args.sizes:
-        print(f"  {n:>8} items: ours {ours[n]:.1f} s, Ray {theirs[n]:.1f} s")
-    print(f"rate from {first} to {last} items: ours {rate_ours:,.0f} items/s, Ray {rate_ray:,.0f} items/s: "
-          f"ratio {rate_ours / rate_ray:.2f}x; labels differ on {differ} of {len(ray_labels)} items "
-          f"({len(ours_labels)} in ours)")
+    print(f"{'near-free model' if small == big else f'pair {small.name} / {big.name}'}, threshold {threshold:.4f}, "
+          f"{cores} cores; ours: {processes} tier-1 process(es), chunk {args.chunk_size}; "
+          f"Ray: {actors} tier-1 actor(s), {batch}-row batches; {args.repeats} interleaved run(s)")
+    for name in variants:
+        runs = "; ".join(f"{a:.1f} s / {b:.1f} s" for a, b in zip(seconds[name][first], seconds[name][last]))
+        print(f"  {name}: {first} / {last} items in {runs}; rates " + ", ".join(f"{r:,.0f}" for r in rates[name])
+              + f" items/s, median {median[name]:,.0f}" + ("" if name in ("ours", "Ray") else
+                                                          f", {median[name] / median['ours']:.2f}x ours on torch"))
+    print(f"median rate from {first} to {last} items: ours {median['ours']:,.0f} items/s, Ray {median['Ray']:,.0f} "
+          f"items/s: ratio {median['ours'] / median['Ray']:.2f}x; labels differ on {differ} of {len(ray_labels)} "
+          f"items ({len(ours_labels)} in ours)")
 
 
 if __name__ == "__main__":

@@ -18,18 +18,15 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
-from bench.harness import (build_corpus, finish_measured, fresh_cluster, machine, peak_rss_mb,  # noqa: E402
-                           start_measured, wait_done)
+from bench.harness import build_corpus, fresh_cluster, machine, peak_rss_mb, run_exported  # noqa: E402
 from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
 from common.queue.config import DEFAULT_WINDOW  # noqa: E402
-from common.queue.keys import meta_key  # noqa: E402
 
 MIB = 1024 * 1024
 
@@ -42,25 +39,16 @@ def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, thre
     out.unlink(missing_ok=True)  # a repeat's: --drain writes only a new file
     with fresh_cluster(root, model, model, args.tier1_processes) as server:
         client = redis.Redis.from_url(server.url)
-        job = f"scale-{items}"
-        start = time.time()
-        submit_args = ["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
-                       str(args.chunk_size), "--labels", "negative,positive", "--window", str(args.window)]
-        submit = start_measured(submit_args, server.url)
-        while not client.exists(meta_key(job)):
-            time.sleep(0.01)
-        export_args = ["results", job, "--follow", "--drain", "-o", str(out)]
-        export = start_measured(export_args, server.url)
-        finished = wait_done(client, job)
-        submit_mb, _ = finish_measured(submit, submit_args)
-        export_mb, _ = finish_measured(export, export_args)
-        exported = time.time()
+        name = f"scale-{items}"
+        job = run_exported(server.url, corpus, name, out, ["--threshold", repr(threshold), "--chunk-size",
+                           str(args.chunk_size), "--labels", "negative,positive", "--window", str(args.window)],
+                           drain=True)
         memory = client.info("memory")
         lines = _count_lines(out)
         if lines != items:
-            sys.exit(f"the export of {job} wrote {lines} lines for {items} items")
-        return {"items": items, "seconds": finished - start, "exported_seconds": exported - start,
-                "rate": items / (finished - start), "submit_mb": submit_mb, "export_mb": export_mb,
+            sys.exit(f"the export of {name} wrote {lines} lines for {items} items")
+        return {"items": items, "seconds": job.seconds, "exported_seconds": job.exported_seconds,
+                "rate": items / job.seconds, "submit_mb": job.submit_mb, "export_mb": job.export_mb,
                 "redis_peak_mb": memory["used_memory_peak"] / MIB, "redis_left_mb": memory["used_memory"] / MIB,
                 "redis_rss_mb": peak_rss_mb(server.process)}
 

@@ -1,0 +1,113 @@
+"""Where a tier-1 item's CPU goes, step by step, beside the floor: is the work around the model worth
+carrying chunks as columns?
+
+One process, one torch thread, the near-free model of ``queue_ceiling.py`` and 1000-item chunks of
+SST-2 train sentences as a worker receives them (a JSON message). Each step of a worker's chunk is
+timed alone: the message's JSON, its checked decode into items, tokenization, the model, the
+routing decision with its result records, and the packing of what leaves (the Lua write's argument
+and the tier-2 message). The steps that exist only because a chunk travels as per-item objects are
+decode, decide and pack; the floor (``queue_ceiling.floor_rate``: parse, tokenize once, model,
+encode a result) is what any pipeline pays.
+
+    python bench/tier1_steps.py --items 20000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import build_corpus, machine  # noqa: E402
+from bench.queue_ceiling import build_model, escalating_threshold, floor_rate  # noqa: E402
+
+STEPS = ("message JSON", "decode", "tokenize", "model", "decide", "pack")
+AROUND_THE_MODEL = ("decode", "decide", "pack")
+
+
+def chunk_messages(corpus: Path, threshold: float, size: int) -> list[str]:
+    """The corpus as tier-1 messages, exactly as ``tango submit`` encodes them."""
+    from common.queue.messages import Chunk, WorkItem
+
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    items = [WorkItem(n, row["id"], row["text"], gold=row["label"]) for n, row in enumerate(rows)]
+    return [json.dumps(Chunk("steps", c, 1, threshold, ("negative", "positive"), tuple(items[s:s + size])).encode())
+            for c, s in enumerate(range(0, len(items), size))]
+
+
+def time_steps(messages: list[str], model_dir: Path, batch: int) -> dict[str, float]:
+    """Seconds spent in each step over all messages."""
+    import torch
+
+    from common.ml.models import load_tier
+    from common.queue.decisions import decide_tier1, output_map
+    from common.queue.messages import Chunk
+    from common.queue.store import _entry_line
+
+    torch.set_num_threads(1)
+    model = load_tier(str(model_dir), batch_size=batch)
+    outputs = output_map(["negative", "positive"], model.labels)
+    spent = dict.fromkeys(STEPS, 0.0)
+    for message in messages:
+        clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            spent[step] += now - clock
+            clock = now
+
+        raw = json.loads(message)
+        lap("message JSON")
+        chunk = Chunk.decode(raw)
+        lap("decode")
+        texts = [item.text for item in chunk.items]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        batches = [[texts[i] for i in order[s:s + batch]] for s in range(0, len(texts), batch)]
+        encoded = [model.encode(b, None) for b in batches]
+        lap("tokenize")
+        with torch.inference_mode():
+            logits = torch.cat([model.model(**inputs).logits for inputs in encoded]).numpy()
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()[sorted(range(len(order)), key=order.__getitem__)]
+        lap("model")
+        decision = decide_tier1(chunk, probs, outputs, "steps")
+        lap("decide")
+        "\n".join(_entry_line(i, record, correct) for i, record, correct in decision.entries)
+        json.dumps(chunk.forward(decision.forward).encode())
+        lap("pack")
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=256, help="model batch, as the workers' default")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory(prefix="tango-steps-") as tmp:
+        root = Path(tmp)
+        sample = build_corpus(root / "sample.jsonl", 10)
+        model = build_model(root / "model", sample)
+        threshold = escalating_threshold(model, sample, 0.2)
+        corpus = root / "corpus.jsonl"
+        build_corpus(corpus, args.items)
+        spent = time_steps(chunk_messages(corpus, threshold, args.chunk_size), model, args.batch)
+        floor = floor_rate(corpus, model, args.batch, args.chunk_size)
+    total = sum(spent.values())
+    for step in STEPS:
+        print(f"  {step:<13} {spent[step] / args.items * 1e6:6.1f} us/item  {spent[step] / total:5.1%}")
+    around = sum(spent[step] for step in AROUND_THE_MODEL)
+    print(f"tier 1's chunk: {total / args.items * 1e6:.1f} us/item; decode + decide + pack (per-item objects) "
+          f"{around / args.items * 1e6:.1f} us/item = {around / total:.0%} of it")
+    print(f"floor (parse, tokenize once, near-free model, encode): {1e6 / floor:.1f} us/item; a chunk costs "
+          f"{total / args.items / (1 / floor):.2f}x the floor, and columns could at most save the "
+          f"{around / total:.0%} above")
+
+
+if __name__ == "__main__":
+    main()
