@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import build_corpus, machine  # noqa: E402
-from bench.queue_ceiling import build_model, escalating_threshold, make_parser, run_job  # noqa: E402
+from bench.harness import machine  # noqa: E402
+from bench.queue_ceiling import make_parser, near_free_model, run_job  # noqa: E402
 
 
 def main() -> None:
@@ -30,9 +30,7 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="tango-memory-") as tmp:
         root = Path(tmp)
-        sample = build_corpus(root / "sample.jsonl", 10)
-        model = build_model(root / "model", sample)
-        threshold = escalating_threshold(model, sample, 0.2)
+        model, threshold = near_free_model(root, 0.2)
         for size in args.sizes:
             figures = run_job(root, size, settings, model, threshold)
             rows[size] = {"submit": figures["submit_mb"], "wait": figures["wait_mb"],

@@ -35,7 +35,7 @@ from typing import Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import build_corpus, fresh_cluster, machine, run_exported  # noqa: E402
-from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
+from bench.queue_ceiling import near_free_model  # noqa: E402
 
 
 class Tier1:
@@ -147,7 +147,6 @@ def main() -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tango-peer-") as tmp:
         root = Path(tmp)
-        sample = build_corpus(root / "sample.jsonl", 10)
         if args.pair:
             from bench.pairs import reproduction_pair
 
@@ -158,8 +157,8 @@ def main() -> None:
         elif args.small and args.big:
             small, big, threshold = args.small, args.big, args.threshold
         else:
-            small = big = build_model(root / "model", sample)
-            threshold = escalating_threshold(small, sample, args.escalate)
+            small, threshold = near_free_model(root, args.escalate)
+            big = small
         corpora = {n: root / f"corpus-{n}.jsonl" for n in args.sizes}
         for n, path in corpora.items():
             build_corpus(path, n)

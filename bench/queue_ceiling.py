@@ -42,6 +42,14 @@ def escalating_threshold(model_dir: Path, sample: list[str], fraction: float) ->
     return float(np.quantile(probs.max(axis=1), fraction))
 
 
+def near_free_model(root: Path, escalate: float) -> tuple[Path, float]:
+    """The near-free model, built under ``root``, and the threshold that sends about ``escalate`` of
+    SST-2 train sentences on to tier 2."""
+    sample = build_corpus(root / "sample.jsonl", 10)
+    model = build_model(root / "model", sample)
+    return model, escalating_threshold(model, sample, escalate)
+
+
 def floor_rate(corpus: Path, model_dir: Path, batch: int, block: int = 1000) -> float:
     """Items/s of the least work an item needs, in one process on one torch thread: parse its line,
     tokenize it once, run the near-free model, encode its result as a JSON line. No queue, no Redis.
@@ -154,9 +162,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tango-ceiling-") as tmp:
         root = Path(tmp)
-        sample = build_corpus(root / "sample.jsonl", 10)
-        model = build_model(root / "model", sample)
-        threshold = escalating_threshold(model, sample, args.escalate)
+        model, threshold = near_free_model(root, args.escalate)
         figures = run_job(root, args.items, args, model, threshold)
         floor = floor_rate(root / f"corpus-{args.items}.jsonl", model, args.tier1_batch, args.chunk_size)
     print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "

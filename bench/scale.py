@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 
 from bench.harness import build_corpus, fresh_cluster, machine, peak_rss_mb, run_exported  # noqa: E402
-from bench.queue_ceiling import build_model, escalating_threshold  # noqa: E402
+from bench.queue_ceiling import near_free_model  # noqa: E402
 from common.queue.config import DEFAULT_WINDOW  # noqa: E402
 
 MIB = 1024 * 1024
@@ -77,9 +77,7 @@ def main() -> None:
     runs: dict[int, list[dict]] = {items: [] for items in args.sizes}
     with tempfile.TemporaryDirectory(prefix="tango-scale-") as tmp:
         root = Path(tmp)
-        sample = build_corpus(root / "sample.jsonl", 10)
-        model = build_model(root / "model", sample)
-        threshold = escalating_threshold(model, sample, args.escalate)
+        model, threshold = near_free_model(root, args.escalate)
         for items in [size for _ in range(args.repeats) for size in args.sizes]:
             r = run_size(root, items, args, model, threshold)
             runs[items].append(r)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import build_corpus, machine  # noqa: E402
-from bench.queue_ceiling import build_model, escalating_threshold, floor_rate  # noqa: E402
+from bench.queue_ceiling import floor_rate, near_free_model  # noqa: E402
 
 STEPS = ("message JSON", "decode", "tokenize", "model", "decide", "pack")
 AROUND_THE_MODEL = ("decode", "decide", "pack")
@@ -91,9 +91,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tango-steps-") as tmp:
         root = Path(tmp)
-        sample = build_corpus(root / "sample.jsonl", 10)
-        model = build_model(root / "model", sample)
-        threshold = escalating_threshold(model, sample, 0.2)
+        model, threshold = near_free_model(root, 0.2)
         corpus = root / "corpus.jsonl"
         build_corpus(corpus, args.items)
         spent = time_steps(chunk_messages(corpus, threshold, args.chunk_size), model, args.batch)
