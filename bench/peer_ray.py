@@ -5,12 +5,14 @@ to a big one" is Ray Data, written as a Ray user writes it: ``read_json`` -> ``m
 with a pool of tier-1 actors -> ``map_batches`` with tier-2 actors that run the big model only
 on the rows below the threshold -> ``write_json``, one torch thread per actor. Both sides load
 the models with tango's loader (same weights, temperature and routing score), get the same
-corpus (SST-2 train sentences, cycled), threshold and cores, and run back to back. Start-up
-cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the difference of
-items over the difference of seconds. Each side's settings are swept first on the smaller size and
-its fastest kept: Ray's tier-1 actor count and batch size, our tier-1 process count. Prints each side's rate, the ratio, and
-how many items the two labelled differently (float sums differ with batch composition, so an
-item on the threshold may change tier).
+corpus (SST-2 train sentences, cycled), threshold and cores, and run back to back; both clocks
+stop when the last result is in the output file (ours: ``tango results --follow`` writing beside
+the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the
+difference of items over the difference of seconds, the median over ``--repeats`` interleaved runs.
+Each side's settings are swept first on the smaller size and its fastest kept: Ray's tier-1 actor
+count and batch size, our tier-1 process count. Prints each side's rate, the ratio, and how many
+items the two labelled differently (float sums differ with batch composition, so an item on the
+threshold may change tier); ``--onnx`` adds our cluster on ONNX Runtime, tier by tier.
 
     python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
     python bench/peer_ray.py --pair --sizes 1000 3000         # the reproduction's pair (the models' cost)
