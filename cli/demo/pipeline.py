@@ -322,7 +322,9 @@ def _guarantee_lines(result: DemoResult) -> list[str]:
         return []  # --threshold given: nothing was promised
     measured = f"; measured on the corpus: {result.drop:.2f} points" if result.drop is not None else ""
     if choice["rule"] == "certified":
-        held = "" if result.drop is None else (" (within it)" if result.drop <= choice["bound"] else " (OUTSIDE it)")
+        miss = 1 - choice["confidence"]  # how often a bound at this confidence is exceeded on new items
+        held = "" if result.drop is None else (" (within it)" if result.drop <= choice["bound"] else
+                                               f" (outside it, as {miss:.0%} of runs may be)")
         return [f"  guarantee: accuracy drop at most {choice['bound']:.2f} points against the big model alone, at "
                 f"{choice['confidence']:.0%} confidence, from {choice['items']} held-out items{measured}{held}"]
     point = f" (the point estimate's bound is {choice['bound']:.2f})" if choice.get("bound") is not None else ""
