@@ -118,7 +118,7 @@ def perfect_router(part: Part, cost_ratio: float) -> float:
     return 1.0 / (cost_ratio + float((part.small != part.big).mean()))
 
 
-def measure_seed(args: argparse.Namespace, seed: int) -> dict:
+def measure_seed(args: argparse.Namespace, seed: int) -> tuple[dict, list[Part]]:
     build = recipe_args(["--data_dir", args.data_dir, "--task", args.task, "--seed", str(seed),
                          "--cache-dir", args.cache_dir, "--build-only", "--pooling", args.pooling]
                         + (["--big-seed", str(args.big_seed)] if args.big_seed is not None else []))
@@ -161,7 +161,17 @@ def measure_seed(args: argparse.Namespace, seed: int) -> dict:
                 for rule, threshold in choose(fit, score, costs, args.max_drop).items():
                     figures["halves"].append({"draw": draw, "score": score, "rule": rule,
                                               **apply(test, score, threshold, cost_ratio)})
-    return figures
+    return figures, [H, D]
+
+
+def save_parts(parts: list[Part], path: Path) -> None:
+    """Every item's outputs, so another rule or bound can be tried later without the hour-long build."""
+    arrays = {}
+    for part in parts:
+        key = part.name.replace(" ", "_").replace("-", "_")
+        arrays.update({f"{key}.small": part.small, f"{key}.big": part.big, f"{key}.gold": part.gold})
+        arrays.update({f"{key}.score.{name}": probs for name, probs in part.scores.items()})
+    np.savez_compressed(path, **arrays)
 
 
 def concat(a: Part, b: Part) -> Part:
@@ -242,9 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        figures = measure_seed(args, seed)
+        figures, parts = measure_seed(args, seed)
         tag = f"seed{seed}" + (f"-big{args.big_seed}" if args.big_seed is not None else "")
         (out / f"recipe_{args.task}_{tag}.json").write_text(json.dumps(figures, indent=2) + "\n")
+        save_parts(parts, out / f"recipe_{args.task}_{tag}_parts.npz")
         print("\n".join(summary_lines(figures)), flush=True)
     return 0
 
