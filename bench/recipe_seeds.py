@@ -125,8 +125,8 @@ def measure_seed(args: argparse.Namespace, seed: int) -> tuple[dict, list[Part]]
     started = time.perf_counter()
     big_dir, smalls = build_pair(build)
     built = time.perf_counter() - started
-    small = load_tier(str(smalls[6]), batch_size=args.batch_size)
-    big = load_tier(str(big_dir), batch_size=args.batch_size)
+    small = load_tier(str(smalls[6]), batch_size=args.batch_size, backend=args.backend, quantize=args.small_int8)
+    big = load_tier(str(big_dir), batch_size=args.batch_size, backend=args.backend)
     alignment = align_labels(small.labels, big.labels)
     train = load_task_training_data(args.task, args.data_dir)
     held = train.subset(split_train(train, build.split_seed, RECIPES[args.task].held_out)[1])
@@ -138,6 +138,7 @@ def measure_seed(args: argparse.Namespace, seed: int) -> tuple[dict, list[Part]]
     cost_ratio = timed["small_seconds"] / timed["big_seconds"]
     costs = (timed["small_seconds"] / len(D), timed["big_seconds"] / len(D))
     figures = {"seed": seed, "big_seed": seed if build.big_seed is None else build.big_seed, "task": args.task,
+               "backend": args.backend, "small_int8": args.small_int8,
                "build_seconds": round(built, 1), "small": str(smalls[6]),
                "big": str(big_dir), "deferral": small.deferral.report if small.deferral else None,
                "big_accuracy": {p.name: round(accuracy_points(p.big, p.gold), 3) for p in (H, D)},
@@ -201,7 +202,8 @@ def time_end_to_end(small, big, alignment, dev, held: Part, args: argparse.Names
 
 def summary_lines(figures: dict) -> list[str]:
     e2e = figures["end_to_end"]
-    lines = [f"seed {figures['seed']} (big model's seed {figures['big_seed']}, {figures['task']}): "
+    runtime = figures["backend"] + (", tier 1 int8" if figures["small_int8"] else "")
+    lines = [f"seed {figures['seed']} (big model's seed {figures['big_seed']}, {figures['task']}, {runtime}): "
              f"big {figures['big_accuracy']}, small "
              f"{figures['small_accuracy']}, tier 1 costs 1/{1 / figures['cost_ratio']:.1f} of tier 2",
              f"  END TO END on dev, {e2e['score']} chosen on held-out train: T={e2e['threshold']}, drop "
@@ -242,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2, help="end-to-end timings: best of N, interleaved")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx"],
+                   help="runtime of both tiers and of the big model alone (the cost ratio is measured on it)")
+    p.add_argument("--small-int8", action="store_true",
+                   help="tier 1 quantized to int8 (dynamic): cheaper, with its own confidences, so the threshold "
+                        "is certified on its outputs; the big model alone stays fp32")
     p.add_argument("--output", default="bench/out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -253,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         figures, parts = measure_seed(args, seed)
-        tag = f"seed{seed}" + (f"-big{args.big_seed}" if args.big_seed is not None else "")
+        tag = (f"seed{seed}" + (f"-big{args.big_seed}" if args.big_seed is not None else "")
+               + ("" if args.backend == "torch" else f"-{args.backend}") + ("-small-int8" if args.small_int8 else ""))
         (out / f"recipe_{args.task}_{tag}.json").write_text(json.dumps(figures, indent=2) + "\n")
         save_parts(parts, out / f"recipe_{args.task}_{tag}_parts.npz")
         print("\n".join(summary_lines(figures)), flush=True)
