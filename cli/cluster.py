@@ -130,8 +130,9 @@ def status_command(job: str, as_json: bool, redis_url: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0), default=None, metavar="S",
               help="Give up (exit 1) after S seconds.")
 @click.option("--resume-stalled", is_flag=True,
-              help="When the job stops moving with nothing queued or in flight (a Redis crash lost a task), "
-                   "send its unanswered items again, as `tango resume` does.")
+              help="When the job stops moving with nothing queued or in flight (a Redis crash lost a task, or "
+                   "its submit was killed), send its unanswered items again, as `tango resume` does, within the "
+                   "job's window.")
 @redis_option
 def wait_command(job: str, interval: float, timeout: float | None, resume_stalled: bool,
                  redis_url: str | None) -> int:
@@ -143,6 +144,7 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
     deadline = None if timeout is None else time.monotonic() + timeout
     with redis_errors(settings):
         status = store.status(job)
+        told = False
         with progress_bar(status) as bar:
             while True:
                 show(bar, status)
@@ -151,8 +153,13 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
                 time.sleep(interval)
                 status, before = poll(store, job, settings), status
                 if resume_stalled and stalled(store, before, status):
-                    resumed = resume(store, make_app("client", settings), job)
+                    resumed = resume(store, make_app("client", settings), job, window=status.window)
                     bar.write(f"tango: job {job!r} stalled; resent {resumed.items} unanswered items", file=sys.stderr)
+                elif status.feeder_lost and not (told or resume_stalled):
+                    bar.write(f"tango: the submit of job {job!r} is gone after queueing {status.fed} of "
+                              f"{status.total} items; `tango resume {job}` (or wait --resume-stalled) queues the rest",
+                              file=sys.stderr)
+                    told = True
     return outcome(status)
 
 
@@ -319,7 +326,8 @@ def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
             "threshold": s.threshold, "labels": s.labels, "waiting_for_workers": s.waiting_for_workers,
             "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
-            "resumed": int(s.extra.get("resumed") or 0), "drained": s.drained, "queued": s.fed, "audit": job_audit(s).to_dict(),
+            "resumed": int(s.extra.get("resumed") or 0), "drained": s.drained, "queued": s.fed,
+            "submit_lost": s.feeder_lost, "audit": job_audit(s).to_dict(),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 
@@ -328,9 +336,11 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
 
     share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
     waiting = " (waiting for workers: none has taken the job yet)" if s.waiting_for_workers else ""
-    if s.state == "submitting" and s.fed < s.total:
-        waiting += (f" ({s.fed} of {s.total} items queued so far: the submit queues the rest as workers answer; "
-                    f"if it stopped, `tango resume {s.job}` does)")
+    if s.feeder_lost:
+        waiting += (f" ({s.fed} of {s.total} items queued, and its submit is gone: `tango resume {s.job}` queues "
+                    "the rest; the workers' sweep does too, a window at a time)")
+    elif s.state == "submitting" and s.fed < s.total:
+        waiting += f" ({s.fed} of {s.total} items queued so far: the submit queues the rest as workers answer)"
     lines = [f"job       {s.job}",
              f"state     {s.state}{waiting}",
              f"progress  {s.answered} of {s.total} items ({s.answered / max(s.total, 1):.1%}): "

@@ -44,6 +44,10 @@ ENV_REDIS_URL = "TANGO_REDIS_URL"
 ENV_VISIBILITY_TIMEOUT = "TANGO_VISIBILITY_TIMEOUT"
 ENV_CONNECT_TIMEOUT = "TANGO_CONNECT_TIMEOUT"
 ENV_SWEEP_INTERVAL = "TANGO_SWEEP_INTERVAL"
+ENV_FEEDER_LEASE = "TANGO_FEEDER_LEASE"
+# a feeder refreshes its lease several times within it, so only a feeder that is gone (killed, its host
+# or network down) lets it lapse; then the job's status says so and the workers' sweep may feed it
+DEFAULT_FEEDER_LEASE = 30.0
 
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -56,6 +60,7 @@ class ClusterSettings:
     visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     sweep_interval: float | None = None  # None: see ``sweep_every``; 0: workers never sweep
+    feeder_lease: float = DEFAULT_FEEDER_LEASE  # seconds a feeder's silence is taken for its end
 
     def __post_init__(self) -> None:
         scheme = urlsplit(self.redis_url).scheme
@@ -68,6 +73,8 @@ class ClusterSettings:
             raise ConfigError(f"connect timeout must be positive, got {self.connect_timeout}")
         if self.sweep_interval is not None and self.sweep_interval < 0:
             raise ConfigError(f"{ENV_SWEEP_INTERVAL} must be 0 (off) or a number of seconds, got {self.sweep_interval}")
+        if not self.feeder_lease > 0:
+            raise ConfigError(f"{ENV_FEEDER_LEASE} must be a positive number of seconds, got {self.feeder_lease}")
 
     @property
     def masked_url(self) -> str:
@@ -86,7 +93,8 @@ class ClusterSettings:
         return cls(redis_url=redis_url or env.get(ENV_REDIS_URL) or DEFAULT_REDIS_URL,
                    visibility_timeout=_float(env, ENV_VISIBILITY_TIMEOUT, DEFAULT_VISIBILITY_TIMEOUT),
                    connect_timeout=_float(env, ENV_CONNECT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT),
-                   sweep_interval=_float(env, ENV_SWEEP_INTERVAL, None))
+                   sweep_interval=_float(env, ENV_SWEEP_INTERVAL, None),
+                   feeder_lease=_float(env, ENV_FEEDER_LEASE, DEFAULT_FEEDER_LEASE))
 
     def to_env(self) -> dict[str, str]:
         """The environment a child process (a worker) needs to rebuild these settings."""

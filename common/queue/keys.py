@@ -80,7 +80,13 @@ def _job_key(job: str, name: str) -> str:
     return f"{PREFIX}:{{{validate_job_id(job)}}}:{name}"
 
 
+def feeder_key(job: str) -> str:
+    """String with a time to live: present while a feeder (``submit`` or ``resume``) of the job is
+    alive, which refreshes it. A job still ``submitting`` without it has lost its feeder."""
+    return _job_key(job, "feeder")
+
+
 def job_keys(job: str) -> list[str]:
     """Every key of a job; the first four are the result script's KEYS, in that order."""
     return [meta_key(job), results_key(job), failures_key(job), answered_key(job), attempts_key(job),
-            rejected_key(job), audits_key(job)]
+            rejected_key(job), audits_key(job), feeder_key(job)]

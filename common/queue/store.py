@@ -29,11 +29,11 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from common.queue.config import ClusterSettings
+from common.queue.config import DEFAULT_FEEDER_LEASE, ClusterSettings
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
 from common.data.corpus import KEPT_REJECTS
-from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audits_key, failures_key, job_keys,
-                               meta_key, rejected_key, results_key, validate_job_id, workers_key)
+from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audits_key, failures_key, feeder_key,
+                               job_keys, meta_key, rejected_key, results_key, validate_job_id, workers_key)
 from common.queue.results import AuditOutcome, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class JobSpec:
     rejected: int = 0  # input records left out by --skip-invalid (not part of ``total``)
     corpus: str = ""  # how the source was read (JSON), so ``resume`` can read it the same way
     audit: float = 0.0  # share of tier 1's answers that tier 2 checks
+    window: int = 0  # most unanswered items of the job in the broker at once (0: no limit)
 
 
 @dataclass
@@ -243,6 +244,8 @@ class JobStatus:
     audit_agreed: int = 0  # of those, how many it labelled the same
     drained: int = 0  # items 0..drained-1 were written out and deleted by ``tango results --drain``
     fed: int = 0  # items 0..fed-1 have been queued (a windowed submit queues the rest as workers answer)
+    window: int = 0  # the window the job was submitted with (0: none)
+    feeder: bool = False  # a feeder of the job (submit, resume) was heard from within its lease
     extra: dict = field(default_factory=dict)
 
     @property
@@ -252,6 +255,11 @@ class JobStatus:
     @property
     def is_final(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def feeder_lost(self) -> bool:
+        """Still submitting, with no feeder heard from within its lease: nothing queues the rest."""
+        return self.state == "submitting" and not self.feeder
 
     @property
     def waiting_for_workers(self) -> bool:
@@ -288,9 +296,10 @@ def connect(settings: ClusterSettings, retries: int = 0) -> redis.Redis:
 class ResultStore:
     """Job records and results in Redis; every method is safe to repeat."""
 
-    def __init__(self, client: redis.Redis, url: str = "redis") -> None:
+    def __init__(self, client: redis.Redis, url: str = "redis", feeder_lease: float = DEFAULT_FEEDER_LEASE) -> None:
         self.client = client
         self.url = url
+        self.feeder_lease = feeder_lease
         self._write = client.register_script(_WRITE)
         self._transition = client.register_script(_TRANSITION)
         self._begin = client.register_script(_BEGIN)
@@ -303,7 +312,7 @@ class ResultStore:
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
-        store = cls(connect(settings, retries), settings.masked_url)
+        store = cls(connect(settings, retries), settings.masked_url, settings.feeder_lease)
         store.ping()
         return store
 
@@ -328,7 +337,7 @@ class ResultStore:
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
-                  "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit),
+                  "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit), "window": spec.window,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,
                   "audit_agreed": 0, "drained": 0}
         pipe = self.client.pipeline()
@@ -340,6 +349,15 @@ class ResultStore:
         """``submitting`` -> ``running``, unless the job already finished or was cancelled."""
         if self._transition(keys=[meta_key(job)], args=["running", "submitting"]) < 0:
             raise JobGoneError(_gone(job))
+        self.end_feeding(job)
+
+    def feeding(self, job: str) -> None:
+        """A feeder's sign of life: renews its lease on the job."""
+        self.client.set(feeder_key(job), "1", px=max(1, int(self.feeder_lease * 1000)))
+
+    def end_feeding(self, job: str) -> None:
+        """Give the lease up at once, so a feeder that stops early is not taken for alive meanwhile."""
+        self.client.delete(feeder_key(job))
 
     def cancel(self, job: str) -> bool:
         """Stop a job: workers skip its remaining chunks. False when it had already ended."""
@@ -382,10 +400,13 @@ class ResultStore:
         self._fed(keys=[meta_key(job)], args=[items])
 
     def status(self, job: str) -> JobStatus:
-        raw = self.client.hgetall(meta_key(job))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(meta_key(job))
+        pipe.exists(feeder_key(job))
+        raw, feeder = pipe.execute()
         if not raw:
             raise self._missing(job)
-        return _status(raw)
+        return _status(raw, feeder)
 
     def list_jobs(self, limit: int = 20) -> list[JobStatus]:
         """The most recent jobs, newest first; ids whose records are gone are reported as ``gone``."""
@@ -398,13 +419,16 @@ class ResultStore:
             out.append(_status(raw) if raw else JobStatus(job, "gone", 0, [], 0.0, created))
         return out
 
-    def running_jobs(self) -> list[JobStatus]:
-        """Every job in state ``running`` (jobs stay indexed until purged, so a sweep reads them all)."""
+    def active_jobs(self) -> list[JobStatus]:
+        """Every job ``submitting`` or ``running`` (jobs stay indexed until purged, so a sweep reads them all)."""
         ids = self.client.zrange(JOBS_INDEX, 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for job in ids:
             pipe.hgetall(meta_key(job))
-        return [_status(raw) for raw in pipe.execute() if raw and raw.get("state") == "running"]
+            pipe.exists(feeder_key(job))
+        replies = pipe.execute()
+        return [_status(raw, feeder) for raw, feeder in zip(replies[::2], replies[1::2])
+                if raw and raw.get("state") in ACTIVE_STATES]
 
     def purge(self, job: str) -> None:
         """Delete an ended job's records; an active one is refused (cancel it first)."""
@@ -590,14 +614,14 @@ def _gone(job: str) -> str:
             "or were the keys evicted?); submit it again")
 
 
-def _status(raw: dict[str, str]) -> JobStatus:
+def _status(raw: dict[str, str], feeder: bool = False) -> JobStatus:
     number = {name: int(raw.get(name) or 0)
               for name in ("total", "done", "failed", "tier1", "tier2", "gold", "correct", "rejected", "audited",
-                           "audit_agreed", "drained", "fed")}
+                           "audit_agreed", "drained", "fed", "window")}
     known = {"job", "state", "labels", "threshold", "created", "finished", "audit", *number}
     return JobStatus(job=raw.get("job", "?"), state=raw.get("state", "?"), labels=json.loads(raw.get("labels", "[]")),
                      threshold=float(raw.get("threshold") or 0), created=float(raw.get("created") or 0),
                      audit=float(raw.get("audit") or 0),
-                     finished=float(raw["finished"]) if raw.get("finished") else None,
+                     finished=float(raw["finished"]) if raw.get("finished") else None, feeder=bool(feeder),
                      extra={k: v for k, v in raw.items() if k not in known}, **number)
 

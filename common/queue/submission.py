@@ -89,7 +89,7 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
-                             truncated=summary.truncated, rejected=summary.rejected, audit=audit,
+                             truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
                              corpus=json.dumps({**dataclasses.asdict(spec),
                                                 "skip_invalid": request.skip_invalid})))
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
@@ -109,7 +109,7 @@ class Resumed:
     items: int
 
 
-def resume(store: ResultStore, app: Celery, job: str, window: int = 0) -> Resumed:
+def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: int = 0) -> Resumed:
     """Send every item of a running job that has no result yet to tier 1 again.
 
     The result store, not the broker, is the record of what is done: kombu can
@@ -120,7 +120,9 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0) -> Resume
     items ``tango results --drain`` deleted, so those are never sent again. With a ``window`` it
     feeds the rest of a job whose submit stopped early as workers answer, as submit would have;
     without one (the workers' stall sweeper, which only looks at fully queued jobs, whose
-    unanswered items fit in their window) it sends them at once.
+    unanswered items fit in their window) it sends them at once. A ``limit`` sends at most about that
+    many (whole chunks): the sweep feeds a job that lost its feeder one window at a time, and the job
+    stays ``submitting`` while items remain unsent.
     """
     status = store.status(job)
     if status.is_final:
@@ -135,11 +137,25 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0) -> Resume
     items = read_corpus(path, spec, _skip if skip_invalid else None)
     missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
                for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
-    chunks, sent = enqueue(store, app, job, (chunk for chunk in missing if chunk.items),
+    unsent = status.total - len(answered)
+    chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
                            window=Window(store, job, validate_window(window, size)))
-    store.mark_submitted(job)  # a submit cut short by a lost broker left it "submitting"
-    log.info("job %r: resent %d unanswered items in %d chunks", job, sent, chunks)
+    if sent >= unsent:
+        store.mark_submitted(job)  # a submit cut short (lost broker, killed) left it "submitting"
+    else:
+        store.end_feeding(job)
+    log.info("job %r: resent %d of its %d unanswered items in %d chunks", job, sent, unsent, chunks)
     return Resumed(job, chunks, sent)
+
+
+def _up_to(chunks: Iterator[Chunk], limit: int) -> Iterator[Chunk]:
+    """Chunks until about ``limit`` items are out (0: all of them)."""
+    items = 0
+    for chunk in chunks:
+        if limit and items >= limit:
+            return
+        yield chunk
+        items += len(chunk.items)
 
 
 def queued_payloads(client, queue: str) -> list[dict]:
@@ -169,9 +185,9 @@ def envelope_payload(envelope: dict) -> dict:
 
 
 def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
-    """A running job that did not move between two looks while no task is queued or held anywhere:
-    nothing will ever answer its remaining items unless they are sent again."""
-    if now.is_final or now.answered != before.answered:
+    """A running job (or one whose submit is gone) that did not move between two looks while no task
+    is queued or held anywhere: nothing will ever answer its remaining items unless they are sent again."""
+    if now.is_final or now.answered != before.answered or (now.state == "submitting" and not now.feeder_lost):
         return False
     return queues_empty(store.client) and store.client.hlen(UNACKED) == 0
 
@@ -205,6 +221,7 @@ def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
         raise ServiceUnavailable(f"lost the broker at {store.url} after {sent} chunks of job {job!r}: "
                                  f"{first_line(exc)}; run `tango resume {job}` once it is back") from None
     except KeyboardInterrupt:
+        store.end_feeding(job)
         raise Interrupted(f"interrupted after queueing {sent} chunks of job {job!r}; `tango resume {job}` "
                           "queues the rest") from None
     return sent, items

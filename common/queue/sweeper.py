@@ -1,5 +1,7 @@
 """The cluster's own stall recovery: a running job that stopped moving, with nothing of it queued or
 held by any worker, has its unanswered items sent again, with no ``tango wait`` needed anywhere.
+So has a job still ``submitting`` whose feeder is gone (its lease lapsed: a submit killed mid-corpus),
+one window of items per sweep, so that Redis never holds more of it than the submit would have queued.
 
 Every worker's main process runs ``sweep`` on a timer (``ClusterSettings.sweep_every``, well above the
 visibility timeout); a Redis lock lets one of them sweep per interval. A job counts as stalled when
@@ -17,7 +19,7 @@ from celery import Celery
 
 from common.errors import TangoError, first_line
 from common.queue.keys import SWEEPER_LOCK, meta_key
-from common.queue.store import ResultStore
+from common.queue.store import JobStatus, ResultStore
 from common.queue.submission import held_jobs, queues_empty, resume
 
 log = logging.getLogger(__name__)
@@ -36,16 +38,17 @@ class StallSweeper:
         client = self.store.client
         if not client.set(SWEEPER_LOCK, self.owner, nx=True, px=max(1, int(self.interval * 900))):
             return {}
-        running = self.store.running_jobs()
-        if not running:
+        active = self.store.active_jobs()
+        if not active:
             return {}
         idle = queues_empty(client)
         held = held_jobs(client) if idle else set()
         resumed = {}
-        for status in running:
+        for status in active:
             before = self._mark(status.job, status.answered)
-            if idle and before == status.answered and status.job not in held:
-                resumed[status.job] = self._resume(status.job, status.answered, status.total)
+            fed_elsewhere = status.state == "submitting" and status.feeder
+            if idle and before == status.answered and status.job not in held and not fed_elsewhere:
+                resumed[status.job] = self._resume(status)
         return {job: items for job, items in resumed.items() if items}
 
     def _mark(self, job: str, answered: int) -> int | None:
@@ -56,15 +59,21 @@ class StallSweeper:
         before, _ = pipe.execute()
         return None if before is None else int(before)
 
-    def _resume(self, job: str, answered: int, total: int) -> int:
+    def _resume(self, status: JobStatus) -> int:
+        job, answered, total = status.job, status.answered, status.total
         try:
-            done = resume(self.store, self.app, job)
+            done = resume(self.store, self.app, job, limit=status.window)
         except TangoError as exc:
             log.error("job %r is stalled at %d of %d items and cannot be resumed here: %s", job, answered, total,
                       first_line(exc))
             return 0
         self.store.client.hincrby(meta_key(job), "resumed", done.items)
         self.on_resumed(done.items)
-        log.warning("job %r was stalled at %d of %d items with nothing queued or in flight: sent its %d "
-                    "unanswered items again in %d chunks", job, answered, total, done.items, done.chunks)
+        if status.state == "submitting":
+            log.warning("job %r lost its submit after %d of %d items were queued (no feeder for over %.0f s): "
+                        "queued %d more in %d chunks", job, status.fed, total, self.store.feeder_lease, done.items,
+                        done.chunks)
+        else:
+            log.warning("job %r was stalled at %d of %d items with nothing queued or in flight: sent its %d "
+                        "unanswered items again in %d chunks", job, answered, total, done.items, done.chunks)
         return done.items

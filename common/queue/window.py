@@ -44,10 +44,18 @@ class Window:
     _said: float = field(default=float("-inf"), init=False)  # when the log last said the window is full
     _through: int = field(default=0, init=False)  # items 0..through-1 of the job are queued
     _recorded: tuple[int, float] = field(default=(0, float("-inf")), init=False)  # the last note of it, and when
+    _alive: float = field(default=float("-inf"), init=False)  # when this feeder last renewed its lease
 
     def __post_init__(self) -> None:
+        self.beat()
         if self.limit:
             self._base = self._answered = self.store.progress(self.job)[1]
+
+    def beat(self) -> None:
+        """Renew the feeder's lease a few times within it, so that only a feeder that is gone lets it lapse."""
+        if time.monotonic() - self._alive > self.store.feeder_lease / 4:
+            self.store.feeding(self.job)
+            self._alive = time.monotonic()
 
     def admit(self, items: int) -> bool:
         """Wait until ``items`` more fit in the window and count them as sent; False when the job ended
@@ -64,6 +72,7 @@ class Window:
         self._through = max(self._through, through)
         if time.monotonic() - self._recorded[1] > RECORD_EVERY:
             self.record()
+            self.beat()
 
     def record(self) -> None:
         if self._through > self._recorded[0]:
@@ -79,6 +88,7 @@ class Window:
         self.record()
         delay = 0.005
         while True:
+            self.beat()
             state, self._answered = self.store.progress(self.job)
             if state is None or state in FINAL_STATES:
                 log.info("job %r is %s: stopped queueing its input", self.job, state or "gone")

@@ -1,6 +1,7 @@
 """The cluster commands as a user runs them: real `tango` processes against a real redis-server."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -95,6 +96,16 @@ def test_status_shows_the_tier2_load_and_the_agreement_with_intervals():
     assert figures["job_agreement"] == (214 + 786 * 0.95) / 1000 and figures["audited_share"] == 0.02
     assert f"accepted items 0.9500 [{figures['accepted_low']:.4f}, {figures['accepted_high']:.4f}]" in text
     assert "audit     off" in format_status(job_status(786, 214, 0, 0, rate=0.0))
+
+
+def test_status_tells_a_submit_still_feeding_from_one_that_is_gone():
+    feeding = dataclasses.replace(job_status(30, 10, 0, 0), state="submitting", total=100, fed=50, feeder=True)
+    assert "(50 of 100 items queued so far: the submit queues the rest as workers answer)" in format_status(feeding)
+    assert status_dict(feeding)["submit_lost"] is False
+    gone = dataclasses.replace(feeding, feeder=False)
+    assert "(50 of 100 items queued, and its submit is gone: `tango resume j` queues the rest" in format_status(gone)
+    assert status_dict(gone)["submit_lost"] is True
+    assert status_dict(dataclasses.replace(gone, state="running"))["submit_lost"] is False
 
 
 def test_the_status_interval_covers_the_true_agreement_across_seeds():

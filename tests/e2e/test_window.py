@@ -9,8 +9,10 @@ import time
 
 import redis
 
+from common.queue.keys import meta_key
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
 from common.queue.submission import queued_payloads
+from common.testing.chaos import until
 from common.testing.cluster import ROOT, cluster_env, run_tango, start_worker, tango_argv, wait_ready
 from tests.e2e.jobs import read_jsonl
 
@@ -105,3 +107,39 @@ def test_an_interrupted_submit_says_how_to_queue_the_rest_and_resume_does(redis_
     finally:
         for worker in workers:
             worker.kill()
+
+
+def test_a_submit_killed_mid_corpus_is_reported_gone_and_the_workers_sweep_feeds_the_rest(
+        redis_url, tiny_models, sentences, tmp_path):
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"s{i}", "text": text}) + "\n"
+                              for i, (text, _) in enumerate(sentences[:ITEMS])))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    submit = subprocess.Popen(tango_argv("submit", str(corpus), "--job-id", "killed", "--chunk-size", str(CHUNK),
+                                         "--window", str(ITEMS // 2), "--labels", "negative,positive", "--audit", "0"),
+                              cwd=ROOT, env=cluster_env(redis_url, TANGO_FEEDER_LEASE="1"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        until(lambda: client.hget(meta_key("killed"), "fed") == str(ITEMS // 2), "the submit to fill its window")
+        submit.kill()  # SIGKILL: no chance to say anything or give its lease up
+        submit.wait(10)
+        until(lambda: json.loads(run_tango("status", "killed", "--json", redis_url=redis_url).stdout)["submit_lost"],
+              "the lease to lapse", 10)
+        status = run_tango("status", "killed", redis_url=redis_url).stdout
+        assert f"{ITEMS // 2} of {ITEMS} items queued, and its submit is gone: `tango resume killed`" in status
+        env = {"TANGO_SWEEP_INTERVAL": "2"}
+        workers = [start_worker(1, tiny_models["small"], redis_url, tmp_path, name="t1", env=env),
+                   start_worker(2, tiny_models["big"], redis_url, tmp_path, name="t2", env=env)]
+        wait_ready(workers)
+        waited = run_tango("wait", "killed", "--timeout", "120", redis_url=redis_url)
+        assert waited.returncode == 0, waited.stderr
+        report = json.loads(run_tango("status", "killed", "--json", redis_url=redis_url).stdout)
+        logs = "".join(worker.log_text() for worker in workers)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+        for worker in workers:
+            worker.kill()
+    assert (report["state"], report["done"], report["failed"], report["resumed"]) == ("done", ITEMS, 0, ITEMS // 2)
+    assert f"job 'killed' lost its submit after {ITEMS // 2} of {ITEMS} items were queued" in logs

@@ -26,10 +26,12 @@ def test_settings_come_from_the_option_then_the_environment():
     assert ClusterSettings.from_env("redis://opt:2/0", env=env).redis_url == "redis://opt:2/0"
     assert ClusterSettings.from_env(env=env).visibility_timeout == 7.5
     assert ClusterSettings.from_env(env={}).redis_url == "redis://localhost:6379/0"
+    assert ClusterSettings.from_env(env={"TANGO_FEEDER_LEASE": "2.5"}).feeder_lease == 2.5
+    assert ClusterSettings.from_env(env={}).feeder_lease == 30.0
 
 
 @pytest.mark.parametrize("env", [{"TANGO_REDIS_URL": "http://x:pw@h/0"}, {"TANGO_VISIBILITY_TIMEOUT": "soon"},
-                                 {"TANGO_VISIBILITY_TIMEOUT": "0"}])
+                                 {"TANGO_VISIBILITY_TIMEOUT": "0"}, {"TANGO_FEEDER_LEASE": "0"}])
 def test_bad_settings_are_config_errors_without_the_password(env):
     with pytest.raises(ConfigError) as caught:
         ClusterSettings.from_env(env=env)

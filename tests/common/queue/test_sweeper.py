@@ -2,16 +2,18 @@
 re-sends is what lands on the queue."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from common.data.corpus import CorpusSpec
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
 from common.queue.keys import SWEEPER_LOCK, meta_key
 from common.queue.messages import QUEUE_TIER1
 from common.queue.results import ResultRecord
-from common.queue.store import ResultStore
+from common.queue.store import JobSpec, ResultStore
 from common.queue.submission import SubmitRequest, queued_payloads, submit
 from common.queue.sweeper import StallSweeper
 
@@ -62,3 +64,27 @@ def test_no_resend_while_the_job_moves_or_anything_is_queued_and_one_sweeper_per
     store.write("s", [(0, ResultRecord("0", "a", 0.9, 1, "m"), None)])  # it moved since the last look
     assert sweeper(store, app).sweep() == {}
     assert store.client.hget(meta_key("s"), "resumed") is None
+
+
+def test_a_job_whose_submit_died_is_fed_one_window_per_stall_and_then_counts_as_submitted(redis_url, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(9)))
+    settings = ClusterSettings(redis_url=redis_url)
+    store, app = ResultStore.open(settings), make_app("client", settings)
+    spec = CorpusSpec(labels=("a", "b"))
+    store.create_job(JobSpec(job="d", total=9, labels=["a", "b"], threshold=0.9, chunk_size=3, window=3,
+                             source=str(path), corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": False})))
+    store.feeding("d")  # a live submit: never fed behind its back
+    assert sweeper(store, app).sweep() == {}
+    store.client.delete(SWEEPER_LOCK)
+    assert sweeper(store, app).sweep() == {} and queued(store) == []
+    store.end_feeding("d")  # the submit is gone before it queued anything
+    for window in ([0, 1, 2], [3, 4, 5], [6, 7, 8]):
+        store.client.delete(SWEEPER_LOCK)
+        assert sweeper(store, app).sweep() == {"d": 3}  # one window, not the whole rest
+        assert queued(store) == [window] and store.status("d").state == ("running" if window[0] == 6 else "submitting")
+        store.client.delete(QUEUE_TIER1)
+        store.write("d", [(i, ResultRecord(str(i), "a", 0.9, 1, "m"), None) for i in window])
+        store.client.delete(SWEEPER_LOCK)
+        assert sweeper(store, app).sweep() == {}  # it moved since the last look
+    assert store.status("d").state == "done" and store.client.hget(meta_key("d"), "resumed") == "9"

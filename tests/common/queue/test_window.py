@@ -105,3 +105,31 @@ def test_what_was_queued_only_moves_forward_and_never_recreates_a_job(store):
     store.purge(job)
     store.mark_fed(job, 50)
     assert not store.client.exists(meta_key(job)) and store.progress(job) == (None, 0)
+
+
+def test_a_feeder_holds_a_lease_on_its_job_while_it_feeds_and_waits_and_gives_it_up_when_done(redis_url):
+    store = ResultStore.open(ClusterSettings(redis_url=redis_url, feeder_lease=0.4))
+    job = make_job(store)
+    assert store.status(job).feeder_lost  # recorded, with no feeder yet
+    window = Window(store, job, limit=5)
+    assert store.status(job).feeder and not store.status(job).feeder_lost
+    assert window.admit(5)
+    thread, outcome = admit_in_background(window, 5)
+    time.sleep(1.0)  # more than twice the lease, all of it waiting on the full window
+    assert thread.is_alive() and not store.status(job).feeder_lost
+    answer(store, job, range(0, 5))
+    thread.join(5)
+    assert outcome == [True]
+    store.mark_submitted(job)
+    status = store.status(job)
+    assert (status.state, status.feeder, status.feeder_lost) == ("running", False, False)
+
+
+def test_a_feeder_that_stops_renewing_is_taken_for_gone_once_its_lease_lapses(redis_url):
+    store = ResultStore.open(ClusterSettings(redis_url=redis_url, feeder_lease=0.3))
+    job = make_job(store)
+    Window(store, job, limit=5).admit(5)  # then it dies: nothing renews the lease
+    assert not store.status(job).feeder_lost
+    time.sleep(0.5)
+    status = store.status(job)
+    assert status.state == "submitting" and status.feeder_lost
