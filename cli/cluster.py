@@ -83,12 +83,12 @@ def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: s
     A corpus larger than --window is queued as workers answer, so Redis never
     holds more than a window of it: submit then returns when the last chunk is
     queued. Stopped before that (Ctrl-C, a lost broker), `tango resume JOB`
-    queues the rest.
+    queues the rest; killed, it is reported gone by `tango status` once its
+    lease lapses, and the workers' sweep queues the rest a window at a time.
     """
     from common.queue.celery_app import make_app
-    from common.queue.submission import SubmitRequest, submit
-
     from common.queue.keys import new_job_id, validate_job_id
+    from common.queue.submission import SubmitRequest, submit
 
     settings, store = open_store(redis_url)
     if input_path == "-":  # a stream: spooled to this host's disk, never held in memory

@@ -22,7 +22,7 @@ from typing import Callable
 import redis
 
 from common.queue.keys import UNACKED, failures_key, meta_key, results_key
-from common.queue.store import ACTIVE_STATES
+from common.queue.store import ACTIVE_STATES, ResultStore
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
 from common.testing.cluster import (MODEL_READY, ROOT, START_TIMEOUT, Process, RedisServer, cluster_env, run_tango,
                                     start_celery_worker, start_redis, tango_argv, wait_ready)
@@ -127,8 +127,9 @@ def write_corpus(path: Path, texts: list[str], n_items: int) -> list[str]:
 
 
 def progress(client: redis.Redis, job: str) -> tuple[str, int]:
-    meta = client.hgetall(meta_key(job))
-    return meta.get("state", "gone"), int(meta.get("done") or 0) + int(meta.get("failed") or 0)
+    """The store's view of the job, with "gone" for a job whose record is not there (yet or any more)."""
+    state, answered = ResultStore(client).progress(job)
+    return state or "gone", answered
 
 
 def kill_one(fleet: Fleet, tier: int, whole: bool, rng: random.Random) -> bool:
