@@ -3,8 +3,12 @@
 The peer a user would pick for "label a corpus with a cheap model and send the unsure items
 to a big one" is Ray Data, written as a Ray user writes it: ``read_json`` -> ``map_batches``
 with a pool of tier-1 actors -> ``map_batches`` with tier-2 actors that run the big model only
-on the rows below the threshold -> ``write_json``, one torch thread per actor. Both sides load
-the models with tango's loader (same weights, temperature and routing score), get the same
+on the rows below the threshold -> ``write_json``, one torch thread per actor. Inside the actors
+the models run as a Ray user runs a Hugging Face classifier (the tokenizer's own call on slices of
+256 rows as they come, padded to each slice's longest; ``plain_probabilities``); a second Ray
+variant runs tango's own inference path there instead (fast encoding, length-sorted batches), so
+that the pipelines alone are compared too (``--ray-code``). Both sides load the models with
+tango's loader (same weights, pooling, temperature and routing score), get the same
 corpus (SST-2 train sentences, cycled), threshold and cores, and run back to back; both clocks
 stop when the last result is in the output file (ours: ``tango results --follow`` writing beside
 the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the
@@ -40,37 +44,58 @@ from bench.harness import build_corpus, fresh_cluster, machine, run_exported  # 
 from bench.queue_ceiling import near_free_model  # noqa: E402
 
 
-class Tier1:
-    """A Ray actor: the small model labels a batch and marks the rows below the threshold."""
+def plain_probabilities(tier, texts: list[str], batch: int = 256):
+    """How a Ray user runs a Hugging Face classifier: the tokenizer's own call on each slice of rows
+    in the order they came, padded to the slice's longest, then the model and a softmax (at the
+    tier's calibration temperature, so that both sides route the same items)."""
+    import numpy as np
+    import torch
 
-    def __init__(self, model: str, threshold: float) -> None:
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch):
+            encoded = tier.tokenizer(texts[start:start + batch], padding=True, truncation=True,
+                                     max_length=tier.max_length, return_tensors="pt")
+            out.append(torch.softmax(tier.model(**encoded).logits / tier.temperature, dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, tier.num_labels))
+
+
+class RayTier:
+    """A Ray actor's model: tango's loader (same weights, pooling, temperature) with either tango's
+    inference path (``code="tango"``: the pipelines alone are compared) or a Ray user's own loop
+    (``code="transformers"``, ``plain_probabilities``)."""
+
+    def __init__(self, model: str, code: str) -> None:
         import torch
 
         from common.ml.models import load_tier
 
         torch.set_num_threads(1)
-        self.model, self.threshold = load_tier(model, batch_size=256), threshold
+        self.model, self.code = load_tier(model, batch_size=256), code
+
+    def probabilities(self, texts: list[str]):
+        return self.model.probabilities(texts) if self.code == "tango" else plain_probabilities(self.model, texts)
+
+
+class Tier1(RayTier):
+    """A Ray actor: the small model labels a batch and marks the rows below the threshold."""
+
+    def __init__(self, model: str, threshold: float, code: str) -> None:
+        super().__init__(model, code)
+        self.threshold = threshold
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        probs = self.model.probabilities(list(batch["text"]))
+        probs = self.probabilities(list(batch["text"]))
         batch["label"] = np.asarray(self.model.labels)[probs.argmax(axis=1)]
         batch["score"] = probs.max(axis=1)
         batch["tier"] = np.where(batch["score"] >= self.threshold, 1, 2)
         return batch
 
 
-class Tier2:
+class Tier2(RayTier):
     """A Ray actor: the big model relabels only the rows tier 1 was unsure of."""
-
-    def __init__(self, model: str) -> None:
-        import torch
-
-        from common.ml.models import load_tier
-
-        torch.set_num_threads(1)
-        self.model = load_tier(model, batch_size=256)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -78,21 +103,22 @@ class Tier2:
         unsure = np.flatnonzero(batch["tier"] == 2)
         label, score = batch["label"].astype(object), batch["score"].copy()  # Arrow's arrays are read-only
         if len(unsure):
-            probs = self.model.probabilities([batch["text"][i] for i in unsure])
+            probs = self.probabilities([batch["text"][i] for i in unsure])
             label[unsure] = np.asarray(self.model.labels)[probs.argmax(axis=1)]
             score[unsure] = probs.max(axis=1)
         return {"id": batch["id"], "label": label, "score": score, "tier": batch["tier"]}
 
 
-def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, actors: int, batch: int) -> float:
+def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, actors: int, batch: int,
+            code: str) -> float:
     """Seconds for the whole pipeline, actor start-up included (a fresh pipeline per run)."""
     import ray
 
     start = time.perf_counter()
     (ray.data.read_json(str(corpus))
-     .map_batches(Tier1, fn_constructor_args=(str(small), threshold), batch_size=batch, concurrency=actors,
+     .map_batches(Tier1, fn_constructor_args=(str(small), threshold, code), batch_size=batch, concurrency=actors,
                   num_cpus=1, batch_format="numpy")
-     .map_batches(Tier2, fn_constructor_args=(str(big),), batch_size=batch, concurrency=1, num_cpus=1,
+     .map_batches(Tier2, fn_constructor_args=(str(big), code), batch_size=batch, concurrency=1, num_cpus=1,
                   batch_format="numpy")
      .write_json(str(out)))
     return time.perf_counter() - start
@@ -113,6 +139,13 @@ def fastest(options: list[tuple], run: Callable[..., float], name: str) -> tuple
     seconds = {option: run(*option) for option in options}
     print("settings swept:", ", ".join(f"{name.format(*option)} {s:.1f} s" for option, s in seconds.items()))
     return min(seconds, key=seconds.get)
+
+
+RAY = {"transformers": "Ray Data", "tango": "Ray Data with tango's inference code"}
+
+
+def slug(name: str) -> str:
+    return re.sub("[^A-Za-z0-9]+", "-", name)
 
 
 def labels(path: Path) -> dict[str, str]:
@@ -138,6 +171,9 @@ def main() -> None:
                         help="also time our cluster at both sizes with ONNX Runtime on tier 1, on tier 2 and on both")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every side at both sizes")
     parser.add_argument("--escalate", type=float, default=0.2, help="near-free model: share sent to tier 2")
+    parser.add_argument("--ray-code", nargs="+", choices=["transformers", "tango"], default=["transformers", "tango"],
+                        help="what runs the models inside Ray's actors: a Ray user's own Hugging Face loop "
+                             "(the peer), and/or tango's inference path (the pipelines alone compared)")
     args = parser.parse_args()
     import ray
 
@@ -165,14 +201,17 @@ def main() -> None:
         for n, path in corpora.items():
             build_corpus(path, n)
         first = args.sizes[0]
-        actors, batch = fastest(list(product(args.actors, args.batches)), lambda a, b: run_ray(
-            corpora[first], root / f"sweep-{a}-{b}", small, big, threshold, a, b), "Ray: {} actor(s) x {} rows")
+        ray_settings = {code: fastest(list(product(args.actors, args.batches)), lambda a, b, c=code: run_ray(
+            corpora[first], root / f"sweep-{c}-{a}-{b}", small, big, threshold, a, b, c),
+            f"Ray ({code} code): {{}} actor(s) x {{}} rows") for code in args.ray_code}
         (processes,) = fastest([(p,) for p in args.tier1_processes], lambda p: run_tango(
             root, corpora[first], root / f"sweep-{p}.out", small, big, threshold, p,
             args.chunk_size), "ours: {} tier-1 process(es)")
         variants = {"ours": lambda n, out: run_tango(root, corpora[n], out, small, big, threshold, processes,
-                                                     args.chunk_size),
-                    "Ray": lambda n, out: run_ray(corpora[n], out, small, big, threshold, actors, batch)}
+                                                     args.chunk_size)}
+        for code, (actors, batch) in ray_settings.items():
+            variants[RAY[code]] = (lambda n, out, c=code, a=actors, b=batch:
+                                   run_ray(corpora[n], out, small, big, threshold, a, b, c))
         for backends in ([("onnx", "torch"), ("torch", "onnx"), ("onnx", "onnx")] if args.onnx else []):
             variants["ours, tier 1 on %s, tier 2 on %s" % backends] = (
                 lambda n, out, b=backends: run_tango(root, corpora[n], out, small, big, threshold, processes,
@@ -181,25 +220,27 @@ def main() -> None:
         for repeat in range(args.repeats):  # interleaved: every variant at both sizes, then again
             for name, run in variants.items():
                 for n in args.sizes:
-                    seconds[name][n].append(run(n, root / f"{re.sub('[^A-Za-z0-9]+', '-', name)}-{n}-{repeat}.out"))
+                    seconds[name][n].append(run(n, root / f"{slug(name)}-{n}-{repeat}.out"))
         first, last = args.sizes
         ours_labels = labels(root / f"ours-{last}-0.out")
-        ray_labels = labels(root / f"Ray-{last}-0.out")
+        ray_labels = {RAY[code]: labels(root / f"{slug(RAY[code])}-{last}-0.out") for code in ray_settings}
     items = last - first
     rates = {name: [items / (b - a) for a, b in zip(runs[first], runs[last])] for name, runs in seconds.items()}
     median = {name: statistics.median(r) for name, r in rates.items()}
-    differ = sum(ours_labels.get(i) != label for i, label in ray_labels.items())
     print(f"{'near-free model' if small == big else f'pair {small.name} / {big.name}'}, threshold {threshold:.4f}, "
           f"{cores} cores; ours: {processes} tier-1 process(es), chunk {args.chunk_size}; "
-          f"Ray: {actors} tier-1 actor(s), {batch}-row batches; {args.repeats} interleaved run(s)")
+          + "; ".join(f"{RAY[c]}: {a} tier-1 actor(s), {b}-row batches" for c, (a, b) in ray_settings.items())
+          + f"; {args.repeats} interleaved run(s)")
     for name in variants:
         runs = "; ".join(f"{a:.1f} s / {b:.1f} s" for a, b in zip(seconds[name][first], seconds[name][last]))
         print(f"  {name}: {first} / {last} items in {runs}; rates " + ", ".join(f"{r:,.0f}" for r in rates[name])
-              + f" items/s, median {median[name]:,.0f}" + ("" if name in ("ours", "Ray") else
+              + f" items/s, median {median[name]:,.0f}" + ("" if name == "ours" or name in ray_labels else
                                                           f", {median[name] / median['ours']:.2f}x ours on torch"))
-    print(f"median rate from {first} to {last} items: ours {median['ours']:,.0f} items/s, Ray {median['Ray']:,.0f} "
-          f"items/s: ratio {median['ours'] / median['Ray']:.2f}x; labels differ on {differ} of {len(ray_labels)} "
-          f"items ({len(ours_labels)} in ours)")
+    for name, theirs in ray_labels.items():
+        differ = sum(ours_labels.get(i) != label for i, label in theirs.items())
+        print(f"median rate from {first} to {last} items: ours {median['ours']:,.0f} items/s, {name} "
+              f"{median[name]:,.0f} items/s: ratio {median['ours'] / median[name]:.2f}x; labels differ on {differ} "
+              f"of {len(theirs)} items ({len(ours_labels)} in ours)")
 
 
 if __name__ == "__main__":
