@@ -5,7 +5,7 @@ to a big one" is Ray Data, written as a Ray user writes it: ``read_json`` -> ``m
 with a pool of tier-1 actors -> ``map_batches`` with tier-2 actors that run the big model only
 on the rows below the threshold -> ``write_json``, one torch thread per actor. Inside the actors
 the models run as a Ray user runs a Hugging Face classifier (the tokenizer's own call on slices of
-256 rows as they come, padded to each slice's longest; ``plain_probabilities``); a second Ray
+rows as they come, padded to each slice's longest; ``plain_probabilities``; the slice size is swept); a second Ray
 variant runs tango's own inference path there instead (fast encoding, length-sorted batches), so
 that the pipelines alone are compared too (``--ray-code``). Both sides load the models with
 tango's loader (same weights, pooling, temperature and routing score), get the same
@@ -14,8 +14,8 @@ stop when the last result is in the output file (ours: ``tango results --follow`
 the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the
 difference of items over the difference of seconds, the median over ``--repeats`` interleaved runs.
 Each side's settings are swept first on the smaller size and its fastest kept: Ray's tier-1 actor
-count and batch size, our tier-1 process count. Prints each side's rate, the ratio, and how many
-items the two labelled differently (float sums differ with batch composition, so an item on the
+count, batch size and rows per model call, our tier-1 process count. Prints each side's rate, the
+ratio, and how many items the two labelled differently (float sums differ with batch composition, so an item on the
 threshold may change tier); ``--onnx`` adds our cluster on ONNX Runtime, tier by tier.
 
     python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
@@ -44,7 +44,7 @@ from bench.harness import build_corpus, fresh_cluster, machine, run_exported  # 
 from bench.queue_ceiling import near_free_model  # noqa: E402
 
 
-def plain_probabilities(tier, texts: list[str], batch: int = 256):
+def plain_probabilities(tier, texts: list[str], batch: int):
     """How a Ray user runs a Hugging Face classifier: the tokenizer's own call on each slice of rows
     in the order they came, padded to the slice's longest, then the model and a softmax (at the
     tier's calibration temperature, so that both sides route the same items)."""
@@ -65,23 +65,25 @@ class RayTier:
     inference path (``code="tango"``: the pipelines alone are compared) or a Ray user's own loop
     (``code="transformers"``, ``plain_probabilities``)."""
 
-    def __init__(self, model: str, code: str) -> None:
+    def __init__(self, model: str, code: str, model_batch: int) -> None:
         import torch
 
         from common.ml.models import load_tier
 
         torch.set_num_threads(1)
-        self.model, self.code = load_tier(model, batch_size=256), code
+        self.model, self.code, self.model_batch = load_tier(model, batch_size=model_batch), code, model_batch
 
     def probabilities(self, texts: list[str]):
-        return self.model.probabilities(texts) if self.code == "tango" else plain_probabilities(self.model, texts)
+        if self.code == "tango":
+            return self.model.probabilities(texts)
+        return plain_probabilities(self.model, texts, self.model_batch)
 
 
 class Tier1(RayTier):
     """A Ray actor: the small model labels a batch and marks the rows below the threshold."""
 
-    def __init__(self, model: str, threshold: float, code: str) -> None:
-        super().__init__(model, code)
+    def __init__(self, model: str, threshold: float, code: str, model_batch: int) -> None:
+        super().__init__(model, code, model_batch)
         self.threshold = threshold
 
     def __call__(self, batch: dict) -> dict:
@@ -110,15 +112,15 @@ class Tier2(RayTier):
 
 
 def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, actors: int, batch: int,
-            code: str) -> float:
+            model_batch: int, code: str) -> float:
     """Seconds for the whole pipeline, actor start-up included (a fresh pipeline per run)."""
     import ray
 
     start = time.perf_counter()
     (ray.data.read_json(str(corpus))
-     .map_batches(Tier1, fn_constructor_args=(str(small), threshold, code), batch_size=batch, concurrency=actors,
+     .map_batches(Tier1, fn_constructor_args=(str(small), threshold, code, model_batch), batch_size=batch, concurrency=actors,
                   num_cpus=1, batch_format="numpy")
-     .map_batches(Tier2, fn_constructor_args=(str(big), code), batch_size=batch, concurrency=1, num_cpus=1,
+     .map_batches(Tier2, fn_constructor_args=(str(big), code, model_batch), batch_size=batch, concurrency=1, num_cpus=1,
                   batch_format="numpy")
      .write_json(str(out)))
     return time.perf_counter() - start
@@ -164,6 +166,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.9, help="with --pair or --small/--big")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray tier-1 actor counts to sweep")
     parser.add_argument("--batches", type=int, nargs="+", default=[1000, 4096], help="Ray batch sizes to sweep")
+    parser.add_argument("--ray-model-batches", type=int, nargs="+", default=[64, 256],
+                        help="rows per model call inside Ray's actors, swept (fewer rows pad less in the plain loop)")
     parser.add_argument("--chunk-size", type=int, default=1000, help="our chunk size")
     parser.add_argument("--tier1-processes", type=int, nargs="+", default=[1, 2],
                         help="our tier-1 worker process counts to sweep")
@@ -201,17 +205,19 @@ def main() -> None:
         for n, path in corpora.items():
             build_corpus(path, n)
         first = args.sizes[0]
-        ray_settings = {code: fastest(list(product(args.actors, args.batches)), lambda a, b, c=code: run_ray(
-            corpora[first], root / f"sweep-{c}-{a}-{b}", small, big, threshold, a, b, c),
-            f"Ray ({code} code): {{}} actor(s) x {{}} rows") for code in args.ray_code}
+        ray_settings = {code: fastest(list(product(args.actors, args.batches, args.ray_model_batches)),
+                                      lambda a, b, m, c=code: run_ray(corpora[first], root / f"sweep-{c}-{a}-{b}-{m}",
+                                                                      small, big, threshold, a, b, m, c),
+                                      f"Ray ({code} code): {{}} actor(s) x {{}} rows, model batch {{}}")
+                        for code in args.ray_code}
         (processes,) = fastest([(p,) for p in args.tier1_processes], lambda p: run_tango(
             root, corpora[first], root / f"sweep-{p}.out", small, big, threshold, p,
             args.chunk_size), "ours: {} tier-1 process(es)")
         variants = {"ours": lambda n, out: run_tango(root, corpora[n], out, small, big, threshold, processes,
                                                      args.chunk_size)}
-        for code, (actors, batch) in ray_settings.items():
-            variants[RAY[code]] = (lambda n, out, c=code, a=actors, b=batch:
-                                   run_ray(corpora[n], out, small, big, threshold, a, b, c))
+        for code, (actors, batch, model_batch) in ray_settings.items():
+            variants[RAY[code]] = (lambda n, out, c=code, a=actors, b=batch, m=model_batch:
+                                   run_ray(corpora[n], out, small, big, threshold, a, b, m, c))
         for backends in ([("onnx", "torch"), ("torch", "onnx"), ("onnx", "onnx")] if args.onnx else []):
             variants["ours, tier 1 on %s, tier 2 on %s" % backends] = (
                 lambda n, out, b=backends: run_tango(root, corpora[n], out, small, big, threshold, processes,
@@ -229,7 +235,8 @@ def main() -> None:
     median = {name: statistics.median(r) for name, r in rates.items()}
     print(f"{'near-free model' if small == big else f'pair {small.name} / {big.name}'}, threshold {threshold:.4f}, "
           f"{cores} cores; ours: {processes} tier-1 process(es), chunk {args.chunk_size}; "
-          + "; ".join(f"{RAY[c]}: {a} tier-1 actor(s), {b}-row batches" for c, (a, b) in ray_settings.items())
+          + "; ".join(f"{RAY[c]}: {a} tier-1 actor(s), {b}-row batches, model batch {m}"
+                      for c, (a, b, m) in ray_settings.items())
           + f"; {args.repeats} interleaved run(s)")
     for name in variants:
         runs = "; ".join(f"{a:.1f} s / {b:.1f} s" for a, b in zip(seconds[name][first], seconds[name][last]))
