@@ -300,6 +300,7 @@ class ResultStore:
         self.client = client
         self.url = url
         self.feeder_lease = feeder_lease
+        self._lease_ms = max(1, int(feeder_lease * 1000))
         self._write = client.register_script(_WRITE)
         self._transition = client.register_script(_TRANSITION)
         self._begin = client.register_script(_BEGIN)
@@ -329,7 +330,7 @@ class ResultStore:
 
     # -- jobs -------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:
-        """Record a new job in state ``submitting``; an existing id is refused."""
+        """Record a new job in state ``submitting``, with its submit's lease as feeder; an existing id is refused."""
         key = meta_key(spec.job)
         now = time.time()
         if not self.client.hsetnx(key, "created", repr(now)):
@@ -343,6 +344,7 @@ class ResultStore:
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})
+        pipe.set(feeder_key(spec.job), "1", px=self._lease_ms)
         pipe.execute()
 
     def mark_submitted(self, job: str) -> None:
@@ -353,7 +355,7 @@ class ResultStore:
 
     def feeding(self, job: str) -> None:
         """A feeder's sign of life: renews its lease on the job."""
-        self.client.set(feeder_key(job), "1", px=max(1, int(self.feeder_lease * 1000)))
+        self.client.set(feeder_key(job), "1", px=self._lease_ms)
 
     def end_feeding(self, job: str) -> None:
         """Give the lease up at once, so a feeder that stops early is not taken for alive meanwhile."""

@@ -110,7 +110,9 @@ def test_what_was_queued_only_moves_forward_and_never_recreates_a_job(store):
 def test_a_feeder_holds_a_lease_on_its_job_while_it_feeds_and_waits_and_gives_it_up_when_done(redis_url):
     store = ResultStore.open(ClusterSettings(redis_url=redis_url, feeder_lease=0.4))
     job = make_job(store)
-    assert store.status(job).feeder_lost  # recorded, with no feeder yet
+    assert store.status(job).feeder  # a job is recorded with its submit's lease
+    time.sleep(0.5)
+    assert store.status(job).feeder_lost  # ... which lapses unless a feeder renews it
     window = Window(store, job, limit=5)
     assert store.status(job).feeder and not store.status(job).feeder_lost
     assert window.admit(5)
