@@ -120,7 +120,7 @@ def perfect_router(part: Part, cost_ratio: float) -> float:
 
 def measure_seed(args: argparse.Namespace, seed: int) -> tuple[dict, list[Part]]:
     build = recipe_args(["--data_dir", args.data_dir, "--task", args.task, "--seed", str(seed),
-                         "--cache-dir", args.cache_dir, "--build-only", "--pooling", args.pooling]
+                         "--cache-dir", args.cache_dir, "--build-only", "--pooling", args.pooling, *args.recipe]
                         + (["--big-seed", str(args.big_seed)] if args.big_seed is not None else []))
     started = time.perf_counter()
     big_dir, smalls = build_pair(build)
@@ -250,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="tier 1 quantized to int8 (dynamic): cheaper, with its own confidences, so the threshold "
                         "is certified on its outputs; the big model alone stays fp32")
     p.add_argument("--output", default="bench/out")
+    p.add_argument("--recipe", nargs=argparse.REMAINDER, default=[],
+                   help="the rest is passed to reproduce_sst2.py's build, to try a variant of the recipe "
+                        "(e.g. --recipe --distill-samples 0 --small-epochs 3); it must come last")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cli.main import quiet_transformers
@@ -261,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         figures, parts = measure_seed(args, seed)
         tag = (f"seed{seed}" + (f"-big{args.big_seed}" if args.big_seed is not None else "")
-               + ("" if args.backend == "torch" else f"-{args.backend}") + ("-small-int8" if args.small_int8 else ""))
+               + ("" if args.backend == "torch" else f"-{args.backend}") + ("-small-int8" if args.small_int8 else "")
+               + "".join("-" + part.lstrip("-") for part in args.recipe))
         (out / f"recipe_{args.task}_{tag}.json").write_text(json.dumps(figures, indent=2) + "\n")
         save_parts(parts, out / f"recipe_{args.task}_{tag}_parts.npz")
         print("\n".join(summary_lines(figures)), flush=True)
