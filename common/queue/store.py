@@ -416,9 +416,11 @@ class ResultStore:
         pipe = self.client.pipeline()
         for job, _ in ids:
             pipe.hgetall(meta_key(job))
+            pipe.exists(feeder_key(job))
+        replies = pipe.execute()
         out = []
-        for (job, created), raw in zip(ids, pipe.execute()):
-            out.append(_status(raw) if raw else JobStatus(job, "gone", 0, [], 0.0, created))
+        for (job, created), raw, feeder in zip(ids, replies[::2], replies[1::2]):
+            out.append(_status(raw, feeder) if raw else JobStatus(job, "gone", 0, [], 0.0, created))
         return out
 
     def active_jobs(self) -> list[JobStatus]:

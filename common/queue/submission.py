@@ -10,6 +10,7 @@ model does not speak it refuses the chunk instead of writing wrong labels.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -119,10 +120,9 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     is answered comes from the job's answered bitmap, which also covers the
     items ``tango results --drain`` deleted, so those are never sent again. With a ``window`` it
     feeds the rest of a job whose submit stopped early as workers answer, as submit would have;
-    without one (the workers' stall sweeper, which only looks at fully queued jobs, whose
-    unanswered items fit in their window) it sends them at once. A ``limit`` sends at most about that
-    many (whole chunks): the sweep feeds a job that lost its feeder one window at a time, and the job
-    stays ``submitting`` while items remain unsent.
+    without one it sends them at once. A ``limit`` sends at most about that many (whole chunks) and
+    returns: the workers' sweep, which must not block, feeds a job that lost its submit one window
+    per sweep this way, and the job stays ``submitting`` while items remain unsent.
     """
     status = store.status(job)
     if status.is_final:
@@ -221,7 +221,8 @@ def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
         raise ServiceUnavailable(f"lost the broker at {store.url} after {sent} chunks of job {job!r}: "
                                  f"{first_line(exc)}; run `tango resume {job}` once it is back") from None
     except KeyboardInterrupt:
-        store.end_feeding(job)
+        with contextlib.suppress(redis.RedisError):
+            store.end_feeding(job)  # said gone at once, not a lease later
         raise Interrupted(f"interrupted after queueing {sent} chunks of job {job!r}; `tango resume {job}` "
                           "queues the rest") from None
     return sent, items
