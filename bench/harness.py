@@ -42,13 +42,13 @@ def machine() -> str:
 
 @contextlib.contextmanager
 def fresh_cluster(root: Path, small: Path, big: Path, tier1_processes: int = 1,
-                  backends: tuple[str, str] = ("torch", "torch")) -> Iterator[RedisServer]:
+                  backends: tuple[str, str] = ("torch", "torch"), batch_size: int = 256) -> Iterator[RedisServer]:
     """A fresh redis-server with one tier-1 worker (``tier1_processes`` processes) and one tier-2 worker,
-    batch 256 and one torch thread each, each tier on its ``backends`` entry, ready; every process is
-    stopped on the way out."""
+    ``batch_size`` rows per model call and one torch thread each, each tier on its ``backends`` entry,
+    ready; every process is stopped on the way out."""
     server = start_redis(root)
     processes = [server.process]
-    common = ("--batch-size", "256", "--threads", "1")
+    common = ("--batch-size", str(batch_size), "--threads", "1")
     try:
         processes += [start_worker(1, small, server.url, root, *common, "--backend", backends[0],
                                    "-c", str(tier1_processes)),

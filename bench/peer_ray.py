@@ -14,12 +14,13 @@ stop when the last result is in the output file (ours: ``tango results --follow`
 the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the
 difference of items over the difference of seconds, the median over ``--repeats`` interleaved runs.
 Each side's settings are swept first on the smaller size and its fastest kept: Ray's tier-1 actor
-count, batch size and rows per model call, our tier-1 process count. Prints each side's rate, the
-ratio, and how many items the two labelled differently (float sums differ with batch composition, so an item on the
-threshold may change tier); ``--onnx`` adds our cluster on ONNX Runtime, tier by tier.
+count, batch size and rows per model call, our tier-1 process count and rows per model call. Prints
+each side's rate, the ratio, and how many items the two labelled differently (float sums differ
+with batch composition, so an item on the threshold may change tier); ``--onnx`` adds our cluster
+on ONNX Runtime, tier by tier.
 
     python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
-    python bench/peer_ray.py --pair --sizes 1000 3000         # the reproduction's pair (the models' cost)
+    python bench/peer_ray.py --pair --sizes 1000 3000 --model-batches 32 256 --ray-model-batches 32 256
     python bench/peer_ray.py --small S --big B --threshold T --sizes 1000 3000   # any pair (the demo's)
 
 Ray is a bench-only extra: ``pip install 'ray[data]'``.
@@ -127,10 +128,10 @@ def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, a
 
 
 def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, threshold: float, processes: int,
-              chunk_size: int, backends: tuple[str, str] = ("torch", "torch")) -> float:
+              batch_size: int, chunk_size: int, backends: tuple[str, str] = ("torch", "torch")) -> float:
     """Seconds from the first byte of ``tango submit`` to the last result in ``out`` (``tango results
     --follow`` writing beside the job, as Ray's time includes its ``write_json``), workers up beforehand."""
-    with fresh_cluster(root, small, big, processes, backends) as server:
+    with fresh_cluster(root, small, big, processes, backends, batch_size) as server:
         return run_exported(server.url, corpus, f"peer-{out.stem}", out, [
             "--threshold", repr(threshold), "--chunk-size", str(chunk_size), "--audit", "0"]).exported_seconds
 
@@ -171,6 +172,9 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=1000, help="our chunk size")
     parser.add_argument("--tier1-processes", type=int, nargs="+", default=[1, 2],
                         help="our tier-1 worker process counts to sweep")
+    parser.add_argument("--model-batches", type=int, nargs="+", default=[256],
+                        help="our workers' rows per model call (--batch-size), swept (32 suits a 12-layer model on "
+                             "a CPU, 256 the near-free one)")
     parser.add_argument("--onnx", action="store_true",
                         help="also time our cluster at both sizes with ONNX Runtime on tier 1, on tier 2 and on both")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every side at both sizes")
@@ -210,18 +214,18 @@ def main() -> None:
                                                                       small, big, threshold, a, b, m, c),
                                       f"Ray ({code} code): {{}} actor(s) x {{}} rows, model batch {{}}")
                         for code in args.ray_code}
-        (processes,) = fastest([(p,) for p in args.tier1_processes], lambda p: run_tango(
-            root, corpora[first], root / f"sweep-{p}.out", small, big, threshold, p,
-            args.chunk_size), "ours: {} tier-1 process(es)")
+        processes, model_batch = fastest(list(product(args.tier1_processes, args.model_batches)), lambda p, m: run_tango(
+            root, corpora[first], root / f"sweep-{p}-{m}.out", small, big, threshold, p, m,
+            args.chunk_size), "ours: {} tier-1 process(es), model batch {}")
         variants = {"ours": lambda n, out: run_tango(root, corpora[n], out, small, big, threshold, processes,
-                                                     args.chunk_size)}
+                                                     model_batch, args.chunk_size)}
         for code, (actors, batch, model_batch) in ray_settings.items():
             variants[RAY[code]] = (lambda n, out, c=code, a=actors, b=batch, m=model_batch:
                                    run_ray(corpora[n], out, small, big, threshold, a, b, m, c))
         for backends in ([("onnx", "torch"), ("torch", "onnx"), ("onnx", "onnx")] if args.onnx else []):
             variants["ours, tier 1 on %s, tier 2 on %s" % backends] = (
                 lambda n, out, b=backends: run_tango(root, corpora[n], out, small, big, threshold, processes,
-                                                     args.chunk_size, b))
+                                                     model_batch, args.chunk_size, b))
         seconds = {name: {n: [] for n in args.sizes} for name in variants}
         for repeat in range(args.repeats):  # interleaved: every variant at both sizes, then again
             for name, run in variants.items():
@@ -234,7 +238,7 @@ def main() -> None:
     rates = {name: [items / (b - a) for a, b in zip(runs[first], runs[last])] for name, runs in seconds.items()}
     median = {name: statistics.median(r) for name, r in rates.items()}
     print(f"{'near-free model' if small == big else f'pair {small.name} / {big.name}'}, threshold {threshold:.4f}, "
-          f"{cores} cores; ours: {processes} tier-1 process(es), chunk {args.chunk_size}; "
+          f"{cores} cores; ours: {processes} tier-1 process(es), model batch {model_batch}, chunk {args.chunk_size}; "
           + "; ".join(f"{RAY[c]}: {a} tier-1 actor(s), {b}-row batches, model batch {m}"
                       for c, (a, b, m) in ray_settings.items())
           + f"; {args.repeats} interleaved run(s)")
