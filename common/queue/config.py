@@ -99,7 +99,7 @@ class ClusterSettings:
     def to_env(self) -> dict[str, str]:
         """The environment a child process (a worker) needs to rebuild these settings."""
         env = {ENV_REDIS_URL: self.redis_url, ENV_VISIBILITY_TIMEOUT: repr(self.visibility_timeout),
-               ENV_CONNECT_TIMEOUT: repr(self.connect_timeout)}
+               ENV_CONNECT_TIMEOUT: repr(self.connect_timeout), ENV_FEEDER_LEASE: repr(self.feeder_lease)}
         if self.sweep_interval is not None:
             env[ENV_SWEEP_INTERVAL] = repr(self.sweep_interval)
         return env

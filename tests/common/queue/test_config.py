@@ -28,6 +28,8 @@ def test_settings_come_from_the_option_then_the_environment():
     assert ClusterSettings.from_env(env={}).redis_url == "redis://localhost:6379/0"
     assert ClusterSettings.from_env(env={"TANGO_FEEDER_LEASE": "2.5"}).feeder_lease == 2.5
     assert ClusterSettings.from_env(env={}).feeder_lease == 30.0
+    custom = ClusterSettings(redis_url="redis://h/0", visibility_timeout=4, sweep_interval=2, feeder_lease=1.5)
+    assert ClusterSettings.from_env(env=custom.to_env()) == custom  # what a worker rebuilds from its parent
 
 
 @pytest.mark.parametrize("env", [{"TANGO_REDIS_URL": "http://x:pw@h/0"}, {"TANGO_VISIBILITY_TIMEOUT": "soon"},
