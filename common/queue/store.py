@@ -257,6 +257,11 @@ class JobStatus:
         return self.state in FINAL_STATES
 
     @property
+    def being_fed(self) -> bool:
+        """Still submitting, and its feeder was heard from within its lease: it queues the rest itself."""
+        return self.state == "submitting" and self.feeder
+
+    @property
     def feeder_lost(self) -> bool:
         """Still submitting, with no feeder heard from within its lease: nothing queues the rest."""
         return self.state == "submitting" and not self.feeder

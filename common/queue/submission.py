@@ -187,7 +187,7 @@ def envelope_payload(envelope: dict) -> dict:
 def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
     """A running job (or one whose submit is gone) that did not move between two looks while no task
     is queued or held anywhere: nothing will ever answer its remaining items unless they are sent again."""
-    if now.is_final or now.answered != before.answered or (now.state == "submitting" and not now.feeder_lost):
+    if now.is_final or now.answered != before.answered or now.being_fed:
         return False
     return queues_empty(store.client) and store.client.hlen(UNACKED) == 0
 

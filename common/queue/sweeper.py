@@ -46,8 +46,7 @@ class StallSweeper:
         resumed = {}
         for status in active:
             before = self._mark(status.job, status.answered)
-            fed_elsewhere = status.state == "submitting" and status.feeder
-            if idle and before == status.answered and status.job not in held and not fed_elsewhere:
+            if idle and before == status.answered and status.job not in held and not status.being_fed:
                 resumed[status.job] = self._resume(status)
         return {job: items for job, items in resumed.items() if items}
 
