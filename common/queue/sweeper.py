@@ -69,9 +69,8 @@ class StallSweeper:
         self.store.client.hincrby(meta_key(job), "resumed", done.items)
         self.on_resumed(done.items)
         if status.state == "submitting":
-            log.warning("job %r lost its submit after %d of %d items were queued (no feeder for over %.0f s): "
-                        "queued %d more in %d chunks", job, status.fed, total, self.store.feeder_lease, done.items,
-                        done.chunks)
+            log.warning("job %r lost its submit after %d of %d items were queued (its lease lapsed): "
+                        "queued %d more in %d chunks", job, status.fed, total, done.items, done.chunks)
         else:
             log.warning("job %r was stalled at %d of %d items with nothing queued or in flight: sent its %d "
                         "unanswered items again in %d chunks", job, answered, total, done.items, done.chunks)
