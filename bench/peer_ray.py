@@ -14,7 +14,8 @@ stop when the last result is in the output file (ours: ``tango results --follow`
 the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the
 difference of items over the difference of seconds, the median over ``--repeats`` interleaved runs.
 Each side's settings are swept first on the smaller size and its fastest kept: Ray's tier-1 actor
-count, batch size and rows per model call, our tier-1 process count and rows per model call. Prints
+count, batch size and rows per model call, our tier-1 process count, rows per model call and chunk
+size. Prints
 each side's rate, the ratio, and how many items the two labelled differently (float sums differ
 with batch composition, so an item on the threshold may change tier); ``--onnx`` adds our cluster
 on ONNX Runtime, tier by tier.
@@ -169,7 +170,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1000, 4096], help="Ray batch sizes to sweep")
     parser.add_argument("--ray-model-batches", type=int, nargs="+", default=[64, 256],
                         help="rows per model call inside Ray's actors, swept (fewer rows pad less in the plain loop)")
-    parser.add_argument("--chunk-size", type=int, default=1000, help="our chunk size")
+    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[1000, 4096],
+                        help="our chunk sizes (--chunk-size), swept: a worker sorts a chunk by length, so a larger "
+                             "one pads less, as Ray's batch rows are swept")
     parser.add_argument("--tier1-processes", type=int, nargs="+", default=[1, 2],
                         help="our tier-1 worker process counts to sweep")
     parser.add_argument("--model-batches", type=int, nargs="+", default=[256],
@@ -214,18 +217,19 @@ def main() -> None:
                                                                       small, big, threshold, a, b, m, c),
                                       f"Ray ({code} code): {{}} actor(s) x {{}} rows, model batch {{}}")
                         for code in args.ray_code}
-        processes, model_batch = fastest(list(product(args.tier1_processes, args.model_batches)), lambda p, m: run_tango(
-            root, corpora[first], root / f"sweep-{p}-{m}.out", small, big, threshold, p, m,
-            args.chunk_size), "ours: {} tier-1 process(es), model batch {}")
+        processes, model_batch, chunk_size = fastest(
+            list(product(args.tier1_processes, args.model_batches, args.chunk_sizes)),
+            lambda p, m, c: run_tango(root, corpora[first], root / f"sweep-{p}-{m}-{c}.out", small, big, threshold,
+                                      p, m, c), "ours: {} tier-1 process(es), model batch {}, chunk {}")
         variants = {"ours": lambda n, out: run_tango(root, corpora[n], out, small, big, threshold, processes,
-                                                     model_batch, args.chunk_size)}
+                                                     model_batch, chunk_size)}
         for code, (actors, batch, model_batch) in ray_settings.items():
             variants[RAY[code]] = (lambda n, out, c=code, a=actors, b=batch, m=model_batch:
                                    run_ray(corpora[n], out, small, big, threshold, a, b, m, c))
         for backends in ([("onnx", "torch"), ("torch", "onnx"), ("onnx", "onnx")] if args.onnx else []):
             variants["ours, tier 1 on %s, tier 2 on %s" % backends] = (
                 lambda n, out, b=backends: run_tango(root, corpora[n], out, small, big, threshold, processes,
-                                                     model_batch, args.chunk_size, b))
+                                                     model_batch, chunk_size, b))
         seconds = {name: {n: [] for n in args.sizes} for name in variants}
         for repeat in range(args.repeats):  # interleaved: every variant at both sizes, then again
             for name, run in variants.items():
@@ -238,7 +242,7 @@ def main() -> None:
     rates = {name: [items / (b - a) for a, b in zip(runs[first], runs[last])] for name, runs in seconds.items()}
     median = {name: statistics.median(r) for name, r in rates.items()}
     print(f"{'near-free model' if small == big else f'pair {small.name} / {big.name}'}, threshold {threshold:.4f}, "
-          f"{cores} cores; ours: {processes} tier-1 process(es), model batch {model_batch}, chunk {args.chunk_size}; "
+          f"{cores} cores; ours: {processes} tier-1 process(es), model batch {model_batch}, chunk {chunk_size}; "
           + "; ".join(f"{RAY[c]}: {a} tier-1 actor(s), {b}-row batches, model batch {m}"
                       for c, (a, b, m) in ray_settings.items())
           + f"; {args.repeats} interleaved run(s)")

@@ -7,7 +7,7 @@ is set so that about 20% of items escalate). Prints ``N items/s`` end to end (fr
 start of ``tango submit`` to the job's ``finished`` time), plus the tier-2 mean batch
 size from its Prometheus endpoint and the peak memory of every process.
 
-    python bench/queue_ceiling.py --items 100000 --chunk-size 1000
+    python bench/queue_ceiling.py --items 100000 --chunk-size 1000 --repeats 3
 """
 from __future__ import annotations
 
@@ -158,15 +158,26 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     parser = make_parser()
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run the job and the floor this often, interleaved, and compare the fastest of each "
+                             "(the CPUs are shared: the fastest run is the one least disturbed)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
+    runs: list[tuple[dict, float]] = []
     with tempfile.TemporaryDirectory(prefix="tango-ceiling-") as tmp:
         root = Path(tmp)
         model, threshold = near_free_model(root, args.escalate)
-        figures = run_job(root, args.items, args, model, threshold)
-        floor = floor_rate(root / f"corpus-{args.items}.jsonl", model, args.tier1_batch, args.chunk_size)
+        for _ in range(args.repeats):
+            figures = run_job(root, args.items, args, model, threshold)
+            runs.append((figures, floor_rate(root / f"corpus-{args.items}.jsonl", model, args.tier1_batch,
+                                             args.chunk_size)))
+    figures = max((f for f, _ in runs), key=lambda f: f["rate"])
+    floor = max(rate for _, rate in runs)
     print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
           f"process(es), tier-2 batch {args.tier2_batch}, max wait {args.max_wait_ms} ms, 1 torch thread each")
+    if len(runs) > 1:
+        print("runs: job " + ", ".join(f"{f['rate']:.0f}" for f, _ in runs) + " items/s; floor "
+              + ", ".join(f"{rate:.0f}" for _, rate in runs) + " items/s; the fastest of each below")
     print(f"{figures['items']} items ({figures['done']} done, {figures['tier2'] / figures['items']:.1%} by tier 2) "
           f"in {figures['seconds']:.2f} s (submit returned after {figures['submit_seconds']:.2f} s); "
           f"tier-2 mean batch {figures['tier2_mean_batch']:.1f} over {figures['tier2_batches']:.0f} batches")
@@ -181,7 +192,6 @@ def main() -> None:
     print(f"floor (parse, tokenize once, near-free model, encode; one process, one thread): {floor:.0f} items/s, "
           f"{cores * floor:.0f} on {cores} cores; the queue ceiling is {figures['rate'] / (cores * floor):.0%} of "
           f"the cores' floor ({figures['rate'] / floor:.0%} of one core's)")
-
 
 if __name__ == "__main__":
     main()
