@@ -15,10 +15,9 @@ the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) an
 difference of items over the difference of seconds, the median over ``--repeats`` interleaved runs.
 Each side's settings are swept first on the smaller size and its fastest kept: Ray's tier-1 actor
 count, batch size and rows per model call, our tier-1 process count, rows per model call and chunk
-size. Prints
-each side's rate, the ratio, and how many items the two labelled differently (float sums differ
-with batch composition, so an item on the threshold may change tier); ``--onnx`` adds our cluster
-on ONNX Runtime, tier by tier.
+size. Prints each side's rate, the ratio, and how many items the two labelled differently (float
+sums differ with batch composition, so an item on the threshold may change tier); ``--onnx`` adds
+our cluster on ONNX Runtime, tier by tier.
 
     python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
     python bench/peer_ray.py --pair --sizes 1000 3000 --model-batches 32 256 --ray-model-batches 32 256

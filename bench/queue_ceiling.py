@@ -169,8 +169,8 @@ def main() -> None:
         model, threshold = near_free_model(root, args.escalate)
         for _ in range(args.repeats):
             figures = run_job(root, args.items, args, model, threshold)
-            runs.append((figures, floor_rate(root / f"corpus-{args.items}.jsonl", model, args.tier1_batch,
-                                             args.chunk_size)))
+            floor = floor_rate(root / f"corpus-{args.items}.jsonl", model, args.tier1_batch, args.chunk_size)
+            runs.append((figures, floor))
     figures = max((f for f, _ in runs), key=lambda f: f["rate"])
     floor = max(rate for _, rate in runs)
     print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
@@ -192,6 +192,7 @@ def main() -> None:
     print(f"floor (parse, tokenize once, near-free model, encode; one process, one thread): {floor:.0f} items/s, "
           f"{cores * floor:.0f} on {cores} cores; the queue ceiling is {figures['rate'] / (cores * floor):.0%} of "
           f"the cores' floor ({figures['rate'] / floor:.0%} of one core's)")
+
 
 if __name__ == "__main__":
     main()

@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the target, 1 and 2 stayed below 2x within 0.5 points (bench/RESULTS.md)")
     p.add_argument("--distill-samples", type=int, default=0,
                    help="train sentences labelled by the big model for distillation (0, the default: every one "
-                        "not held out; on three seeds it beat 32,000 by 0.4-0.7x end to end, bench/RESULTS.md)")
+                        "not held out; on three seeds it beat 32,000 by 0.2-0.7x end to end, bench/RESULTS.md)")
     p.add_argument("--small-epochs", type=float, default=2.0, help="distillation epochs")
     p.add_argument("--small-lr", type=float, default=1e-4,
                    help="distillation learning rate (1e-4 for the 6-layer student; a 1-2 layer cut learns slowly "
