@@ -36,6 +36,18 @@ from common.labels import align_labels  # noqa: E402
 from common.ml.models import load_tier  # noqa: E402
 
 
+def warm_cascade(pair: Pair, corpus: Path, items: int, batch_size: int,
+                 threshold: float | None) -> tuple[Cascade, float]:
+    """Write ``items`` sentences to ``corpus``, load both tiers, pick the threshold and warm the cascade up."""
+    sample = build_corpus(corpus, items)
+    small = load_tier(str(pair.small), batch_size=batch_size)
+    big = load_tier(str(pair.big), batch_size=batch_size)
+    threshold = pick_threshold(pair, small, sample[:1000], threshold)
+    cascade = Cascade(small, big, threshold, align_labels(small.labels, big.labels))
+    cascade.run(sample[:16])
+    return cascade, threshold
+
+
 def in_process(cascade: Cascade, corpus: Path, chunk_size: int) -> tuple[float, list[str]]:
     """What ``tango label`` does, timed without model loading; returns (seconds, labels)."""
     start = time.perf_counter()
@@ -91,16 +103,11 @@ def main() -> None:
         root = Path(tmp)
         pair = choose_pair(root, args.stand_in)
         corpus = root / "corpus.jsonl"
-        sample = build_corpus(corpus, args.items)
-        small = load_tier(str(pair.small), batch_size=args.batch_size)
-        big = load_tier(str(pair.big), batch_size=args.batch_size)
-        threshold = pick_threshold(pair, small, sample[:1000], args.threshold)
-        cascade = Cascade(small, big, threshold, align_labels(small.labels, big.labels))
+        cascade, threshold = warm_cascade(pair, corpus, args.items, args.batch_size, args.threshold)
         print(f"machine: {machine()}")
         print(f"models: {pair.label}")
         print(f"{args.items} SST-2 train sentences, threshold {threshold:.4f}, chunk size {args.chunk_size}, "
               f"batch size {args.batch_size}; in-process with {args.threads} torch threads, workers 1 thread each")
-        cascade.run(sample[:16])  # warm-up
         ratios: dict[str, list[float]] = {name: [] for name in variants}
         for round_ in range(1, args.rounds + 1):
             base, reference = best_in_process(cascade, corpus, args, round_)

@@ -47,6 +47,12 @@ def stand_in_pair(directory: Path) -> Pair:
                             f"built yet under {REPRO_CACHE}; accuracy figures are meaningless", False)
 
 
+def given_pair(small: str, big: str) -> Pair:
+    """Model directories named on the command line; thresholds are then picked as for stand-ins, so
+    untrained heads on real backbones still send a fixed share on."""
+    return Pair(Path(small), Path(big), f"given models: {small} / {big}", False)
+
+
 def choose_pair(directory: Path, force_stand_in: bool = False) -> Pair:
     return (None if force_stand_in else reproduction_pair()) or stand_in_pair(directory)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.queue.config import DEFAULT_CHUNK_SIZE  # noqa: E402
+from common.queue.config import AUTO_CHUNK_MAX  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2_TRAIN = ROOT.parent / "shared" / "data" / "glue" / "sst2" / "train.tsv"
@@ -77,7 +77,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 10_000_000])
     parser.add_argument("--source", type=Path, default=SST2_TRAIN, help="a TSV whose first column is text")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE)
+    parser.add_argument("--chunk-size", type=int, default=AUTO_CHUNK_MAX, help="as submit's auto on a large corpus")
     parser.add_argument("--read", help=argparse.SUPPRESS)  # the measured child process
     args = parser.parse_args()
     if args.read:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, BinaryIO, Callable
 
 import click
 
-from cli.options import (CONTEXT, audit_option, corpus_options, corpus_spec, is_url, open_output, output_format,
-                         output_options, redis_errors, redis_option, window_option)
-from common.queue.config import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
+from cli.options import (CONTEXT, audit_option, chunk_size_option, corpus_options, corpus_spec, is_url, open_output,
+                         output_format, output_options, redis_errors, redis_option, window_option)
+from common.queue.config import DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
 from common.queue.store import JobStatus, ResultStore
@@ -57,8 +57,7 @@ def spool(stream: BinaryIO, job: str, fmt: str) -> Path:
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--threshold", type=float, default=0.9, show_default=True, metavar="T",
               help="Items whose tier-1 confidence is at or above T stop at tier 1.")
-@click.option("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, show_default=True, metavar="N",
-              help="Items per tier-1 task.")
+@chunk_size_option
 @click.option("--job-id", default=None, metavar="ID", help="Name the job (default: time + random).")
 @click.option("--labels", default=None, metavar="A,B,...",
               help="The label set the job expects (default: from --small/--big, else from the running workers).")
@@ -73,7 +72,7 @@ def spool(stream: BinaryIO, job: str, fmt: str) -> Path:
 @window_option
 @corpus_options
 @redis_option
-def submit_command(input_path: str, threshold: float, chunk_size: int, job_id: str | None, labels: str | None,
+def submit_command(input_path: str, threshold: float, chunk_size: int | None, job_id: str | None, labels: str | None,
                    small: str | None, big: str | None, skip_invalid: bool, max_items: int, audit: float, window: int,
                    fmt: str | None, text_column: str, pair_column: str | None, id_column: str, label_column: str,
                    redis_url: str | None) -> None:

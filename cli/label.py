@@ -2,8 +2,9 @@
 
 The corpus is streamed through the cascade in chunks, so memory stays flat in
 the corpus size; each chunk runs ``common.cascade.Cascade``, the very routing
-the cluster's workers apply. With the same ``--chunk-size`` as ``submit`` (the
-default) every model batch holds the same items as in the cluster, so scores
+the cluster's workers apply. With the same ``--chunk-size`` as ``submit`` (``auto``
+picks the same for the same corpus, unless submit's ``--window`` is below it)
+every model batch holds the same items as in the cluster, so scores
 match bit for bit; other sizes change only float rounding (about 1e-6), since
 padding a batch to another length perturbs float32 sums.
 
@@ -21,8 +22,9 @@ from typing import Iterator, Sequence
 
 import click
 
-from cli.options import CONTEXT, audit_option, backend_option, corpus_options, corpus_spec, output_format, output_options
-from common.queue.config import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from cli.options import (CONTEXT, audit_option, backend_option, chunk_size_option, corpus_options, corpus_spec,
+                         output_format, output_options)
+from common.queue.config import resolve_chunk_size
 from common.data.corpus import Item, read_corpus, summarize
 
 
@@ -32,8 +34,7 @@ from common.data.corpus import Item, read_corpus, summarize
 @click.option("--big", required=True, metavar="B", help="Tier-2 (big) model directory or hub id.")
 @click.option("--threshold", type=float, default=0.9, show_default=True, metavar="T",
               help="Items whose tier-1 confidence is at or above T stop at tier 1.")
-@click.option("--chunk-size", type=click.IntRange(1, MAX_CHUNK_SIZE), default=DEFAULT_CHUNK_SIZE, show_default=True,
-              metavar="N", help="Items per cascade run; as in `submit`, so the two give identical scores.")
+@chunk_size_option
 @click.option("--device", default="cpu", show_default=True, help="Device for both models.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch size of both models.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -46,7 +47,7 @@ from common.data.corpus import Item, read_corpus, summarize
               help="Draw the audit sample a cluster job with this id draws (default: a new id, printed).")
 @output_options("--output-format")
 @corpus_options
-def label_command(input_path: str, small: str, big: str, threshold: float, chunk_size: int, device: str,
+def label_command(input_path: str, small: str, big: str, threshold: float, chunk_size: int | None, device: str,
                   batch_size: int, threads: int | None, quantize: bool, backend: str, label_map: str | None, audit: float,
                   seed: str | None, output: str, out_format: str | None, fmt: str | None, text_column: str,
                   pair_column: str | None, id_column: str, label_column: str) -> None:
@@ -65,6 +66,7 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
         torch.set_num_threads(threads)
     spec = corpus_spec(fmt, text_column, pair_column, id_column, label_column)
     summary = summarize(input_path, spec)
+    chunk_size = resolve_chunk_size(chunk_size, summary.items)
     small_model = load_tier(small, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
     big_model = load_tier(big, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
     cascade = Cascade(small_model, big_model, threshold,

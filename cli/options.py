@@ -10,7 +10,8 @@ from typing import IO, Callable, Iterator
 
 import click
 
-from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, ENV_WINDOW, ClusterSettings
+from common.queue.config import (AUTO_CHUNK_MAX, AUTO_CHUNK_MIN, AUTO_CHUNKS, DEFAULT_AUDIT_RATE,
+                                 DEFAULT_WINDOW, ENV_WINDOW, MAX_CHUNK_SIZE, ClusterSettings)
 from common.data.corpus import CorpusSpec
 from common.errors import ConfigError, ServiceUnavailable, first_line
 from common.data.records import FORMATS
@@ -120,6 +121,26 @@ def backend_option(command: Callable) -> Callable:
                         help="Run the models on torch, or on ONNX Runtime from an export made once and cached "
                              "beside the model (CPU; int8 where the command has --quantize); needs "
                              "pip install -e '.[onnx]'.")(command)
+
+
+class ChunkSize(click.ParamType):
+    """``auto`` (``None``: picked for the corpus) or a whole number of items from 1 to MAX_CHUNK_SIZE."""
+
+    name = "chunk size"
+
+    def convert(self, value, param, ctx) -> int | None:
+        if value is None or str(value).strip().lower() == "auto":
+            return None
+        return click.IntRange(1, MAX_CHUNK_SIZE).convert(value, param, ctx)
+
+
+def chunk_size_option(command: Callable) -> Callable:
+    """``--chunk-size N|auto``, shared by ``submit`` and ``label`` so that both cut a corpus alike."""
+    return click.option("--chunk-size", type=ChunkSize(), default="auto", show_default=True, metavar="N|auto",
+                        help=f"Items per tier-1 task (1-{MAX_CHUNK_SIZE}). auto: the largest of up to "
+                             f"{AUTO_CHUNK_MAX} that still cuts the job into {AUTO_CHUNKS} tasks (at least "
+                             f"{AUTO_CHUNK_MIN}; for submit, at most --window); larger chunks pad less and cost "
+                             "less per item.")(command)
 
 
 def window_option(command: Callable) -> Callable:

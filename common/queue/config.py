@@ -18,8 +18,9 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # kombu redelivers a task still unacknowledged after this long: keep it well above the longest
 # chunk's run time (a chunk that runs longer is delivered twice), short only in tests.
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
-DEFAULT_CHUNK_SIZE = 64
 MAX_CHUNK_SIZE = 4096  # nothing caps a message's size on the Redis transport but us
+# --chunk-size auto: the largest chunk up to AUTO_CHUNK_MAX that still cuts a job into AUTO_CHUNKS tasks
+AUTO_CHUNK_MIN, AUTO_CHUNK_MAX, AUTO_CHUNKS = 64, 1024, 16
 DEFAULT_WINDOW = 20_000  # items of one job in the broker at once (0: the whole corpus at once)
 ENV_WINDOW = "TANGO_WINDOW"
 DEFAULT_AUDIT_RATE = 0.02  # share of tier 1's answers tier 2 checks: every job gets an agreement estimate
@@ -145,6 +146,22 @@ class WorkerSettings:
         if self.threads:
             env[ENV_THREADS] = str(self.threads)
         return env
+
+
+def resolve_chunk_size(requested: int | None, items: int, window: int = 0, option: str = "--chunk-size") -> int:
+    """A job's items per tier-1 task: ``requested``, or for ``None`` (auto) one picked for the job.
+
+    Larger chunks are far cheaper per item: a worker sorts its chunk by length before batching,
+    so it pads less, and pays each task's fixed costs over more items (bench/RESULTS.md, section
+    11). Auto therefore takes the largest chunk up to AUTO_CHUNK_MAX that still leaves a job
+    AUTO_CHUNKS tasks to spread over the workers, and never more than the window admits at once.
+    """
+    if requested is not None:
+        if not 1 <= requested <= MAX_CHUNK_SIZE:
+            raise ConfigError(f"{option} must be 'auto' or between 1 and {MAX_CHUNK_SIZE}, got {requested}")
+        return requested
+    size = max(AUTO_CHUNK_MIN, min(AUTO_CHUNK_MAX, -(-items // AUTO_CHUNKS)))
+    return min(size, window) if window > 0 else size
 
 
 def mask_url(url: str) -> str:

@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 
 from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
-from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, MAX_CHUNK_SIZE
+from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size
 from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
 from common.queue.keys import UNACKED, new_job_id, validate_job_id
@@ -45,7 +45,7 @@ class SubmitRequest:
     path: str
     spec: CorpusSpec = CorpusSpec()
     threshold: float = 0.9
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None = None  # None: picked for the corpus (``resolve_chunk_size``)
     job_id: str | None = None
     labels: tuple[str, ...] = ()
     small: str | None = None
@@ -79,23 +79,23 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     for a corpus larger than the window is once workers have answered all but a window of it."""
     start = time.perf_counter()
     job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
-    if not 1 <= request.chunk_size <= MAX_CHUNK_SIZE:
-        raise ConfigError(f"--chunk-size must be between 1 and {MAX_CHUNK_SIZE}, got {request.chunk_size}")
+    resolve_chunk_size(request.chunk_size, 0)  # a bad --chunk-size fails before the file is read
     audit = validate_audit_rate(request.audit)
-    window = validate_window(request.window, request.chunk_size)
+    window = validate_window(request.window, request.chunk_size or 1)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
     spec = dataclasses.replace(request.spec, labels=tuple(source.labels))
     summary = summarize(request.path, spec, skip_invalid=request.skip_invalid)
+    chunk_size = resolve_chunk_size(request.chunk_size, summary.items, window)
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
-                             chunk_size=request.chunk_size, source=str(Path(request.path).resolve()),
+                             chunk_size=chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
                              truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
                              corpus=json.dumps({**dataclasses.asdict(spec),
                                                 "skip_invalid": request.skip_invalid})))
     store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
     items = read_corpus(request.path, spec, _skip if request.skip_invalid else None, summary.duplicate_lines)
-    chunks, _ = enqueue(store, app, job, chunked(items, job, request.chunk_size, threshold, source.labels, audit),
+    chunks, _ = enqueue(store, app, job, chunked(items, job, chunk_size, threshold, source.labels, audit),
                         progress, Window(store, job, window))
     store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)

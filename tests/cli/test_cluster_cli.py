@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cli.cluster import format_status, status_dict
+from common.queue.keys import meta_key
 from common.queue.store import JobStatus
 from common.queue.submission import queued_payloads
 from common.risk import audit_mask
@@ -58,6 +59,9 @@ def test_a_bad_line_stops_submit_with_nothing_enqueued(redis_server, redis_url, 
     (["--job-id", "a}b", "--labels", "a,b"], "invalid job id"),
     (["--threshold", "0.2", "--labels", "a,b"], "between 0.5 and 1.0"),
     (["--chunk-size", "0", "--labels", "a,b"], "--chunk-size"),
+    (["--chunk-size", "lots", "--labels", "a,b"], "'lots' is not a valid integer"),
+    (["--chunk-size", "5000", "--labels", "a,b"], "--chunk-size"),
+    (["--chunk-size", "100", "--window", "50", "--labels", "a,b"], "at least the chunk size 100, got 50"),
     (["--audit", "1.5", "--labels", "a,b"], "--audit must be between 0 and 1"),
     (["--audit", "-0.1", "--labels", "a,b"], "--audit must be between 0 and 1"),
     (["--threshold", "0"], "--threshold must be between"),
@@ -67,6 +71,23 @@ def test_submit_refuses_bad_options_before_enqueueing(redis_server, redis_url, c
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert redis_server.client().llen("tier1") == 0
+
+
+@pytest.mark.parametrize("items, args, size, chunks", [
+    (2000, [], 125, 16),  # auto: 16 tasks for the workers to share
+    (40, [], 64, 1),  # auto: never below 64 items a task
+    (2000, ["--chunk-size", "auto", "--window", "0"], 125, 16),
+    (2000, ["--chunk-size", "300"], 300, 7),
+])
+def test_the_chunk_size_is_picked_for_the_job_unless_given(redis_server, redis_url, tmp_path, items, args, size,
+                                                           chunks):
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"text": f"item {i}"}) + "\n" for i in range(items)))
+    done = run_tango("submit", str(path), "--labels", "neg,pos", "--job-id", "cs", *args, redis_url=redis_url)
+    assert done.returncode == 0 and f"submitted {items} items in {chunks} chunks" in done.stderr, done.stderr
+    sizes = [len(payload["items"]) for payload in reversed(queued_payloads(redis_server.client(), "tier1"))]
+    assert sizes == [size] * (chunks - 1) + [items - size * (chunks - 1)]
+    assert redis_server.client().hget(meta_key("cs"), "chunk_size") == str(size)
 
 
 @pytest.mark.parametrize("args, rate", [([], 0.02), (["--audit", "0.25"], 0.25), (["--audit", "0"], 0.0)])

@@ -13,7 +13,7 @@ import torch
 
 from common.cascade import answers, escalate_mask
 from common.ml.models import load_tier
-from common.queue.config import DEFAULT_CHUNK_SIZE, ClusterSettings
+from common.queue.config import ClusterSettings, resolve_chunk_size
 from common.queue.keys import audits_key
 from common.queue.store import ResultStore
 from common.risk import audit_mask
@@ -48,8 +48,9 @@ def expected_checks(texts: list[str], models: dict) -> tuple[list[int], list[int
     torch.set_num_threads(1)
     small, big = load_tier(str(models["small"])), load_tier(str(models["big"]))
     accepted, agreed = [], []
-    for start in range(0, len(texts), DEFAULT_CHUNK_SIZE):
-        chunk = texts[start:start + DEFAULT_CHUNK_SIZE]
+    size = resolve_chunk_size(None, len(texts))  # submit's default
+    for start in range(0, len(texts), size):
+        chunk = texts[start:start + size]
         probs = small.probabilities(chunk)
         keep = np.flatnonzero(~escalate_mask(probs, THRESHOLD))
         small_ids, _ = answers(probs[keep], OUTPUTS)

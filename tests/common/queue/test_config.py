@@ -6,7 +6,7 @@ import ssl
 import pytest
 
 from common.queue.celery_app import celery_config, make_app
-from common.queue.config import ClusterSettings, mask_url
+from common.queue.config import ClusterSettings, mask_url, resolve_chunk_size
 from common.errors import ConfigError
 
 
@@ -78,3 +78,18 @@ def test_a_sent_chunk_is_described_in_one_line_without_its_texts():
         message = conn.SimpleQueue("tier1").get(timeout=5)
     assert message.headers["argsrepr"] == "[job 'job-1' chunk 3 tier 1: 2 items]"
     assert Chunk.decode(message.payload[0][0]) == chunk
+
+
+@pytest.mark.parametrize("items, window, size", [
+    (0, 0, 64), (100, 0, 64), (1024, 0, 64), (1040, 0, 65), (2000, 0, 125), (16 * 1024, 0, 1024),
+    (10_000_000, 0, 1024), (10_000_000, 20_000, 1024), (10_000_000, 300, 300), (2000, 50, 50),
+])
+def test_auto_chunks_cut_a_job_into_enough_tasks_of_at_most_1024_items_within_the_window(items, window, size):
+    assert resolve_chunk_size(None, items, window) == size
+
+
+def test_a_chunk_size_given_is_kept_and_one_out_of_range_is_refused_by_name():
+    assert resolve_chunk_size(7, 10_000_000) == 7
+    for bad in (0, 4097):
+        with pytest.raises(ConfigError, match=f"--chunk-size must be 'auto' or between 1 and 4096, got {bad}"):
+            resolve_chunk_size(bad, 100)
