@@ -49,6 +49,10 @@ def celery_config(settings: ClusterSettings) -> dict[str, Any]:
         # short (test) timeout actually brings them back soon after it expires.
         "unacked_restore_interval": max(1, min(10, int(timeout // 2))),
         "unacked_restore_throttle": 1 if timeout < 100 else 10,
+        # A worker killed during that sweep leaves its lock behind, and no worker sweeps until it
+        # expires (kombu's default: 300 s); it must not hold redelivery back for much longer than
+        # the visibility timeout itself.
+        "unacked_mutex_expire": int(min(300, max(2, timeout))),
         "socket_connect_timeout": settings.connect_timeout,
     }
     config: dict[str, Any] = {

@@ -48,6 +48,9 @@ def test_celery_settings_fit_long_model_work():
     assert config["worker_prefetch_multiplier"] == 1
     assert config["broker_transport_options"]["visibility_timeout"] == 6 == config["visibility_timeout"]
     assert config["broker_transport_options"]["unacked_restore_interval"] <= 6
+    assert config["broker_transport_options"]["unacked_mutex_expire"] == 6
+    long = celery_config(ClusterSettings(redis_url="redis://h/0", visibility_timeout=3600))
+    assert long["broker_transport_options"]["unacked_mutex_expire"] == 300
     assert config["task_routes"] == {"tango.tier1.classify": {"queue": "tier1"},
                                      "tango.tier2.classify": {"queue": "tier2"}}
     assert config["result_backend"] is None
