@@ -48,14 +48,15 @@ def main() -> None:
         pair = given_pair(args.small, args.big) if args.small and args.big else choose_pair(root, args.stand_in)
         corpus = root / "corpus.jsonl"
         cascade, threshold = warm_cascade(pair, corpus, args.items, args.batch_size, args.threshold)
+        chunks = sizes(args.chunk_sizes, args.items)
         print(f"machine: {machine()}")
         print(f"models: {pair.label}")
         print(f"{args.items} SST-2 train sentences, threshold {threshold:.4f}, batch size {args.batch_size}, "
-              f"chunk sizes {args.chunk_sizes} = {sizes(args.chunk_sizes, args.items)}; one torch thread a process")
+              f"chunk sizes {args.chunk_sizes} = {chunks}; one torch thread a process")
         rates: dict[tuple[str, int], list[float]] = {}
         for round_ in range(1, args.rounds + 1):
             reference = None
-            for n, size in enumerate(sizes(args.chunk_sizes, args.items)):
+            for n, size in enumerate(chunks):
                 seconds, labels = in_process(cascade, corpus, size)
                 reference = reference or labels
                 job = cluster(root, pair, corpus, argparse.Namespace(batch_size=args.batch_size, chunk_size=size),
@@ -65,11 +66,11 @@ def main() -> None:
                 rates.setdefault(("cluster", size), []).append(args.items / job["seconds"])
                 print(f"round {round_}, chunk {size}: in-process {args.items / seconds:.1f} items/s, cluster "
                       f"{args.items / job['seconds']:.1f} items/s ({job['tier2']} to tier 2); labels agree with "
-                      f"chunk {sizes(args.chunk_sizes, args.items)[0]} in-process on {agree:.2%}", flush=True)
+                      f"chunk {chunks[0]} in-process on {agree:.2%}", flush=True)
         print(f"load average after: {machine().rsplit('load average ', 1)[1]}")
-    first = sizes(args.chunk_sizes, args.items)[0]
+    first = chunks[0]
     for side in ("in-process", "cluster"):
-        for size in sizes(args.chunk_sizes, args.items):
+        for size in chunks:
             ratios = [a / b for a, b in zip(rates[(side, size)], rates[(side, first)])]
             print(f"{side}, chunk {size}: median {statistics.median(rates[(side, size)]):.1f} items/s, "
                   f"against chunk {first} " + ", ".join(f"{r:.2f}x" for r in ratios))
