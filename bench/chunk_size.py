@@ -26,7 +26,8 @@ from common.queue.config import resolve_chunk_size  # noqa: E402
 
 
 def sizes(names: list[str], items: int) -> list[int]:
-    return [resolve_chunk_size(None if name == "auto" else int(name), items) for name in names]
+    """The chunk sizes asked for, ``auto`` resolved for ``items``, each once (auto may equal a number given)."""
+    return list(dict.fromkeys(resolve_chunk_size(None if name == "auto" else int(name), items) for name in names))
 
 
 def main() -> None:
