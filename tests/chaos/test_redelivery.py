@@ -9,7 +9,7 @@ from common.queue.celery_app import celery_config
 from common.queue.config import ClusterSettings
 from common.queue.keys import UNACKED, meta_key
 from common.queue.messages import QUEUE_TIER1
-from common.testing.chaos import until
+from common.testing.chaos import until, write_corpus
 from common.testing.cluster import run_tango, start_celery_worker, start_redis, wait_ready
 
 ITEMS, CHUNK, TIMEOUT = 20, 10, 2.0
@@ -30,8 +30,7 @@ def hold_as_a_dead_worker(client) -> None:
 
 def test_a_task_held_by_a_worker_killed_in_its_restore_sweep_comes_back_within_seconds(tiny_models, tmp_path):
     corpus = tmp_path / "in.jsonl"
-    corpus.write_text("".join(json.dumps({"id": f"x{i}", "text": f"a plain review number {i}"}) + "\n"
-                              for i in range(ITEMS)))
+    write_corpus(corpus, ["a plain review"], ITEMS)
     server = start_redis(tmp_path)
     client = server.client()
     workers = []
