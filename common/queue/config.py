@@ -156,12 +156,17 @@ def resolve_chunk_size(requested: int | None, items: int, window: int = 0, optio
     11). Auto therefore takes the largest chunk up to AUTO_CHUNK_MAX that still leaves a job
     AUTO_CHUNKS tasks to spread over the workers, and never more than the window admits at once.
     """
-    if requested is not None:
-        if not 1 <= requested <= MAX_CHUNK_SIZE:
-            raise ConfigError(f"{option} must be 'auto' or between 1 and {MAX_CHUNK_SIZE}, got {requested}")
+    if validate_chunk_size(requested, option) is not None:
         return requested
     size = max(AUTO_CHUNK_MIN, min(AUTO_CHUNK_MAX, -(-items // AUTO_CHUNKS)))
     return min(size, window) if window > 0 else size
+
+
+def validate_chunk_size(requested: int | None, option: str = "--chunk-size") -> int | None:
+    """``requested`` if it is auto (``None``) or a size a task may have; checked before a corpus is read."""
+    if requested is not None and not 1 <= requested <= MAX_CHUNK_SIZE:
+        raise ConfigError(f"{option} must be 'auto' or between 1 and {MAX_CHUNK_SIZE}, got {requested}")
+    return requested
 
 
 def mask_url(url: str) -> str:

@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 
 from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
-from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size
+from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size, validate_chunk_size
 from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
 from common.queue.keys import UNACKED, new_job_id, validate_job_id
@@ -79,14 +79,14 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     for a corpus larger than the window is once workers have answered all but a window of it."""
     start = time.perf_counter()
     job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
-    resolve_chunk_size(request.chunk_size, 0)  # a bad --chunk-size fails before the file is read
+    requested = validate_chunk_size(request.chunk_size)
     audit = validate_audit_rate(request.audit)
-    window = validate_window(request.window, request.chunk_size or 1)
+    window = validate_window(request.window, requested or 1)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
     spec = dataclasses.replace(request.spec, labels=tuple(source.labels))
     summary = summarize(request.path, spec, skip_invalid=request.skip_invalid)
-    chunk_size = resolve_chunk_size(request.chunk_size, summary.items, window)
+    chunk_size = resolve_chunk_size(requested, summary.items, window)
     store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                              chunk_size=chunk_size, source=str(Path(request.path).resolve()),
                              small=source.small, big=source.big, labelled=summary.labelled,
