@@ -10,7 +10,7 @@ padding a batch to another length perturbs float32 sums.
 
 ``--audit R`` runs the big model also on the audit sample of the items the
 small one accepted, the very sample a cluster job with id ``--seed`` draws
-(``common.risk.audit_mask`` of the key and the item's input position), in a
+(``common.sampling.audit_mask`` of the key and the item's input position), in a
 batch of its own per chunk as the cluster's tier 2 does, so the labels written
 are unchanged; the agreement estimate goes to stderr.
 """
@@ -99,7 +99,7 @@ class LabelAudit:
         import numpy as np
 
         from common.cascade import TIER_SMALL, answers
-        from common.risk import audit_mask
+        from common.sampling import audit_mask
 
         accepted = np.flatnonzero(output.tiers == TIER_SMALL)
         picked = accepted[audit_mask(self.key, accepted + first, self.rate)]

@@ -1,7 +1,8 @@
 """tango's library, in rooms drawn by what each may import.
 
-- ``common`` itself (``errors``, ``cascade``, ``labels``, ``metrics``, ``risk``):
-  the rules every room shares. Standard library, numpy and scipy only.
+- ``common`` itself (``errors``, ``cascade``, ``labels``, ``metrics``, ``risk``,
+  ``sampling``): the rules every room shares. Standard library, numpy and
+  scipy only.
 - ``common.data``: reading corpora and GLUE tasks. Never torch, transformers,
   Celery, kombu or Redis.
 - ``common.ml``: models, training, calibration, sweeps, evaluation. torch and

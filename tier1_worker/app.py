@@ -6,12 +6,12 @@ before this task returns and is acknowledged, so none can be lost.
 """
 from __future__ import annotations
 
-from common.ml.models import load_for_worker
+from common.ml.models import import_model_code, load_for_worker
 from common.queue.decisions import decide_tier1
 from common.queue.messages import TASK_TIER1
 from common.queue.runtime import TierRuntime
 
-runtime = TierRuntime(tier=1, decide=decide_tier1, loader=load_for_worker)
+runtime = TierRuntime(tier=1, decide=decide_tier1, loader=load_for_worker, preload=import_model_code)
 app = runtime.app
 
 

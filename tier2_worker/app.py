@@ -10,7 +10,7 @@ per batch, for a 6-layer BERT on one CPU thread).
 """
 from __future__ import annotations
 
-from common.ml.models import load_for_worker
+from common.ml.models import import_model_code, load_for_worker
 from common.queue.config import WorkerSettings
 from common.queue.decisions import decide_tier2
 from common.queue.faults import Scorer
@@ -29,7 +29,8 @@ def batching(settings: WorkerSettings, model: Scorer) -> Batcher | None:
                    max_wait=settings.max_wait_ms / 1000, unit=settings.batch_size)
 
 
-runtime = TierRuntime(tier=2, decide=decide_tier2, loader=load_for_worker, batching=batching)
+runtime = TierRuntime(tier=2, decide=decide_tier2, loader=load_for_worker, batching=batching,
+                      preload=import_model_code)
 app = runtime.app
 
 

@@ -10,7 +10,7 @@ ids, whatever order the worker's model lists its labels in.
 The audit: tier 1 also sends a seeded share (the chunk's ``audit`` rate) of the
 items it answered to tier 2, marked with its own label; tier 2 turns those into
 audit outcomes (agree or not), never results, since their answer is tier 1's.
-The sample is ``common.risk.audit_mask`` of the job and the item's input
+The sample is ``common.sampling.audit_mask`` of the job and the item's input
 position, so any worker, any chunking and ``tango label`` pick the same items.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from common.cascade import answers, escalate_mask
 from common.labels import align_labels
 from common.queue.messages import Chunk, WorkItem
 from common.queue.results import AuditOutcome, ResultRecord, gold_matches
-from common.risk import audit_mask
+from common.sampling import audit_mask
 
 Entry = tuple[int, ResultRecord, "bool | None"]  # item index, its record, whether it matches its gold label
 

@@ -2,7 +2,9 @@
 
 A worker process loads its model once, after the fork (``worker_process_init``
 for prefork; on first use for the solo and threads pools, which GPU workers
-use because forked processes and CUDA do not mix). The model comes from the
+use because forked processes and CUDA do not mix). The parent imports the
+model's code first (the app's ``preload``), so a pool process, and one that
+replaces a process that died, only reads weights. The model comes from the
 ``loader`` the tier's app names, so this module never imports torch. Each task
 decodes its message and hands the chunk to the process's ``ChunkProcessor``;
 what can go wrong around it is mapped here: Redis away gives the task back,
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 STORE_RETRIES = 8  # ~15 s of backoff: rides out a Redis restart before giving the task back
 
 Loader = Callable[[WorkerSettings], Any]  # a model with ``probabilities``, ``labels``, ``device``, ``on_batch``
+Preload = Callable[[WorkerSettings], None]  # what the parent imports before forking, so each child loads faster
 Batching = Callable[[WorkerSettings, Scorer], "Scorer | None"]
 
 
@@ -47,11 +50,13 @@ class TierRuntime:
     """A tier's Celery app plus the model, store and chunk processor each worker process holds."""
 
     def __init__(self, tier: int, decide: Decide, loader: Loader, env: dict[str, str] | None = None,
-                 batching: Batching | None = None) -> None:
+                 batching: Batching | None = None, preload: Preload | None = None) -> None:
         self.tier = tier
         self.queue = f"tier{tier}"
         self.decide = decide
         self.loader = loader  # swappable before the first load (a test wraps the model)
+        self.preload = preload
+        self._preloaded: tuple[int, str, tuple] | None = None  # what the preload did, logged when ready
         self._env = env
         self.app: Celery = make_app(self.queue, ClusterSettings.from_env(env=env))
         self.model = None
@@ -88,6 +93,22 @@ class TierRuntime:
         except TangoError as exc:
             log.critical("tier %d worker cannot start: %s", self.tier, exc)
             raise SystemExit(exc.exit_code) from None
+        self._preload()
+
+    def _preload(self) -> None:
+        """Best effort: a model whose code cannot be imported fails in the child's load, in one line.
+        What happened is logged once the worker is ready: Celery sets up logging after this signal."""
+        if self.preload is None:
+            return
+        start = time.perf_counter()
+        try:
+            self.preload(self.settings)
+        except Exception as exc:  # noqa: BLE001 - the real load reports it
+            self._preloaded = (logging.WARNING, "tier %d worker could not import its model's code before forking: %s",
+                               (self.tier, first_line(exc)))
+            return
+        self._preloaded = (logging.INFO, "tier %d worker imported its model's code before forking, in %.1f s",
+                           (self.tier, time.perf_counter() - start))
 
     def _on_process_init(self, **_) -> None:
         if not self._serving:
@@ -97,6 +118,9 @@ class TierRuntime:
     def _on_ready(self, sender=None, **_) -> None:
         if not self._serving:
             return
+        if self._preloaded is not None:
+            level, message, args = self._preloaded
+            log.log(level, message, *args)
         self._start_sweeping(sender)
         pool = getattr(sender, "pool", None)
         if pool is not None and type(pool).__module__.endswith("prefork"):

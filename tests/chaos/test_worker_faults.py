@@ -50,6 +50,7 @@ def test_an_item_that_kills_its_process_and_one_that_raises_each_fail_alone(tiny
     assert log.count("exited with 'signal 9 (SIGKILL)'") == 5
     assert "split into 1/100 (1 items) and 1/101 (1 items)" in log
     assert alive, "the worker itself survives its pool processes"
+    assert "tier 1 worker imported its model's code" in log  # once, in the parent: each new process only reads weights
 
 
 def test_a_worker_whose_model_cannot_load_exits_non_zero_with_one_line(tiny_models, tmp_path):

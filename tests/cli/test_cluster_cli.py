@@ -13,7 +13,7 @@ from cli.cluster import format_status, status_dict
 from common.queue.keys import meta_key
 from common.queue.store import JobStatus
 from common.queue.submission import queued_payloads
-from common.risk import audit_mask
+from common.sampling import audit_mask
 from common.testing.cluster import ROOT, cluster_env, free_port, run_tango
 
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from cli.evaluate import eval_command
+from cli.main import run
 from tests.conftest import ROOT
 
 
@@ -52,23 +54,35 @@ def test_tango_eval_threshold_one_equals_big_alone(tiny_models, glue_dir):
     assert "by index" in result.stderr  # generic LABEL_n names were matched, and it said so
 
 
+def one_line_error(returncode: int, stdout: str, stderr: str, message: str) -> None:
+    assert returncode == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run_tango.py: error:") and message in lines[0], stderr
+    assert stdout == ""
+
+
+def test_bad_input_from_the_script_is_one_line_and_exit_2(tiny_models, glue_dir):
+    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data_dir", glue_dir,
+                                  "--confidence_threshold", "0.3"))
+    one_line_error(result.returncode, result.stdout, result.stderr,
+                   "--confidence_threshold must be between 0.5 and 1.0")
+
+
 @pytest.mark.parametrize("case, extra, message", [
     ("missing file", ["--validation_file", "/nonexistent/dev.tsv"], "no such file"),
     ("unknown task", ["--task_name", "imdb"], "unknown task 'imdb'"),
-    ("threshold", ["--confidence_threshold", "0.3"], "--confidence_threshold must be between 0.5 and 1.0"),
     ("layer_num", ["--layer_num", "9"], "--layer_num must be between 1 and 1"),
     ("labels", ["--big_model_name_or_path", "{other_names}"], "labels differ"),
     ("label count", ["--big_model_name_or_path", "{other}"], "different label counts"),
     ("missing model", ["--small_model_name_or_path", "/nonexistent/model"], "cannot load model"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tiny_models, glue_dir, case, extra, message):
+def test_bad_input_is_one_line_and_exit_2(tiny_models, glue_dir, capsys, case, extra, message):
+    """In-process, as the script's ``__main__`` calls it: a Python start per case would cost seconds each."""
     args = seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data_dir", glue_dir)
     args += [a.format(**{k: str(v) for k, v in tiny_models.items()}) for a in extra]
-    result = run_tango(*args)
-    assert result.returncode == 2, (case, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("run_tango.py: error:") and message in lines[0], result.stderr
-    assert result.stdout == ""
+    code = run(eval_command, prog_name="run_tango.py", args=[str(a) for a in args])
+    captured = capsys.readouterr()
+    one_line_error(code, captured.out, captured.err, message)
 
 
 def test_missing_column_is_one_line(tiny_models, tmp_path):

@@ -8,7 +8,6 @@ from scipy import stats
 from common.risk import (
     accuracy_drop_losses,
     audit_estimate,
-    audit_mask,
     binomial_interval,
     binomial_upper,
     budget_threshold,
@@ -20,6 +19,7 @@ from common.risk import (
     select_threshold,
     tier2_shares,
 )
+from common.sampling import audit_mask
 
 
 @pytest.mark.parametrize("k,n,delta", [(0, 10, 0.05), (3, 20, 0.1), (47, 100, 0.01), (9, 10, 0.05)])
@@ -199,24 +199,3 @@ def test_audit_intervals_cover_the_truth() -> None:
         job_covered += est.job_low <= job_truth <= est.job_high
     assert covered / seeds >= 0.93
     assert job_covered / seeds >= 0.93
-
-
-def test_audit_mask_is_deterministic_and_chunking_free() -> None:
-    idx = np.arange(100_000)
-    mask = audit_mask("job-a", idx, 0.1)
-    assert np.array_equal(mask, audit_mask("job-a", idx.copy(), 0.1))
-    assert abs(mask.mean() - 0.1) < 0.005
-    chunks = np.concatenate([audit_mask("job-a", c, 0.1) for c in np.array_split(idx, 7)])
-    assert np.array_equal(chunks, mask)
-    other = audit_mask("job-b", idx, 0.1)
-    assert not np.array_equal(other, mask)
-    assert abs((mask & other).mean() - 0.01) < 0.002  # different jobs sample independently
-
-
-def test_audit_mask_rate_edges() -> None:
-    idx = np.arange(1000)
-    assert not audit_mask("j", idx, 0.0).any()
-    assert audit_mask("j", idx, 1.0).all()
-    assert audit_mask("j", np.array([], dtype=int), 0.5).shape == (0,)
-    with pytest.raises(ValueError, match="1.5"):
-        audit_mask("j", idx, 1.5)

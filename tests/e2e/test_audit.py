@@ -16,7 +16,7 @@ from common.ml.models import load_tier
 from common.queue.config import ClusterSettings, resolve_chunk_size
 from common.queue.keys import audits_key
 from common.queue.store import ResultStore
-from common.risk import audit_mask
+from common.sampling import audit_mask
 from common.testing.chaos import until
 from common.testing.cluster import run_tango, start_celery_worker, start_redis, wait_ready
 from tests.e2e.jobs import assert_drained, embedded, submit, wait_and_fetch

@@ -7,7 +7,7 @@ import pytest
 from common.cascade import Cascade
 from common.labels import align_labels
 from common.ml.models import load_tier
-from common.risk import audit_mask
+from common.sampling import audit_mask
 from tests.workers import TEXTS, chunk, new_job, queued, runtime
 
 

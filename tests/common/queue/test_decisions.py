@@ -5,7 +5,7 @@ import numpy as np
 
 from common.queue.decisions import decide_tier1, decide_tier2
 from common.queue.messages import Chunk, WorkItem
-from common.risk import audit_mask
+from common.sampling import audit_mask
 
 LABELS = ("negative", "positive")
 OUTPUTS = np.array([0, 1])
