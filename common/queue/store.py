@@ -49,19 +49,24 @@ FAILED = "f"
 # is "1"/"0" for an item with a gold label and "" otherwise. The payload is
 # JSON, which never holds a raw tab or newline, so it is safe as the last field.
 # An item is new when its answered bit was clear (SETBIT returns the old bit):
-# the bit survives draining, the hashes do not. The hashes are still checked
-# for a new bit, so a job written before the bitmap existed counts nothing twice. The counters
-# are summed over the call and bumped once each: Redis's cost per item is its three bit/hash checks.
+# the bit survives draining, the hashes do not. A job created with its bitmap
+# (``bitmap`` in its meta) is answered by the bit alone; for an older job the
+# hashes are still checked for a new bit, so it counts nothing twice. The counters
+# are summed over the call and bumped once each: Redis's cost per item is one SETBIT and one HSET.
 # Returns how many items were new, or -1 when the job's records are gone.
 _WRITE = """
 local meta, results, failures, bits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local added = 0
 local counts = {failed = 0, done = 0, tier1 = 0, tier2 = 0, gold = 0, correct = 0}
+local older = redis.call('HEXISTS', meta, 'bitmap') == 0
 for line in string.gmatch(ARGV[2], '[^\\n]+') do
   local index, kind, correct, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
-  if redis.call('SETBIT', bits, index, 1) == 0 and redis.call('HEXISTS', results, index) == 0
-      and redis.call('HEXISTS', failures, index) == 0 then
+  local new = redis.call('SETBIT', bits, index, 1) == 0
+  if new and older then
+    new = redis.call('HEXISTS', results, index) == 0 and redis.call('HEXISTS', failures, index) == 0
+  end
+  if new then
     added = added + 1
     if kind == 'f' then
       redis.call('HSET', failures, index, payload)
@@ -345,7 +350,7 @@ class ResultStore:
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
                   "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit), "window": spec.window,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,
-                  "audit_agreed": 0, "drained": 0}
+                  "audit_agreed": 0, "drained": 0, "bitmap": 1}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})

@@ -5,7 +5,7 @@ import pytest
 
 from common.queue.config import ClusterSettings
 from common.errors import JobError, ServiceUnavailable
-from common.queue.keys import audits_key, job_keys, results_key, validate_job_id
+from common.queue.keys import answered_key, audits_key, job_keys, meta_key, results_key, validate_job_id
 from common.queue.results import AuditOutcome, ResultRecord
 from common.queue.store import JobSpec, ResultStore
 from common.testing.cluster import free_port
@@ -34,6 +34,16 @@ def test_a_repeated_write_counts_each_item_once(store):
     assert store.write(job, [entry(0), entry(1, tier=2)]) == 0  # a redelivered chunk changes nothing
     status = store.status(job)
     assert (status.done, status.tier1, status.tier2, status.failed, status.state) == (2, 1, 1, 0, "running")
+
+
+def test_a_job_from_before_the_answered_bitmap_still_counts_each_item_once(store):
+    """Its early results have no answered bit: the hashes are checked for it, as the bit suffices for new jobs."""
+    job = make_job(store)
+    store.client.hdel(meta_key(job), "bitmap")
+    assert store.write(job, [entry(0), entry(1, tier=2)]) == 2
+    store.client.delete(answered_key(job))  # as an older tango left it: results, and no bits
+    assert store.write(job, [entry(0), entry(1, tier=2), entry(2)]) == 1
+    assert (store.status(job).done, store.status(job).tier1) == (3, 2)
 
 
 def test_the_job_finishes_exactly_once_when_every_item_is_answered(store):
