@@ -104,7 +104,8 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
         job = f"ceiling-{items}"
         start = time.time()
         submit_mb, _ = peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold),
-                                "--chunk-size", str(args.chunk_size), "--labels", "negative,positive"], url)
+                                "--chunk-size", str(args.chunk_size), "--labels", "negative,positive",
+                                "--audit", repr(args.audit)], url)
         submitted = time.time()
         submit_cpu = LAST_CPU[0]
         import redis
@@ -153,6 +154,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="run --tier1-processes separate solo-pool workers instead of one prefork worker")
     parser.add_argument("--max-wait-ms", type=int, default=0, help="tier-2 batcher (0: off)")
     parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
+    parser.add_argument("--audit", type=float, default=0.02,
+                        help="share of tier 1's answers checked by tier 2 (submit's --audit; its default)")
     return parser
 
 
@@ -174,7 +177,8 @@ def main() -> None:
     figures = max((f for f, _ in runs), key=lambda f: f["rate"])
     floor = max(rate for _, rate in runs)
     print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
-          f"process(es), tier-2 batch {args.tier2_batch}, max wait {args.max_wait_ms} ms, 1 torch thread each")
+          f"process(es), tier-2 batch {args.tier2_batch}, max wait {args.max_wait_ms} ms, audit {args.audit:g}, "
+          "1 torch thread each")
     if len(runs) > 1:
         print("runs: job " + ", ".join(f"{f['rate']:.0f}" for f, _ in runs) + " items/s; floor "
               + ", ".join(f"{rate:.0f}" for _, rate in runs) + " items/s; the fastest of each below")
