@@ -343,7 +343,10 @@ def import_model_code(settings: ServedModel) -> None:
     that costs more than reading its weights (about 3 s of a 1-layer BERT's
     start). Imported once before the fork, every pool process, and every one
     that replaces a process that died, starts with it. Nothing is built here:
-    no weights, no tokenizer, no thread pool a fork would break."""
+    no weights, no tokenizer, no thread pool a fork would break. An ONNX
+    worker with a fresh export never runs the torch model, so it skips this."""
+    if settings.backend != "torch":
+        return
     from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING, AutoConfig
 
     with _loading(settings.model):

@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from common.ml.devices import resolve_device
 from common.errors import ConfigError, ModelLoadError
-from common.ml.models import CALIBRATION_FILE, load_tier, write_temperature
+from common.ml.models import CALIBRATION_FILE, import_model_code, load_tier, write_temperature
 
 TEXTS = ["a good film", "bad", "the plot is dull and the acting is worse", "great", "fine " * 30, "ok"]
 
@@ -92,3 +93,10 @@ def test_half_precision_is_refused_on_the_cpu(tiny_models):
         load_tier(str(tiny_models["big"]), precision="bf16")
     with pytest.raises(ModelLoadError, match="precision"):
         load_tier(str(tiny_models["big"]), precision="fp8")
+
+
+def test_import_model_code_reads_the_config_only(tiny_models, tmp_path):
+    import_model_code(SimpleNamespace(model=str(tiny_models["big"]), backend="torch"))
+    with pytest.raises(ModelLoadError, match="cannot load model"):
+        import_model_code(SimpleNamespace(model=str(tmp_path / "missing"), backend="torch"))
+    import_model_code(SimpleNamespace(model=str(tmp_path / "missing"), backend="onnx"))  # runs no torch model

@@ -6,8 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from common.errors import ModelLoadError
-from common.ml.models import import_model_code
 from common.queue.decisions import decide_tier1
 from common.queue.runtime import TierRuntime
 
@@ -43,9 +41,3 @@ def test_a_preload_that_fails_only_warns_and_leaves_the_error_to_the_load(tiny_m
         preflight(tier1(tiny_models["small"], redis_url, broken))
     assert "could not import its model's code before forking: unknown architecture" in caplog.text
     assert "traceback" not in caplog.text
-
-
-def test_import_model_code_reads_the_config_only(tiny_models, tmp_path):
-    import_model_code(SimpleNamespace(model=str(tiny_models["big"])))
-    with pytest.raises(ModelLoadError, match="cannot load model"):
-        import_model_code(SimpleNamespace(model=str(tmp_path / "missing")))
