@@ -127,13 +127,18 @@ def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, a
     return time.perf_counter() - start
 
 
+def chunk_size_arg(value: str) -> str:
+    """``auto`` (``tango submit`` picks for each corpus size) or a number, as submit's ``--chunk-size`` takes."""
+    return value if value == "auto" else str(int(value))
+
+
 def run_tango(root: Path, corpus: Path, out: Path, small: Path, big: Path, threshold: float, processes: int,
-              batch_size: int, chunk_size: int, backends: tuple[str, str] = ("torch", "torch")) -> float:
+              batch_size: int, chunk_size: str, backends: tuple[str, str] = ("torch", "torch")) -> float:
     """Seconds from the first byte of ``tango submit`` to the last result in ``out`` (``tango results
     --follow`` writing beside the job, as Ray's time includes its ``write_json``), workers up beforehand."""
     with fresh_cluster(root, small, big, processes, backends, batch_size) as server:
         return run_exported(server.url, corpus, f"peer-{out.stem}", out, [
-            "--threshold", repr(threshold), "--chunk-size", str(chunk_size), "--audit", "0"]).exported_seconds
+            "--threshold", repr(threshold), "--chunk-size", chunk_size, "--audit", "0"]).exported_seconds
 
 
 def fastest(options: list[tuple], run: Callable[..., float], name: str) -> tuple:
@@ -169,9 +174,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1000, 4096], help="Ray batch sizes to sweep")
     parser.add_argument("--ray-model-batches", type=int, nargs="+", default=[64, 256],
                         help="rows per model call inside Ray's actors, swept (fewer rows pad less in the plain loop)")
-    parser.add_argument("--chunk-sizes", type=int, nargs="+", default=[1000, 4096],
-                        help="our chunk sizes (--chunk-size), swept: a worker sorts a chunk by length, so a larger "
-                             "one pads less, as Ray's batch rows are swept")
+    parser.add_argument("--chunk-sizes", type=chunk_size_arg, nargs="+", default=["1000", "4096"],
+                        help="our chunk sizes (--chunk-size: numbers or auto, the product's default), swept: a "
+                             "worker sorts a chunk by length, so a larger one pads less, as Ray's batch rows are swept")
     parser.add_argument("--tier1-processes", type=int, nargs="+", default=[1, 2],
                         help="our tier-1 worker process counts to sweep")
     parser.add_argument("--model-batches", type=int, nargs="+", default=[256],

@@ -337,7 +337,7 @@ class ServedModel(Protocol):
 
 
 def import_model_code(settings: ServedModel) -> None:
-    """Import the code of the worker's model and tokenizer in the parent process, before it forks.
+    """Import the code of the worker's model class in the parent process, before it forks.
 
     transformers imports a model's module on first use, and for a small model
     that costs more than reading its weights (about 3 s of a 1-layer BERT's
