@@ -19,8 +19,9 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 # chunk's run time (a chunk that runs longer is delivered twice), short only in tests.
 DEFAULT_VISIBILITY_TIMEOUT = 3600.0
 MAX_CHUNK_SIZE = 4096  # nothing caps a message's size on the Redis transport but us
-# --chunk-size auto: the largest chunk up to AUTO_CHUNK_MAX that still cuts a job into AUTO_CHUNKS tasks
-AUTO_CHUNK_MIN, AUTO_CHUNK_MAX, AUTO_CHUNKS = 64, 1024, 16
+# --chunk-size auto: the largest chunk up to AUTO_CHUNK_MAX that still cuts a job into AUTO_CHUNKS tasks,
+# and never less than AUTO_CHUNK_MIN (below it the per-item cost climbs steeply: bench/RESULTS.md (12))
+AUTO_CHUNK_MIN, AUTO_CHUNK_MAX, AUTO_CHUNKS = 256, 1024, 16
 DEFAULT_WINDOW = 20_000  # items of one job in the broker at once (0: the whole corpus at once)
 ENV_WINDOW = "TANGO_WINDOW"
 DEFAULT_AUDIT_RATE = 0.02  # share of tier 1's answers tier 2 checks: every job gets an agreement estimate
@@ -154,7 +155,9 @@ def resolve_chunk_size(requested: int | None, items: int, window: int = 0, optio
     Larger chunks are far cheaper per item: a worker sorts its chunk by length before batching,
     so it pads less, and pays each task's fixed costs over more items (bench/RESULTS.md, section
     11). Auto therefore takes the largest chunk up to AUTO_CHUNK_MAX that still leaves a job
-    AUTO_CHUNKS tasks to spread over the workers, and never more than the window admits at once.
+    AUTO_CHUNKS tasks to spread over the workers, but no smaller than AUTO_CHUNK_MIN: a small job
+    labels faster in fewer, larger tasks than spread thin (section 12), and never more than the
+    window admits at once.
     """
     if validate_chunk_size(requested, option) is not None:
         return requested

@@ -74,9 +74,9 @@ def test_submit_refuses_bad_options_before_enqueueing(redis_server, redis_url, c
 
 
 @pytest.mark.parametrize("items, args, size, chunks", [
-    (2000, [], 125, 16),  # auto: 16 tasks for the workers to share
-    (40, [], 64, 1),  # auto: never below 64 items a task
-    (2000, ["--chunk-size", "auto", "--window", "0"], 125, 16),
+    (5000, [], 313, 16),  # auto: 16 tasks for the workers to share
+    (600, [], 256, 3),  # auto: never below 256 items a task
+    (5000, ["--chunk-size", "auto", "--window", "0"], 313, 16),
     (2000, ["--chunk-size", "300"], 300, 7),
 ])
 def test_the_chunk_size_is_picked_for_the_job_unless_given(redis_server, redis_url, tmp_path, items, args, size,

@@ -84,7 +84,7 @@ def test_a_sent_chunk_is_described_in_one_line_without_its_texts():
 
 
 @pytest.mark.parametrize("items, window, size", [
-    (0, 0, 64), (100, 0, 64), (1024, 0, 64), (1040, 0, 65), (2000, 0, 125), (16 * 1024, 0, 1024),
+    (0, 0, 256), (100, 0, 256), (4096, 0, 256), (4112, 0, 257), (10_000, 0, 625), (16 * 1024, 0, 1024),
     (10_000_000, 0, 1024), (10_000_000, 20_000, 1024), (10_000_000, 300, 300), (2000, 50, 50),
 ])
 def test_auto_chunks_cut_a_job_into_enough_tasks_of_at_most_1024_items_within_the_window(items, window, size):
