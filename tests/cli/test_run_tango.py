@@ -1,4 +1,5 @@
-"""The research script's interface, run exactly as users run it: a subprocess."""
+"""The research script's interface, run exactly as users run it: a subprocess (the bad-input cases past the
+first call the same entry point in-process)."""
 from __future__ import annotations
 
 import json
