@@ -56,7 +56,7 @@ class TierRuntime:
         self.decide = decide
         self.loader = loader  # swappable before the first load (a test wraps the model)
         self.preload = preload
-        self._preloaded: tuple[int, str, tuple] | None = None  # what the preload did, logged when ready
+        self._preloaded: tuple[int, str] | None = None  # (level, line): what the preload did, logged when ready
         self._env = env
         self.app: Celery = make_app(self.queue, ClusterSettings.from_env(env=env))
         self.model = None
@@ -104,11 +104,11 @@ class TierRuntime:
         try:
             self.preload(self.settings)
         except Exception as exc:  # noqa: BLE001 - the real load reports it
-            self._preloaded = (logging.WARNING, "tier %d worker could not import its model's code before forking: %s",
-                               (self.tier, first_line(exc)))
+            self._preloaded = (logging.WARNING, f"tier {self.tier} worker could not import its model's code "
+                                                f"before forking: {first_line(exc)}")
             return
-        self._preloaded = (logging.INFO, "tier %d worker imported its model's code before forking, in %.1f s",
-                           (self.tier, time.perf_counter() - start))
+        self._preloaded = (logging.INFO, f"tier {self.tier} worker imported its model's code before forking, "
+                                         f"in {time.perf_counter() - start:.1f} s")
 
     def _on_process_init(self, **_) -> None:
         if not self._serving:
@@ -119,8 +119,7 @@ class TierRuntime:
         if not self._serving:
             return
         if self._preloaded is not None:
-            level, message, args = self._preloaded
-            log.log(level, message, *args)
+            log.log(*self._preloaded)
         self._start_sweeping(sender)
         pool = getattr(sender, "pool", None)
         if pool is not None and type(pool).__module__.endswith("prefork"):
