@@ -1,12 +1,11 @@
-"""Where a tier-1 item's CPU goes, step by step, beside the floor: is the work around the model worth
-carrying chunks as columns?
+"""Where a tier-1 item's CPU goes, step by step, beside the floor: what the work around the model costs.
 
 One process, one torch thread, the near-free model of ``queue_ceiling.py`` and 1000-item chunks of
 SST-2 train sentences as a worker receives them (a JSON message). Each step of a worker's chunk is
 timed alone: the message's JSON, its checked decode into items, tokenization, the model, the
 routing decision with its result records, and the packing of what leaves (the Lua write's argument
-and the tier-2 message). The steps that exist only because a chunk travels as per-item objects are
-decode, decide and pack; the floor (``queue_ceiling.floor_rate``: parse, tokenize once, model,
+and the tier-2 message). The steps that exist only because a chunk travels between processes as a
+message with per-item records are decode, decide and pack; the floor (``queue_ceiling.floor_rate``: parse, tokenize once, model,
 encode a result) is what any pipeline pays.
 
     python bench/tier1_steps.py --items 20000
@@ -98,11 +97,10 @@ def main() -> None:
     for step in STEPS:
         print(f"  {step:<13} {spent[step] / args.items * 1e6:6.1f} us/item  {spent[step] / total:5.1%}")
     around = sum(spent[step] for step in AROUND_THE_MODEL)
-    print(f"tier 1's chunk: {total / args.items * 1e6:.1f} us/item; decode + decide + pack (per-item objects) "
-          f"{around / args.items * 1e6:.1f} us/item = {around / total:.0%} of it")
+    print(f"tier 1's chunk: {total / args.items * 1e6:.1f} us/item; decode + decide + pack (the work around the "
+          f"model) {around / args.items * 1e6:.1f} us/item = {around / total:.0%} of it")
     print(f"floor (parse, tokenize once, near-free model, encode): {1e6 / floor:.1f} us/item; a chunk costs "
-          f"{total / args.items * floor:.2f}x the floor, and columns could at most save the "
-          f"{around / total:.0%} above")
+          f"{total / args.items * floor:.2f}x the floor")
 
 
 if __name__ == "__main__":

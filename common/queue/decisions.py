@@ -15,7 +15,7 @@ position, so any worker, any chunking and ``tango label`` pick the same items.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -64,7 +64,7 @@ def audit_sample(chunk: Chunk, answered: Sequence[WorkItem], labels: Sequence[st
     if chunk.audit <= 0 or not answered:
         return []
     picked = audit_mask(chunk.job, np.array([item.index for item in answered], dtype=np.int64), chunk.audit)
-    return [replace(item, audit=label) for item, label, pick in zip(answered, labels, picked) if pick]
+    return [item._replace(audit=label) for item, label, pick in zip(answered, labels, picked) if pick]
 
 
 def decide_tier2(chunk: Chunk, probs: np.ndarray, outputs: np.ndarray, model: str) -> Decision:
@@ -83,9 +83,6 @@ def records(chunk: Chunk, items: Sequence[WorkItem], label_ids: np.ndarray, scor
             model: str) -> list[Entry]:
     """Result records for decided items, with whether each matches its gold label."""
     labels = list(chunk.labels)
-    out: list[Entry] = []
-    for item, label_id, score in zip(items, label_ids, scores):
-        label = labels[int(label_id)]
-        record = ResultRecord(item.id, label, float(score), tier, model)
-        out.append((item.index, record, None if item.gold is None else gold_matches(item.gold, label, labels)))
-    return out
+    return [(item.index, ResultRecord(item.id, label, score, tier, model),
+             None if item.gold is None else gold_matches(item.gold, label, labels))
+            for item, label, score in zip(items, [labels[i] for i in label_ids.tolist()], scores.tolist())]

@@ -185,6 +185,5 @@ def test_resume_after_a_drain_sends_only_what_was_never_answered(submitted):
     store.write("r", [(i, ResultRecord(str(i), "a", 0.9, 1, "m"), None) for i in (0, 1, 2, 3, 5)])
     assert store.drain("r", 9) == 4 and store.client.hkeys(results_key("r")) == ["5"]
     done = resume(store, app, "r")
-    queued = [[item["i"] for item in payload["items"]] for payload in reversed(queued_payloads(store.client,
-                                                                                              QUEUE_TIER1))]
+    queued = [payload["i"] for payload in reversed(queued_payloads(store.client, QUEUE_TIER1))]
     assert (done.items, queued) == (4, [[4], [6, 7, 8]])

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -49,3 +50,16 @@ def test_gold_labels_match_by_name_or_index():
     assert gold_matches("1", "positive", labels) and not gold_matches("0", "positive", labels)
     assert not gold_matches("7", "positive", labels)
     assert gold_matches("1", "1", ["0", "1"]) and not gold_matches("0", "1", ["0", "1"])
+
+
+@pytest.mark.parametrize("record", [
+    ResultRecord("plain", "positive", 0.9, 1, "small"),
+    ResultRecord('q"u\\o\nte \u00e9\u2028\x00', "n\u00e9g", 0.1 + 0.2, 2, "models/b\u00efg"),
+    ResultRecord("tiny", "positive", 1e-07, 1, "m"),
+    ResultRecord("odd", "positive", float("nan"), 1, "m"),
+    ResultRecord("numpy", "positive", np.float64(0.5), 2, "m"),
+    ResultRecord.failed("bad", 2, "tier 2 model error: boom"),
+])
+def test_a_record_spelled_out_is_byte_for_byte_what_the_encoder_writes(record):
+    assert record.to_json() == json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert ResultRecord.from_json(record.to_json()).id == record.id

@@ -37,7 +37,7 @@ def sweeper(store, app, owner: str = "w1") -> StallSweeper:
 
 
 def queued(store) -> list[list[int]]:
-    return [[item["i"] for item in payload["items"]] for payload in reversed(queued_payloads(store.client, QUEUE_TIER1))]
+    return [payload["i"] for payload in reversed(queued_payloads(store.client, QUEUE_TIER1))]
 
 
 def test_a_job_that_stopped_with_nothing_in_flight_is_sent_again_on_the_second_look(job):
