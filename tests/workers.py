@@ -1,10 +1,10 @@
 """In-process tier runtimes on a real Redis, for the workers' unit tests (no Celery worker)."""
 from __future__ import annotations
 
-import base64
 import json
 
 from common.queue.messages import Chunk, WorkItem
+from common.queue.submission import queued_chunks
 from common.queue.store import JobSpec, ResultStore
 from common.ml.models import load_for_worker
 from common.queue.decisions import decide_tier1, decide_tier2
@@ -35,10 +35,6 @@ def chunk(job: str, tier: int = 1, threshold: float = 0.9, labels=LABELS, gold: 
 
 def queued(store: ResultStore, queue: str) -> list[Chunk]:
     """The chunks waiting on a kombu queue in Redis, decoded from their JSON envelopes."""
-    out = []
     for raw in store.client.lrange(queue, 0, -1):
-        envelope = json.loads(raw)
-        assert envelope["content-type"] == "application/json"
-        args, _, _ = json.loads(base64.b64decode(envelope["body"]))
-        out.append(Chunk.decode(args[0]))
-    return out
+        assert json.loads(raw)["content-type"] == "application/json"
+    return queued_chunks(store.client, queue)

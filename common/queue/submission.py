@@ -164,6 +164,11 @@ def queued_payloads(client, queue: str) -> list[dict]:
     return [envelope_payload(json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
 
 
+def queued_chunks(client, queue: str) -> list[Chunk]:
+    """The chunks waiting on a queue, decoded, in the order workers take them. For inspection."""
+    return [Chunk.decode(payload) for payload in reversed(queued_payloads(client, queue))]
+
+
 def held_jobs(client) -> set[str]:
     """The jobs of the tasks some worker holds unacknowledged right now (kombu's ``unacked`` hash)."""
     jobs = set()

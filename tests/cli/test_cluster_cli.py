@@ -12,7 +12,7 @@ import pytest
 from cli.cluster import format_status, status_dict
 from common.queue.keys import meta_key
 from common.queue.store import JobStatus
-from common.queue.submission import queued_payloads
+from common.queue.submission import queued_chunks
 from common.sampling import audit_mask
 from common.testing.cluster import ROOT, cluster_env, free_port, run_tango
 
@@ -85,7 +85,7 @@ def test_the_chunk_size_is_picked_for_the_job_unless_given(redis_server, redis_u
     path.write_text("".join(json.dumps({"text": f"item {i}"}) + "\n" for i in range(items)))
     done = run_tango("submit", str(path), "--labels", "neg,pos", "--job-id", "cs", *args, redis_url=redis_url)
     assert done.returncode == 0 and f"submitted {items} items in {chunks} chunks" in done.stderr, done.stderr
-    sizes = [len(payload["items"]) for payload in reversed(queued_payloads(redis_server.client(), "tier1"))]
+    sizes = [len(chunk.items) for chunk in queued_chunks(redis_server.client(), "tier1")]
     assert sizes == [size] * (chunks - 1) + [items - size * (chunks - 1)]
     assert redis_server.client().hget(meta_key("cs"), "chunk_size") == str(size)
 
@@ -95,8 +95,8 @@ def test_the_audit_rate_is_recorded_in_the_job_and_every_chunk(redis_server, red
     done = run_tango("submit", str(corpus), "--labels", "neg,pos", "--job-id", "aud", "--chunk-size", "4", *args,
                      redis_url=redis_url)
     assert done.returncode == 0, done.stderr
-    payloads = queued_payloads(redis_server.client(), "tier1")
-    assert len(payloads) == 3 and [p.get("audit", 0.0) for p in payloads] == [rate] * 3
+    chunks = queued_chunks(redis_server.client(), "tier1")
+    assert len(chunks) == 3 and [chunk.audit for chunk in chunks] == [rate] * 3
     status = json.loads(run_tango("status", "aud", "--json", redis_url=redis_url).stdout)
     assert (status["audit"]["rate"], status["audit"]["audited"], status["audit"]["accepted_agreement"]) == \
         (rate, 0, None)

@@ -8,12 +8,12 @@ from common.queue.config import ClusterSettings
 from common.queue.keys import job_keys
 from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
-from common.queue.submission import queued_payloads
+from common.queue.submission import queued_chunks
 
 
 def queued_indices(client) -> list[list[int]]:
     # kombu pushes left, workers pop right
-    return [[item["i"] for item in payload["items"]] for payload in reversed(queued_payloads(client, "tier1"))]
+    return [[item.index for item in chunk.items] for chunk in queued_chunks(client, "tier1")]
 
 
 def test_resume_resends_only_unanswered_items_read_as_submit_read_them(redis_server, redis_url, tmp_path, capsys):

@@ -9,7 +9,8 @@ import redis
 
 from cli.main import cli, run
 from common.data.corpus import DEFAULT_MAX_CHARS
-from common.queue.submission import queued_payloads
+from common.queue.messages import WorkItem
+from common.queue.submission import queued_chunks
 
 GOOD = '{"id": "a", "text": "a fine film"}\n'
 BAD_LINES = {  # name: (line 2 of a .jsonl file, what the error says)
@@ -30,8 +31,8 @@ def submit(redis_url: str, path, *args: str) -> int:
                           *args])
 
 
-def queued_items(client) -> list[dict]:
-    return [item for payload in queued_payloads(client, "tier1") for item in payload["items"]]
+def queued_items(client) -> list[WorkItem]:
+    return [item for chunk in queued_chunks(client, "tier1") for item in chunk.items]
 
 
 @pytest.mark.parametrize("case", sorted(BAD_LINES))
@@ -76,7 +77,7 @@ def test_a_1mb_text_is_cut_to_the_maximum_and_counted(redis_server, redis_url, t
     assert submit(redis_url, path) == 0
     assert "1 over-long texts cut" in capsys.readouterr().err
     items = queued_items(redis_server.client())
-    assert [len(i["text"]) for i in items] == [len("a fine film"), DEFAULT_MAX_CHARS]
+    assert [len(i.text) for i in items] == [len("a fine film"), DEFAULT_MAX_CHARS]
     assert redis_server.client().hget("tango:{j}:meta", "truncated") == "1"
 
 
@@ -89,8 +90,8 @@ def test_skip_invalid_records_every_bad_record_and_submits_the_rest(redis_server
     assert submit(redis_url, path, "--skip-invalid") == 0
     assert f"{len(bad)} invalid records rejected" in capsys.readouterr().err
     client = redis_server.client()
-    assert [i["id"] for i in queued_items(client)] == ["a"] + [f"ok{n}" for n in range(len(bad))]
-    assert [i["i"] for i in queued_items(client)] == list(range(len(bad) + 1))  # indices stay dense
+    assert [i.id for i in queued_items(client)] == ["a"] + [f"ok{n}" for n in range(len(bad))]
+    assert [i.index for i in queued_items(client)] == list(range(len(bad) + 1))  # indices stay dense
     assert run(cli, args=["status", "j", "--json", "--redis-url", redis_url]) == 0
     status = json.loads(capsys.readouterr().out)
     assert (status["total"], status["rejected"]) == (len(bad) + 1, len(bad))
@@ -105,14 +106,14 @@ def test_gold_labels_name_the_job_labels_by_name_in_any_case_or_by_index(redis_s
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "a", "label": "POS"}\n{"text": "b", "label": "0"}\n{"text": "c", "label": "neg"}\n')
     assert submit(redis_url, path) == 0
-    assert [item["gold"] for item in queued_items(redis_server.client())] == ["POS", "0", "neg"]
+    assert [item.gold for item in queued_items(redis_server.client())] == ["POS", "0", "neg"]
 
 
 def test_skip_invalid_drops_an_unknown_gold_label_as_a_reject(redis_server, redis_url, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": "neutral"}\n{"text": "c"}\n')
     assert submit(redis_url, path, "--skip-invalid") == 0
-    assert [item["text"] for item in queued_items(redis_server.client())] == ["a", "c"]
+    assert [item.text for item in queued_items(redis_server.client())] == ["a", "c"]
     assert "1 invalid records rejected" in capsys.readouterr().err
 
 
@@ -136,7 +137,7 @@ def test_standard_input_is_spooled_to_disk_submitted_and_purged_with_its_job(red
     assert done.returncode == 0, done.stderr
     spooled = tmp_path / ".cache" / "tango" / "spool" / "piped.jsonl"
     assert spooled.read_text() == lines  # resume reads the source again: it stays until purge
-    assert [len(p["items"]) for p in queued_payloads(redis.Redis.from_url(redis_url), "tier1")] == [10, 10, 10]
+    assert [len(c.items) for c in queued_chunks(redis.Redis.from_url(redis_url), "tier1")] == [10, 10, 10]
     for command in (("cancel", "piped"), ("purge", "piped")):
         assert subprocess.run(tango_argv(*command), cwd=ROOT, env=env, capture_output=True, timeout=60).returncode == 0
     assert not spooled.exists()

@@ -11,7 +11,7 @@ import redis
 
 from common.queue.keys import meta_key
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
-from common.queue.submission import queued_payloads
+from common.queue.submission import queued_chunks
 from common.testing.chaos import until
 from common.testing.cluster import ROOT, cluster_env, run_tango, start_worker, tango_argv, wait_ready
 from tests.e2e.jobs import read_jsonl
@@ -31,7 +31,7 @@ class QueueWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            queued = sum(len(p["items"]) for q in (QUEUE_TIER1, QUEUE_TIER2) for p in queued_payloads(self.client, q))
+            queued = sum(len(c.items) for q in (QUEUE_TIER1, QUEUE_TIER2) for c in queued_chunks(self.client, q))
             self.most = max(self.most, queued)
             time.sleep(0.01)
 

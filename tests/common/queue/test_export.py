@@ -18,7 +18,7 @@ from common.queue.keys import answered_key, failures_key, job_keys, meta_key, re
 from common.queue.messages import QUEUE_TIER1
 from common.queue.results import ParquetSink, ResultRecord, TextSink
 from common.queue.store import JobSpec, ResultStore
-from common.queue.submission import SubmitRequest, queued_payloads, resume, submit
+from common.queue.submission import SubmitRequest, queued_chunks, resume, submit
 
 LABELS = ["negative", "positive"]
 
@@ -185,5 +185,5 @@ def test_resume_after_a_drain_sends_only_what_was_never_answered(submitted):
     store.write("r", [(i, ResultRecord(str(i), "a", 0.9, 1, "m"), None) for i in (0, 1, 2, 3, 5)])
     assert store.drain("r", 9) == 4 and store.client.hkeys(results_key("r")) == ["5"]
     done = resume(store, app, "r")
-    queued = [payload["i"] for payload in reversed(queued_payloads(store.client, QUEUE_TIER1))]
+    queued = [[item.index for item in chunk.items] for chunk in queued_chunks(store.client, QUEUE_TIER1)]
     assert (done.items, queued) == (4, [[4], [6, 7, 8]])

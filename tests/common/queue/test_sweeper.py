@@ -14,7 +14,7 @@ from common.queue.keys import SWEEPER_LOCK, meta_key
 from common.queue.messages import QUEUE_TIER1
 from common.queue.results import ResultRecord
 from common.queue.store import JobSpec, ResultStore
-from common.queue.submission import SubmitRequest, queued_payloads, submit
+from common.queue.submission import SubmitRequest, queued_chunks, submit
 from common.queue.sweeper import StallSweeper
 
 
@@ -37,7 +37,7 @@ def sweeper(store, app, owner: str = "w1") -> StallSweeper:
 
 
 def queued(store) -> list[list[int]]:
-    return [payload["i"] for payload in reversed(queued_payloads(store.client, QUEUE_TIER1))]
+    return [[item.index for item in chunk.items] for chunk in queued_chunks(store.client, QUEUE_TIER1)]
 
 
 def test_a_job_that_stopped_with_nothing_in_flight_is_sent_again_on_the_second_look(job):
