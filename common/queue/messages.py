@@ -151,7 +151,8 @@ def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:
                   for n, entry in enumerate(raw))
     if len({item.audit is None for item in items}) > 1:
         raise MessageError(f"job {job!r} chunk {chunk}: audit items mixed with items to answer")
-    return _unique(items, job, chunk)
+    _check_unique([item.index for item in items], job, chunk)
+    return items
 
 
 def _columns(raw: dict, job: str, chunk: int) -> tuple[WorkItem, ...]:
@@ -171,7 +172,8 @@ def _columns(raw: dict, job: str, chunk: int) -> tuple[WorkItem, ...]:
                        else repeat(None, len(indexes)))
     if "audited" in raw and None in raw["audited"]:
         raise MessageError(f"job {job!r} chunk {chunk}: audit items mixed with items to answer")
-    return _unique(tuple(map(WorkItem, indexes, *columns)), job, chunk)
+    _check_unique(indexes, job, chunk)
+    return tuple(map(WorkItem, indexes, *columns))
 
 
 def _column(raw: dict, key: str, size: int, job: str, chunk: int, optional: bool = False) -> list:
@@ -192,10 +194,9 @@ def _check_size(size: int) -> None:
         raise MessageError(f"a chunk holds at most {MAX_CHUNK_SIZE} items, got {size}")
 
 
-def _unique(items: tuple[WorkItem, ...], job: str, chunk: int) -> tuple[WorkItem, ...]:
-    if len({item.index for item in items}) != len(items):
+def _check_unique(indexes: list[int], job: str, chunk: int) -> None:
+    if len(set(indexes)) != len(indexes):
         raise MessageError(f"job {job!r} chunk {chunk}: repeated item indices")
-    return items
 
 
 def _unit(raw: dict, key: str, default: float | None = None) -> float:
