@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.queue.config import DEFAULT_WINDOW  # noqa: E402
 from common.queue.keys import meta_key  # noqa: E402
 from bench.harness import (LAST_CPU, build_corpus, cpu_seconds, machine, peak_of, peak_rss_mb, scrape_batches,  # noqa: E402
                            wait_done)
@@ -105,7 +107,7 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
         start = time.time()
         submit_mb, _ = peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold),
                                 "--chunk-size", str(args.chunk_size), "--labels", "negative,positive",
-                                "--audit", repr(args.audit)], url)
+                                "--audit", repr(args.audit), "--window", str(args.window)], url)
         submitted = time.time()
         submit_cpu = LAST_CPU[0]
         import redis
@@ -154,6 +156,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="run --tier1-processes separate solo-pool workers instead of one prefork worker")
     parser.add_argument("--max-wait-ms", type=int, default=0, help="tier-2 batcher (0: off)")
     parser.add_argument("--escalate", type=float, default=0.2, help="share of items tier 1 should send on")
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                        help="submit's --window: the most unanswered items in flight (0: no limit)")
     parser.add_argument("--audit", type=float, default=0.02,
                         help="share of tier 1's answers checked by tier 2 (submit's --audit; its default)")
     return parser
@@ -176,7 +180,7 @@ def main() -> None:
             runs.append((figures, floor))
     figures = max((f for f, _ in runs), key=lambda f: f["rate"])
     floor = max(rate for _, rate in runs)
-    print(f"settings: chunk size {args.chunk_size}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
+    print(f"settings: chunk size {args.chunk_size}, window {args.window}, tier-1 batch {args.tier1_batch} x {args.tier1_processes} "
           f"process(es), tier-2 batch {args.tier2_batch}, max wait {args.max_wait_ms} ms, audit {args.audit:g}, "
           "1 torch thread each")
     if len(runs) > 1:
@@ -196,6 +200,10 @@ def main() -> None:
     print(f"floor (parse, tokenize once, near-free model, encode; one process, one thread): {floor:.0f} items/s, "
           f"{cores * floor:.0f} on {cores} cores; the queue ceiling is {figures['rate'] / (cores * floor):.0%} of "
           f"the cores' floor ({figures['rate'] / floor:.0%} of one core's)")
+    if len(runs) > 1:
+        shares = [f["rate"] / (cores * rate) for f, rate in runs]
+        print("each job against the floor run after it: " + ", ".join(f"{share:.0%}" for share in shares)
+              + f"; median {statistics.median(shares):.0%}")
 
 
 if __name__ == "__main__":

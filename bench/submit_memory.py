@@ -3,8 +3,9 @@
 ``submit`` validates the whole file (``summarize``) and then reads it again to send it in chunks;
 neither pass may hold the corpus, and duplicate ids are still refused, so the peak should be
 flat in the corpus size (target: 10M within 1.5x of 100k). A set of every id's hash made it
-grow by ~700 MB at 10M; the Bloom-filter candidate pass (``common.data.dedup``) keeps a filter
-of at most 16 MiB and the few ids that hit it. Each size is a JSONL corpus of SST-2 train
+grow by ~700 MB at 10M; the Bloom filters of ``common.data.dedup`` (a probe inside the validating
+pass up to 2.8 million ids, a candidate pass of their own beyond) take at most 16 MiB, plus the
+few ids that hit them. Each size is a JSONL corpus of SST-2 train
 sentences (cycled) with unique ids, read in a fresh process by exactly the path ``submit``
 takes without a broker: ``summarize``, then ``chunked(read_corpus(...))`` to the end. The peak is
 the kernel's (ru_maxrss of that process, checked against its VmHWM: Linux carries the peak of

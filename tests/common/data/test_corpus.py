@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.data import dedup
+from common.data import corpus, dedup
 from common.data.corpus import CorpusSpec, read_corpus, summarize
 from common.errors import DataError
 
@@ -85,13 +85,17 @@ def test_summarize_counts_pairs_and_labels(tmp_path):
     assert (summary.items, summary.labelled) == (2, 1)
 
 
-@pytest.fixture(params=["shipped filter", "one-byte filter"])
+@pytest.fixture(params=["shipped filter", "one-byte filter", "one-byte probe"])
 def any_filter(request, monkeypatch):
-    """The duplicate filter as shipped, and one so small that every id is a false positive: what the
-    parser says must not depend on it."""
+    """The duplicate filter as shipped, one so small that every id is a false positive (which no
+    probe fits, so a candidate pass runs first), and a probe that small: what the parser says must
+    not depend on either."""
     if request.param == "one-byte filter":
         monkeypatch.setattr(dedup, "MAX_BITS", 8)
         monkeypatch.setattr(dedup, "ROUND_IDS", 10**9)
+    if request.param == "one-byte probe":
+        monkeypatch.setattr(dedup, "MIN_BITS", 8)
+        monkeypatch.setattr(dedup, "PROBE_BITS_PER_ID", 0)
 
 
 def jsonl(path, rows):
@@ -122,6 +126,15 @@ def test_a_valid_file_is_accepted_whatever_the_filter(tmp_path, any_filter):
     summary = summarize(path)
     assert (summary.items, summary.duplicate_lines) == (500, set())
     assert len(list(read_corpus(path, duplicates=summary.duplicate_lines))) == 500
+
+
+@pytest.mark.parametrize("ids, passes", [(["a", "b", "c"], 1), (["a", "b", "a"], 2)])
+def test_summarize_reads_a_file_again_only_where_an_id_may_repeat(tmp_path, monkeypatch, ids, passes):
+    reads = []
+    real = corpus.read_records
+    monkeypatch.setattr(corpus, "read_records", lambda *args, **kwargs: reads.append(1) or real(*args, **kwargs))
+    summary = summarize(jsonl(tmp_path / "in.jsonl", [{"id": i, "text": "t"} for i in ids]), skip_invalid=True)
+    assert len(reads) == passes and summary.items == len(set(ids))
 
 
 def test_skip_invalid_drops_each_later_occurrence_and_the_send_pass_agrees(tmp_path, any_filter):

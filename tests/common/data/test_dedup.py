@@ -37,6 +37,26 @@ def test_a_large_clean_stream_has_few_candidates():
     assert len(dedup.possibly_repeated(lambda: iter(values), len(values))) < 200_000 * 0.002
 
 
+@pytest.mark.parametrize("min_bits, per_id", [(dedup.MIN_BITS, dedup.PROBE_BITS_PER_ID), (8, 0)])
+@settings(max_examples=40, deadline=None)
+@given(values=ids)
+def test_a_probe_hits_every_repeat_and_never_rejects(min_bits, per_id, values):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dedup, "MIN_BITS", min_bits)
+        patch.setattr(dedup, "PROBE_BITS_PER_ID", per_id)
+        probe = dedup.IdProbe(len(values))
+        assert not any(probe(line, value) for line, value in enumerate(values))
+        assert repeats(values) <= probe.hits() <= set(values)
+
+
+def test_a_probe_of_a_large_clean_stream_has_no_hits():
+    values = [f"doc-{n:07d}" for n in range(1_000_000)]
+    probe = dedup.IdProbe(len(values))
+    for line, value in enumerate(values):
+        probe(line, value)
+    assert probe.hits() == set()
+
+
 def test_repeats_inside_one_batch_are_found():
     values = ["x", "y", "x"] + [f"z{n}" for n in range(dedup.BATCH)] + ["y"]
     assert dedup.possibly_repeated(lambda: iter(values), len(values)) >= {"x", "y"}
