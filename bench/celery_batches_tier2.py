@@ -116,13 +116,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-n", "--name", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--metrics-port", type=int, default=0)
     parser.add_argument("--max-wait-ms", type=int, default=50, help="flush_interval")
     parser.add_argument("--flush-every", type=int, default=9, help="messages per flush")
     parser.add_argument("--prefetch", type=int, default=None, help="messages held [default: 2 x flush-every]")
     args = parser.parse_args(argv)
     settings = WorkerSettings(tier=2, model=args.model, batch_size=args.batch_size, threads=args.threads,
-                              cluster=ClusterSettings.from_env(), metrics_port=args.metrics_port)
+                              device=args.device, precision=args.precision, cluster=ClusterSettings.from_env(),
+                              metrics_port=args.metrics_port)
     os.environ.update(settings.to_env())
     app = make_app(args.flush_every, args.max_wait_ms / 1000)
     # threads pool, one thread: one model, flushes run beside the consumer that keeps buffering

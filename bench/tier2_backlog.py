@@ -38,7 +38,7 @@ from common.testing.cluster import (Process, free_port, start_redis, start_worke
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
 from common.ml.models import load_tier  # noqa: E402
-from common.queue.submission import queued_payloads  # noqa: E402
+from common.queue.submission import queued_chunks  # noqa: E402
 from tier2_worker.app import GATHER_BATCHES  # noqa: E402
 
 VARIANTS = ("batcher", "celery-batches", "celery-batches-prefetch1")
@@ -64,18 +64,19 @@ class Run:
 
 def queued(client: redis.Redis, queue: str = QUEUE_TIER2) -> Backlog:
     """The chunks on a queue and their item indices (JSON only)."""
-    payloads = queued_payloads(client, queue)
-    return Backlog(len(payloads), sorted(item["i"] for payload in payloads for item in payload["items"]))
+    chunks = queued_chunks(client, queue)
+    return Backlog(len(chunks), sorted(item.index for chunk in chunks for item in chunk.items))
 
 
 def build_backlog(root: Path, pair: Pair, url: str, corpus: Path, job: str, args: argparse.Namespace,
                   threshold: float) -> Backlog:
-    """Submit the job with only tier 1 running; return once all its forwarded items are queued."""
+    """Submit the job with only tier 1 running; return once all its forwarded items are queued. Without
+    the audit sample: its items would be queued for tier 2 beside the forwarded ones, counted twice."""
     tier1 = start_worker(1, pair.small, url, root, "--threads", "1", "--batch-size", str(args.batch_size))
     try:
         wait_ready([tier1])
         peak_of(["submit", str(corpus), "--job-id", job, "--threshold", repr(threshold), "--chunk-size",
-                 str(args.chunk_size), "--labels", "negative,positive"], url)
+                 str(args.chunk_size), "--labels", "negative,positive", "--audit", "0"], url)
         client = redis.Redis.from_url(url)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -92,8 +93,8 @@ def build_backlog(root: Path, pair: Pair, url: str, corpus: Path, job: str, args
 
 def start_tier2(variant: str, pair: Pair, url: str, root: Path, port: int, args: argparse.Namespace,
                 flush_every: int) -> Process:
-    common = ["--threads", "1", "--batch-size", str(args.batch_size), "--metrics-port", str(port),
-              "--max-wait-ms", str(args.max_wait_ms)]
+    common = ["--threads", str(args.threads), "--batch-size", str(args.batch_size), "--metrics-port", str(port),
+              "--max-wait-ms", str(args.max_wait_ms), "--device", args.device, "--precision", args.precision]
     if variant == "batcher":
         inflight = ["-c", str(args.inflight)] if args.inflight else []  # none: the worker's default
         return start_worker(2, pair.big, url, root, *common, *inflight)
@@ -191,6 +192,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--stand-in", action="store_true")
+    parser.add_argument("--device", default="cpu", help="the tier-2 worker's device: cpu, cuda, ... (bench/gpu_check.sh)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="half precision: GPU only")
+    parser.add_argument("--threads", type=int, default=1, help="the tier-2 worker's torch threads")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tango-backlog-bench-") as tmp:
         root = Path(tmp)
@@ -201,7 +205,8 @@ def main() -> None:
                                    args.threshold)
         print(f"machine: {machine()}\nmodels: {pair.label}")
         print(f"{args.items} SST-2 train sentences, threshold {threshold:.4f}, chunk size {args.chunk_size}, "
-              f"batch size {args.batch_size}, max wait {args.max_wait_ms} ms; workers 1 torch thread")
+              f"batch size {args.batch_size}, max wait {args.max_wait_ms} ms; tier 2 on {args.device} "
+              f"({args.precision}, {args.threads} torch thread(s)), tier 1 on 1 torch thread")
         runs: dict[str, list[Run]] = {name: [] for name in args.variants}
         for round_ in range(1, args.rounds + 1):
             for variant in args.variants:
