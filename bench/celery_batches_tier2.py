@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from common.queue.config import ClusterSettings
+from common.queue.config import PRECISIONS, ClusterSettings
 from common.errors import MessageError
 from common.queue.faults import Scorer
 from common.queue.messages import TASK_TIER2, Chunk
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--metrics-port", type=int, default=0)
     parser.add_argument("--max-wait-ms", type=int, default=50, help="flush_interval")
     parser.add_argument("--flush-every", type=int, default=9, help="messages per flush")

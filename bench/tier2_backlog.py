@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis  # noqa: E402
 
+from common.queue.config import PRECISIONS  # noqa: E402
 from common.queue.keys import meta_key  # noqa: E402
 from bench.harness import build_corpus, machine, peak_of, scrape, scrape_batches, wait_done  # noqa: E402
 from common.testing.cluster import (Process, free_port, start_redis, start_worker, stop_all, tango_argv,  # noqa: E402
@@ -193,7 +194,7 @@ def main() -> None:
     parser.add_argument("--poll-ms", type=int, default=20)
     parser.add_argument("--stand-in", action="store_true")
     parser.add_argument("--device", default="cpu", help="the tier-2 worker's device: cpu, cuda, ... (bench/gpu_check.sh)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="half precision: GPU only")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="half precision: GPU only")
     parser.add_argument("--threads", type=int, default=1, help="the tier-2 worker's torch threads")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tango-backlog-bench-") as tmp:
