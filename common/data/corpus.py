@@ -91,8 +91,7 @@ def read_corpus(path: str | Path, spec: CorpusSpec = CorpusSpec(),
     they are looked for here, at the cost of one more streaming pass.
     """
     path = Path(path)
-    fmt = detect_format(path, spec.fmt)
-    _check_columns(path, fmt, spec)
+    fmt = _format(path, spec)
     repeated = _repeated_ids(path, fmt, spec) if duplicates is None else _listed(duplicates)
     yield from _items(path, fmt, spec, on_error, repeated)
 
@@ -124,8 +123,7 @@ def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: b
     Submit waits for this before it queues anything, while workers idle: a pass of a 300,000-item
     file is about a second."""
     path = Path(path)
-    fmt = detect_format(path, spec.fmt)
-    _check_columns(path, fmt, spec)
+    fmt = _format(path, spec)
     bound = _record_bound(path, fmt) if path.is_file() else 0
     if not IdProbe.fits(bound):
         return _validate(path, fmt, spec, skip_invalid, _repeated_ids(path, fmt, spec))
@@ -135,9 +133,9 @@ def summarize(path: str | Path, spec: CorpusSpec = CorpusSpec(), skip_invalid: b
     except DataError:
         if not probe.hits():
             raise  # no id before the bad record repeats: the exact pass stops at the same record
-        summary = None
-    if summary is not None and not probe.hits():
-        return summary
+    else:
+        if not probe.hits():
+            return summary
     return _validate(path, fmt, spec, skip_invalid, RepeatedIds(probe.hits()))
 
 
@@ -150,6 +148,13 @@ def _validate(path: Path, fmt: str, spec: CorpusSpec, skip_invalid: bool, repeat
     if summary.items == 0:
         raise DataError(f"{path}: no items to label" + (f" ({summary.rejected} rejected)" if summary.rejected else ""))
     return summary
+
+
+def _format(path: Path, spec: CorpusSpec) -> str:
+    """The file's format, once its header (where it has one) holds the columns the spec names."""
+    fmt = detect_format(path, spec.fmt)
+    _check_columns(path, fmt, spec)
+    return fmt
 
 
 def _check_columns(path: Path, fmt: str, spec: CorpusSpec) -> None:
