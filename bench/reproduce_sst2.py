@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from common.ml.augment import augmented, teacher_labelled  # noqa: E402
 from common.ml.backbones import minilm_dir, mpnet_backbone  # noqa: E402
 from common.ml.training import (TrainingData, TrainSettings, load_task_training_data,  # noqa: E402
                              teacher_logits, train_model)
@@ -50,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill-samples", type=int, default=0,
                    help="train sentences labelled by the big model for distillation (0, the default: every one "
                         "not held out; on three seeds it beat 32,000 by 0.2-0.7x end to end, bench/RESULTS.md)")
+    p.add_argument("--augment", type=int, default=0, metavar="N",
+                   help="also distil on N texts made from the distillation sentences and labelled by the big "
+                        "model (tango train --augment): sentence-length inputs that phrase-level train lacks")
+    p.add_argument("--augment-kind", default="compositions", choices=["compositions", "spans"],
+                   help="what --augment makes: two or three sentences joined by a connector, or word spans")
     p.add_argument("--small-epochs", type=float, default=2.0, help="distillation epochs")
     p.add_argument("--small-lr", type=float, default=1e-4,
                    help="distillation learning rate (1e-4 for the 6-layer student; a 1-2 layer cut learns slowly "
@@ -123,17 +129,20 @@ def build_big(args: argparse.Namespace, train: TrainingData, pool: list[int]) ->
 
 
 def distill_set(args: argparse.Namespace, train: TrainingData, pool: list[int]) -> TrainingData:
-    return train.subset(sorted(pool[:args.distill_samples or len(pool)]))
+    sentences = train.subset(sorted(pool[:args.distill_samples or len(pool)]))
+    return augmented(sentences, args.augment, args.seed, args.augment_kind)
 
 
 def build_small(args: argparse.Namespace, big: Path, distil: TrainingData, layers: int) -> Path:
     cache = Path(args.cache_dir)
-    out = cache / (f"small-minilm-L{layers}-kd-{big.name}-n{len(distil)}-e{args.small_epochs:g}"
+    made = f"-{args.augment_kind}{args.augment}" if args.augment else ""
+    out = cache / (f"small-minilm-L{layers}-kd-{big.name}-n{len(distil)}{made}-e{args.small_epochs:g}"
                    f"-lr{args.small_lr:g}-T{args.distill_temperature:g}-d{args.deferral_holdout:g}-s{args.seed}")
     if (out / "config.json").is_file():
         log.info("small model (%d layers): reusing %s", layers, out)
         return out
     soft = teacher_logits(str(big), distil, cache_dir=cache / "logits", batch_size=64)
+    distil = teacher_labelled(distil, soft, len(distil) - args.augment)
     settings = TrainSettings(model=str(minilm_dir()), output=str(out), layer_num=layers,
                              epochs=args.small_epochs, batch_size=32, learning_rate=args.small_lr,
                              max_length=RECIPES[args.task].max_length, seed=args.seed,

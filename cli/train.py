@@ -31,6 +31,9 @@ from cli.options import CONTEXT
               help="Train on a seeded random subset of N examples.")
 @click.option("--teacher", default=None, metavar="BIG_MODEL_DIR",
               help="Distil: train on this model's soft labels (same label names) instead of the gold labels alone.")
+@click.option("--augment", type=int, default=0, show_default=True, metavar="N",
+              help="With --teacher: also distil on N texts made by joining two or three training sentences, "
+                   "labelled by the teacher. Phrase-level training data then also teaches sentence-length inputs.")
 @click.option("--distill_temperature", type=float, default=2.0, show_default=True, metavar="T",
               help="Softmax temperature of the distillation loss.")
 @click.option("--distill_alpha", type=float, default=1.0, show_default=True, metavar="A",
@@ -57,7 +60,7 @@ from cli.options import CONTEXT
               help="Labelled data for the dev metric at the end (default: the task's dev set when --task is given).")
 def train_command(model: str, task_name: str | None, data_dir: str | None, train_file: str | None,
                   text_field: str | None, output: str, layer_num: int | None, epochs: float,
-                  max_train_samples: int | None, teacher: str | None, distill_temperature: float,
+                  max_train_samples: int | None, teacher: str | None, augment: int, distill_temperature: float,
                   distill_alpha: float, deferral_holdout: float, freeze_embeddings: bool, pooling: str, learning_rate: float,
                   batch_size: int, max_length: int, seed: int, cache_dir: str | None, validation_file: str | None) -> None:
     """Fine-tune a sequence classifier to serve as a cascade tier.
@@ -68,9 +71,13 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
     distillation), which makes a small tier agree with the big one where it is
     confident. Prints the dev metric at the end when dev data is known.
     """
+    from common.errors import ConfigError
+    from common.ml.augment import augmented, teacher_labelled
     from common.ml.backbones import resolve_backbone
     from common.ml.training import TrainSettings, subsample, teacher_logits, train_model
 
+    if augment and not teacher:
+        raise ConfigError("--augment needs --teacher: the made-up texts have no labels but the teacher's")
     model, packaged = resolve_backbone(model)
     if packaged:
         click.echo(packaged, err=True)
@@ -81,10 +88,14 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
                              seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha,
                              deferral_holdout=deferral_holdout, freeze_embeddings=freeze_embeddings, pooling=pooling)
     settings.validate()
+    gold = len(data)
+    data = augmented(data, augment, seed)
     soft = None
     if teacher:
-        click.echo(f"computing the teacher's logits on {len(data)} examples ...", err=True)
+        click.echo(f"computing the teacher's logits on {len(data)} examples"
+                   + (f" ({augment} of them made by --augment)" if augment else "") + " ...", err=True)
         soft = teacher_logits(teacher, data, cache_dir=cache_dir)
+        data = teacher_labelled(data, soft, gold)
     click.echo(f"training {model} on {len(data)} examples ({', '.join(data.labels)})"
                + (f", first {layer_num} layers" if layer_num else "") + (", distilled" if teacher else ""), err=True)
     out = train_model(settings, data, teacher_logits=soft)

@@ -177,17 +177,9 @@ def cache_key(settings: DemoSettings, data: DemoData) -> str:
 
 def with_phrases(data: TrainingData, count: int, seed: int) -> TrainingData:
     """The sentences plus ``count`` random word spans of them (3+ words), for the teacher to label."""
-    rng = random.Random(seed)
-    words = [text.split() for text in data.texts]
-    spans: list[str] = []
-    candidates = [w for w in words if len(w) > 3]
-    while candidates and len(spans) < count:
-        sentence = rng.choice(candidates)
-        start = rng.randrange(0, len(sentence) - 2)
-        end = rng.randrange(start + 3, len(sentence) + 1)
-        spans.append(" ".join(sentence[start:end]))
-    ids = np.concatenate([data.label_ids, np.zeros(len(spans), dtype=np.int64)])
-    return TrainingData(data.texts + spans, None, ids, list(data.labels))
+    from common.ml.augment import augmented
+
+    return augmented(data, count, seed, kind="spans")
 
 
 def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None]) -> tuple[Path, Path]:
@@ -209,7 +201,7 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
     distil = with_phrases(data.train, settings.phrases(data.sample), settings.seed)
     say(f"labelling {len(distil)} sentences and phrases with the big tier (soft labels for distillation)")
     soft = teacher_logits(str(big), distil, cache_dir=root / "logits")
-    distil.label_ids = soft.argmax(axis=1)  # phrases have no gold label: the teacher's answer stands in
+    distil.label_ids = soft.argmax(axis=1)  # the teacher's answer stands in for gold on every item
     say(f"distilling the small tier: MiniLM cut to 1 layer ({small_epochs:g} epochs), keeping "
         f"{settings.DEFERRAL_HOLDOUT:.0%} out to fit its deferral head on")
     train_model(TrainSettings(model=backbone, output=str(small), layer_num=1, epochs=small_epochs,

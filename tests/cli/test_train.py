@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from cli.main import cli, run
@@ -47,6 +48,21 @@ def test_train_from_a_corpus_with_a_teacher(tiny_models, labelled_jsonl, tmp_pat
     assert load_tier(str(student)).num_layers == 2 and list((tmp_path / "cache").glob("*.npy"))
 
 
+def test_train_augments_the_distillation_set_with_texts_the_teacher_labels(tiny_models, labelled_jsonl, tmp_path,
+                                                                          capsys):
+    teacher = tmp_path / "teacher"
+    assert tango("train", "--model", tiny_models["small"], "--train_file", labelled_jsonl, "--output", teacher) == 0
+    student = tmp_path / "student"
+    code = tango("train", "--model", tiny_models["big"], "--train_file", labelled_jsonl, "--output", student,
+                 "--teacher", teacher, "--augment", "10", "--cache-dir", tmp_path / "cache")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "on 42 examples (10 of them made by --augment)" in err
+    [logits] = (tmp_path / "cache").glob("*.npy")
+    assert np.load(logits).shape == (42, 2)
+    assert json.loads((student / "tango_training.json").read_text())["examples"] == 42
+
+
 def test_train_with_a_deferral_holdout_reports_the_head_or_why_not(tiny_models, glue_dir, tmp_path, capsys):
     teacher = tmp_path / "teacher"
     assert tango("train", "--model", tiny_models["big"], "--task", "sst2", "--data_dir", glue_dir, "--output",
@@ -79,6 +95,7 @@ def test_a_hub_id_of_a_packaged_backbone_trains_offline_and_says_so(glue_dir, tm
     (["--epochs", "0"], "--epochs"),
     (["--layer_num", "9"], "--layer_num"),
     (["--task", "sst2"], "exactly one of --task"),
+    (["--augment", "5"], "--augment needs --teacher"),
 ])
 def test_bad_options_fail_in_one_line(tiny_models, labelled_jsonl, tmp_path, capsys, args, message):
     code = tango("train", "--model", tiny_models["small"], "--train_file", labelled_jsonl, "--output",
