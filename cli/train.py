@@ -88,14 +88,14 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
                              seed=seed, distill_temperature=distill_temperature, distill_alpha=distill_alpha,
                              deferral_holdout=deferral_holdout, freeze_embeddings=freeze_embeddings, pooling=pooling)
     settings.validate()
-    gold = len(data)
+    sentences = len(data)
     data = augmented(data, augment, seed)
     soft = None
     if teacher:
         click.echo(f"computing the teacher's logits on {len(data)} examples"
                    + (f" ({augment} of them made by --augment)" if augment else "") + " ...", err=True)
         soft = teacher_logits(teacher, data, cache_dir=cache_dir)
-        data = teacher_labelled(data, soft, gold)
+        data = teacher_labelled(data, soft, sentences)
     click.echo(f"training {model} on {len(data)} examples ({', '.join(data.labels)})"
                + (f", first {layer_num} layers" if layer_num else "") + (", distilled" if teacher else ""), err=True)
     out = train_model(settings, data, teacher_logits=soft)
