@@ -184,6 +184,7 @@ def with_phrases(data: TrainingData, count: int, seed: int) -> TrainingData:
 
 def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None]) -> tuple[Path, Path]:
     """Train (or find cached) big = MiniLM-L6 and small = its first layer distilled from it."""
+    from common.ml.augment import teacher_labelled
     from common.ml.backbones import minilm_dir
     from common.ml.training import TRAINING_FILE, TrainSettings, teacher_logits, train_model
 
@@ -201,7 +202,7 @@ def build_pair(settings: DemoSettings, data: DemoData, say: Callable[[str], None
     distil = with_phrases(data.train, settings.phrases(data.sample), settings.seed)
     say(f"labelling {len(distil)} sentences and phrases with the big tier (soft labels for distillation)")
     soft = teacher_logits(str(big), distil, cache_dir=root / "logits")
-    distil.label_ids = soft.argmax(axis=1)  # the teacher's answer stands in for gold on every item
+    distil = teacher_labelled(distil, soft, made_from=0)  # the teacher's answer stands in for gold on every item
     say(f"distilling the small tier: MiniLM cut to 1 layer ({small_epochs:g} epochs), keeping "
         f"{settings.DEFERRAL_HOLDOUT:.0%} out to fit its deferral head on")
     train_model(TrainSettings(model=backbone, output=str(small), layer_num=1, epochs=small_epochs,
