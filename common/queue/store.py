@@ -216,6 +216,8 @@ class JobSpec:
     threshold: float
     chunk_size: int
     source: str = ""
+    source_size: int = 0  # the source's bytes and their SHA-256 at submit: ``resume`` reads no other file
+    source_sha256: str = ""
     small: str = ""
     big: str = ""
     labelled: int = 0
@@ -347,6 +349,7 @@ class ResultStore:
             raise JobError(f"job {spec.job!r} already exists; choose another --job-id")
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
+                  "source_size": spec.source_size, "source_sha256": spec.source_sha256,
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
                   "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit), "window": spec.window,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,

@@ -6,6 +6,12 @@ by chunk, so the submitter never holds the corpus in memory, and only as fast as
 workers answer (``window``), so the broker never holds it either. The label set
 the job expects is fixed here, once, and travels with every chunk: a worker whose
 model does not speak it refuses the chunk instead of writing wrong labels.
+
+A job is bound to the bytes it was submitted with (``common.data.fingerprint``): the file is
+opened once, hashed, and every pass reads that open file; the record keeps its size and digest,
+and ``resume`` checks them on the file it opened before it queues anything, and again (hashing
+the file once more) after, so that neither a name swapped in the record nor a file edited since
+the submit puts other texts under the job's indices. No pass queues an index at or past the total.
 """
 from __future__ import annotations
 
@@ -14,8 +20,10 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -27,6 +35,8 @@ from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
 from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size, validate_chunk_size
 from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
+from common.data.fingerprint import Fingerprint, PinnedFile
+from common.data.records import detect_format
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
 from common.queue.keys import UNACKED, new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
@@ -53,6 +63,7 @@ class SubmitRequest:
     skip_invalid: bool = False  # record bad records as rejected and go on, instead of refusing the file
     audit: float = DEFAULT_AUDIT_RATE  # share of tier 1's answers that tier 2 also checks (0: none)
     window: int = DEFAULT_WINDOW  # most unanswered items of the job in the broker at once (0: no limit)
+    spool: Path | None = None  # where ``path`` (a private copy of a stream) is moved once the job holds its id
 
 
 @dataclass(frozen=True)
@@ -84,23 +95,46 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     window = validate_window(request.window, requested or 1)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
-    spec = dataclasses.replace(request.spec, labels=tuple(source.labels))
-    summary = summarize(request.path, spec, skip_invalid=request.skip_invalid)
-    chunk_size = resolve_chunk_size(requested, summary.items, window)
-    store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
-                             chunk_size=chunk_size, source=str(Path(request.path).resolve()),
-                             small=source.small, big=source.big, labelled=summary.labelled,
-                             truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
-                             corpus=json.dumps({**dataclasses.asdict(spec),
-                                                "skip_invalid": request.skip_invalid})))
-    store.add_rejects(job, [(error.line or 0, str(error)) for error in summary.rejects])
-    items = read_corpus(request.path, spec, _skip if request.skip_invalid else None, summary.duplicate_lines)
-    chunks, _ = enqueue(store, app, job, chunked(items, job, chunk_size, threshold, source.labels, audit),
-                        progress, Window(store, job, window))
-    store.mark_submitted(job)
+    spec = dataclasses.replace(request.spec, labels=tuple(source.labels), fmt=detect_format(request.path,
+                                                                                          request.spec.fmt))
+    with PinnedFile(request.path) as corpus:
+        digest = corpus.fingerprint()
+        with corpus.naming():
+            summary = summarize(corpus.path, spec, skip_invalid=request.skip_invalid)
+        chunk_size = resolve_chunk_size(requested, summary.items, window)
+        store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
+                                 chunk_size=chunk_size, source=str(request.spool or Path(request.path).resolve()),
+                                 source_size=digest.size, source_sha256=digest.sha256,
+                                 small=source.small, big=source.big, labelled=summary.labelled,
+                                 truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
+                                 corpus=json.dumps({**dataclasses.asdict(spec),
+                                                    "skip_invalid": request.skip_invalid})))
+        with _feeding(store, job):
+            if request.spool:  # the id is this job's now: no other job's spool can be under its name
+                os.replace(request.path, request.spool)
+            store.add_rejects(job, [(error.line or 0, str(corpus.named(error))) for error in summary.rejects])
+            items = read_corpus(corpus.path, spec, _skip if request.skip_invalid else None, summary.duplicate_lines)
+            chunks, _ = enqueue(store, app, job, chunked(corpus.reading(islice(items, summary.items)), job, chunk_size,
+                                                         threshold, source.labels, audit),
+                                progress, Window(store, job, window))
+            _unchanged(store, job, corpus, digest)
+            store.mark_submitted(job)
     log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
     return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
                      summary.rejected)
+
+
+@contextlib.contextmanager
+def _feeding(store: ResultStore, job: str) -> Iterator[None]:
+    """A recorded job's feeding; whatever stops it early (a bug, a lost broker, Ctrl-C) gives the feeder's
+    lease up at once, so the job reads as one whose submit is gone, which ``resume`` and the workers'
+    sweep complete, rather than as one still being fed until the lease lapses. Nothing it accepted is lost."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            store.end_feeding(job)
+        raise
 
 
 @dataclass(frozen=True)
@@ -127,25 +161,78 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     status = store.status(job)
     if status.is_final:
         raise JobError(f"job {job!r} is {status.state}: nothing to resume")
-    corpus = json.loads(status.extra.get("corpus") or "{}")
-    if not corpus:
-        raise JobError(f"job {job!r} was submitted without a record of how to read its source; submit it again")
-    skip_invalid = corpus.pop("skip_invalid", False)
-    path, spec = status.extra.get("source", ""), CorpusSpec(**corpus)
+    path, spec, skip_invalid = _reading(status)
     answered = store.answered(job)
     size = int(status.extra.get("chunk_size") or 1)
-    items = read_corpus(path, spec, _skip if skip_invalid else None)
-    missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
-               for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
-    unsent = status.total - len(answered)
-    chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
-                           window=Window(store, job, validate_window(window, size)))
+    expected = _recorded(status, path)
+    with _bound_source(job, path, expected) as corpus:
+        items = corpus.reading(islice(read_corpus(corpus.path, spec, _skip if skip_invalid else None), status.total))
+        missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
+                   for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
+        unsent = status.total - len(answered)
+        chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
+                               window=Window(store, job, validate_window(window, size)))
+        _unchanged(store, job, corpus, expected)
     if sent >= unsent:
         store.mark_submitted(job)  # a submit cut short (lost broker, killed) left it "submitting"
     else:
         store.end_feeding(job)
     log.info("job %r: resent %d of its %d unanswered items in %d chunks", job, sent, unsent, chunks)
     return Resumed(job, chunks, sent)
+
+
+def _reading(status: JobStatus) -> tuple[str, CorpusSpec, bool]:
+    """The job's source and how submit read it, from its record."""
+    job, path = status.job, status.extra.get("source", "")
+    try:
+        corpus = json.loads(status.extra.get("corpus") or "{}")
+        skip_invalid = bool(corpus.pop("skip_invalid", False))
+        spec = CorpusSpec(**corpus)
+        return path, dataclasses.replace(spec, fmt=detect_format(path, spec.fmt)), skip_invalid
+    except (ValueError, TypeError, AttributeError, DataError):
+        raise JobError(f"job {job!r} has no usable record of how to read its source {path!r}; "
+                       "submit it again") from None
+
+
+def _recorded(status: JobStatus, path: str) -> Fingerprint:
+    """The size and digest the job's source had at submit.
+
+    A job without them (recorded by an older tango, or with them deleted from Redis) is refused,
+    not resumed with a warning: whoever can write Redis could otherwise drop them to lift the check.
+    """
+    size, digest = status.extra.get("source_size", ""), status.extra.get("source_sha256", "")
+    if not size.isdigit() or len(digest) != 64:
+        raise JobError(f"job {status.job!r} has no record of the size and digest of its source {path} (an older "
+                       "tango recorded it), so nothing shows that the file is the one it was submitted from; "
+                       "submit it again")
+    return Fingerprint(int(size), digest)
+
+
+@contextlib.contextmanager
+def _bound_source(job: str, path: str, expected: Fingerprint) -> Iterator[PinnedFile]:
+    """The job's source, opened and found to hold the bytes it was submitted with, before anything of it
+    is read for queueing; refused in one line naming the job and the file otherwise."""
+    try:
+        corpus = PinnedFile(path)
+    except DataError as exc:
+        raise JobError(f"job {job!r}: {exc}") from None
+    with corpus:
+        size = corpus.size()
+        if size != expected.size or corpus.fingerprint() != expected:
+            raise JobError(f"job {job!r}: {path} is not the file it was submitted from ({size} bytes now, "
+                           f"recorded {expected}): refusing to queue any of it")
+        yield corpus
+
+
+def _unchanged(store: ResultStore, job: str, corpus: PinnedFile, expected: Fingerprint) -> None:
+    """The file read for queueing still holds the job's bytes: an edit in place while it was read (which
+    takes write access to the file) could have put other texts under some indices, so the job is cancelled."""
+    found = corpus.fingerprint()
+    if found != expected:
+        ended = "cancelled it" if store.cancel(job) else "it had already ended"
+        raise JobError(f"job {job!r}: {corpus.name} changed while it was read for queueing ({found}, recorded "
+                       f"{expected}); {ended}, since items queued from it may not be the ones recorded: "
+                       "submit it again")
 
 
 def _up_to(chunks: Iterator[Chunk], limit: int) -> Iterator[Chunk]:

@@ -5,7 +5,7 @@ import json
 
 from cli.main import cli, run
 from common.queue.config import ClusterSettings
-from common.queue.keys import job_keys
+from common.queue.keys import job_keys, meta_key
 from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
 from common.queue.submission import queued_chunks
@@ -63,3 +63,75 @@ def test_wait_resends_a_stalled_job_and_only_a_stalled_one(redis_server, redis_u
     assert run(cli, args=wait) == 1
     assert "job 'w' stalled; resent 3 unanswered items" in capsys.readouterr().err
     assert queued_indices(client) == [[1], [2, 3]]
+
+
+def submitted_then_lost(redis_server, redis_url, path, job: str, *args: str):
+    """A job submitted from ``path`` whose queued chunks the broker then lost; returns a client."""
+    assert run(cli, args=["submit", str(path), "--labels", "a,b", "--job-id", job, "--chunk-size", "2",
+                          "--redis-url", redis_url, *args]) == 0
+    client = redis_server.client()
+    client.delete("tier1")
+    return client
+
+
+def lines(count: int, start: int = 0) -> str:
+    return "".join(json.dumps({"id": f"i{i}", "text": f"text {i}"}) + "\n" for i in range(start, start + count))
+
+
+def test_resume_refuses_a_source_that_grew_after_submit_and_queues_nothing(redis_server, redis_url, tmp_path,
+                                                                           capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text(lines(4))
+    client = submitted_then_lost(redis_server, redis_url, path, "grown")
+    with path.open("a") as out:
+        out.write(lines(3, start=4))
+    capsys.readouterr()
+    assert run(cli, args=["resume", "grown", "--redis-url", redis_url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "job 'grown'" in err and str(path) in err and "not the file" in err
+    assert queued_indices(client) == [] and client.hget(meta_key("grown"), "state") == "running"
+
+
+def test_resume_refuses_a_source_with_one_line_edited_to_the_same_size(redis_server, redis_url, tmp_path, capsys):
+    path = tmp_path / "in.jsonl"
+    path.write_text(lines(4))
+    client = submitted_then_lost(redis_server, redis_url, path, "edited")
+    path.write_text(path.read_text().replace("text 2", "txet 2"))
+    capsys.readouterr()
+    assert run(cli, args=["resume", "edited", "--redis-url", redis_url]) == 2
+    assert "job 'edited'" in capsys.readouterr().err and queued_indices(client) == []
+
+
+def test_resume_refuses_a_source_swapped_in_the_record_for_another_file(redis_server, redis_url, tmp_path, capsys):
+    path, other = tmp_path / "in.jsonl", tmp_path / "secret.jsonl"
+    path.write_text(lines(4))
+    other.write_text(lines(4, start=100))
+    client = submitted_then_lost(redis_server, redis_url, path, "forged")
+    client.hset(meta_key("forged"), "source", str(other))
+    capsys.readouterr()
+    assert run(cli, args=["resume", "forged", "--redis-url", redis_url]) == 2
+    assert f"job 'forged': {other} is not the file" in capsys.readouterr().err and queued_indices(client) == []
+
+
+def test_resume_refuses_a_job_recorded_without_its_sources_digest(redis_server, redis_url, tmp_path, capsys):
+    """An older tango's job, or one whose digest someone deleted: nothing binds it to a file any more."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(lines(4))
+    client = submitted_then_lost(redis_server, redis_url, path, "old")
+    client.hdel(meta_key("old"), "source_size", "source_sha256")
+    capsys.readouterr()
+    assert run(cli, args=["resume", "old", "--redis-url", redis_url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "job 'old'" in err and "submit it again" in err
+    assert queued_indices(client) == []
+
+
+def test_resume_never_queues_an_index_past_the_jobs_total(redis_server, redis_url, tmp_path):
+    """The same file read another way (a record's reading spec rewritten) holds more items than the job."""
+    path = tmp_path / "in.jsonl"
+    path.write_text(lines(3) + "not json\n" + lines(2, start=3))
+    client = submitted_then_lost(redis_server, redis_url, path, "bound", "--skip-invalid")
+    corpus = json.loads(client.hget(meta_key("bound"), "corpus"))
+    client.hset(meta_key("bound"), "corpus", json.dumps({**corpus, "fmt": "txt"}))  # every line an item: 6 > 5
+    assert run(cli, args=["resume", "bound", "--redis-url", redis_url]) == 0
+    assert max(index for chunk in queued_indices(client) for index in chunk) == 4
