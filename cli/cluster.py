@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
@@ -17,6 +19,7 @@ import click
 
 from cli.options import (CONTEXT, audit_option, chunk_size_option, corpus_options, corpus_spec, is_url, open_output,
                          output_format, output_options, redis_errors, redis_option, window_option)
+from common.data.records import FORMATS
 from common.queue.config import DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
@@ -43,14 +46,27 @@ def spool_dir() -> Path:
     return Path.home() / ".cache" / "tango" / "spool"
 
 
-def spool(stream: BinaryIO, job: str, fmt: str) -> Path:
-    """Standard input copied to a file in blocks: a corpus is read twice (validated, then sent as
-    workers answer) and again by ``resume``, which a stream cannot be. Kept until ``purge``."""
-    path = spool_dir() / f"{job}.{fmt}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        shutil.copyfileobj(stream, out, 1 << 20)
-    return path
+def spool_path(job: str, fmt: str) -> Path:
+    """Where a job's copy of its standard input is kept. Exact: a format holds no dot, so no other
+    job's id and format make the same name, whatever dots the ids hold."""
+    return spool_dir() / f"{job}.{fmt}"
+
+
+def spool(stream: BinaryIO, fmt: str) -> Path:
+    """Standard input copied to a new private file in blocks: a corpus is read twice (validated, then
+    sent as workers answer) and again by ``resume``, which a stream cannot be. Its name (hidden, random)
+    is no job's: submit moves it to ``spool_path`` only once the job has claimed its id, so a refused
+    submit never writes over another job's spool. Kept until ``purge``."""
+    directory = spool_dir()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=f".{fmt}")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
 
 
 @click.command("submit", context_settings=CONTEXT)
@@ -90,17 +106,23 @@ def submit_command(input_path: str, threshold: float, chunk_size: int | None, jo
     from common.queue.submission import SubmitRequest, submit
 
     settings, store = open_store(redis_url)
+    incoming = keep = None
     if input_path == "-":  # a stream: spooled to this host's disk, never held in memory
         job_id = validate_job_id(job_id, error=ConfigError) if job_id else new_job_id()
         fmt = fmt or "jsonl"
-        input_path = str(spool(click.get_binary_stream("stdin"), job_id, fmt))
+        incoming, keep = spool(click.get_binary_stream("stdin"), fmt), spool_path(job_id, fmt)
+        input_path = str(incoming)
     spec = dataclasses.replace(corpus_spec(fmt, text_column, pair_column, id_column, label_column),
                                max_items=max_items)
     request = SubmitRequest(path=input_path, spec=spec, threshold=threshold, chunk_size=chunk_size, job_id=job_id,
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
-                            skip_invalid=skip_invalid, audit=audit, window=window)
-    with redis_errors(settings):
-        done = submit(store, make_app("client", settings), request)
+                            skip_invalid=skip_invalid, audit=audit, window=window, spool=keep)
+    try:
+        with redis_errors(settings):
+            done = submit(store, make_app("client", settings), request)
+    finally:
+        if incoming:  # still there only when the submit was refused before its job was recorded
+            incoming.unlink(missing_ok=True)
     cut = f", {done.truncated} over-long texts cut" if done.truncated else ""
     cut += f", {done.rejected} invalid records rejected" if done.rejected else ""
     labels = ",".join(done.labels) or "fixed by the first worker to take the job (none is up yet)"
@@ -249,8 +271,8 @@ def purge_command(jobs: tuple[str, ...], redis_url: str | None) -> None:
     with redis_errors(settings):
         for job in jobs:
             store.purge(job)
-            for spooled in spool_dir().glob(f"{job}.*"):  # what `submit -` kept of its standard input
-                spooled.unlink()
+            for fmt in FORMATS:  # what `submit -` kept of its standard input
+                spool_path(job, fmt).unlink(missing_ok=True)
             click.echo(f"purged {job}")
 
 

@@ -141,3 +141,49 @@ def test_standard_input_is_spooled_to_disk_submitted_and_purged_with_its_job(red
     for command in (("cancel", "piped"), ("purge", "piped")):
         assert subprocess.run(tango_argv(*command), cwd=ROOT, env=env, capture_output=True, timeout=60).returncode == 0
     assert not spooled.exists()
+
+
+def submit_stdin(monkeypatch, home, redis_url: str, data: str, job: str, *args: str) -> int:
+    """`tango submit -` in this process, ``data`` on its standard input and ``home`` as $HOME."""
+    import io
+    import sys
+
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data.encode())))
+    return run(cli, args=["submit", "-", "--labels", "neg,pos", "--job-id", job, "--redis-url", redis_url, *args])
+
+
+def spooled(home) -> dict[str, str]:
+    """Every file in the spool, hidden ones too, by name."""
+    root = home / ".cache" / "tango" / "spool"
+    return {path.name: path.read_text() for path in root.iterdir()} if root.is_dir() else {}
+
+
+def test_a_stdin_submit_refused_for_a_taken_id_leaves_that_jobs_spool_alone_and_none_of_its_own(
+        redis_server, redis_url, tmp_path, monkeypatch, capsys):
+    first, second = GOOD, '{"id": "z", "text": "someone else entirely"}\n'
+    assert submit_stdin(monkeypatch, tmp_path, redis_url, first, "taken") == 0
+    assert submit_stdin(monkeypatch, tmp_path, redis_url, second, "taken") == 2
+    assert "job 'taken' already exists" in capsys.readouterr().err
+    assert spooled(tmp_path) == {"taken.jsonl": first}
+    client = redis_server.client()
+    client.delete("tier1")
+    assert run(cli, args=["resume", "taken", "--redis-url", redis_url]) == 0
+    assert [item.text for item in queued_items(client)] == ["a fine film"]
+
+
+@pytest.mark.parametrize("data, url", [(GOOD + '{"text": 42}\n', None), (GOOD, "redis://127.0.0.1:1/0")],
+                         ids=["bad record", "redis down"])
+def test_a_refused_stdin_submit_leaves_no_spool(redis_server, redis_url, tmp_path, monkeypatch, capsys, data, url):
+    assert submit_stdin(monkeypatch, tmp_path, redis_url, data, "refused",
+                        *(["--redis-url", url] if url else [])) in (2, 3)
+    assert spooled(tmp_path) == {}
+
+
+def test_purge_deletes_its_own_jobs_spool_and_not_one_whose_id_starts_with_its_own(
+        redis_server, redis_url, tmp_path, monkeypatch):
+    assert submit_stdin(monkeypatch, tmp_path, redis_url, GOOD, "a") == 0
+    assert submit_stdin(monkeypatch, tmp_path, redis_url, GOOD, "a.b") == 0
+    for command in ("cancel", "purge"):
+        assert run(cli, args=[command, "a", "--redis-url", redis_url]) == 0
+    assert spooled(tmp_path) == {"a.b.jsonl": GOOD}
