@@ -9,6 +9,7 @@ import redis
 
 from cli.main import cli, run
 from common.data.corpus import DEFAULT_MAX_CHARS
+from common.queue.keys import meta_key
 from common.queue.messages import WorkItem
 from common.queue.submission import queued_chunks
 
@@ -187,3 +188,48 @@ def test_purge_deletes_its_own_jobs_spool_and_not_one_whose_id_starts_with_its_o
     for command in ("cancel", "purge"):
         assert run(cli, args=[command, "a", "--redis-url", redis_url]) == 0
     assert spooled(tmp_path) == {"a.b.jsonl": GOOD}
+
+
+def test_an_error_after_the_job_is_recorded_leaves_it_visibly_resumable(redis_server, redis_url, tmp_path,
+                                                                         monkeypatch, capsys):
+    """Whatever stops a submit after its record (here a fault in sending) gives up its lease at once:
+    `tango status` says its submit is gone and `tango resume` queues all of it."""
+    import common.queue.submission as submission
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an unforeseen fault")
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(GOOD)
+    monkeypatch.setattr(submission, "send_chunk", broken)
+    with pytest.raises(RuntimeError):
+        submit(redis_url, path)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert run(cli, args=["status", "j", "--redis-url", redis_url]) == 0
+    assert "0 of 1 items queued, and its submit is gone: `tango resume j`" in capsys.readouterr().out
+    assert run(cli, args=["resume", "j", "--redis-url", redis_url]) == 0
+    assert [item.id for item in queued_items(redis.Redis.from_url(redis_url))] == ["a"]
+
+
+def test_a_corpus_edited_while_submit_reads_it_cancels_the_job(redis_server, redis_url, tmp_path, monkeypatch,
+                                                               capsys):
+    """An edit in place between the validating and the sending pass: the texts sent are not the ones
+    recorded, so the job cannot stand."""
+    import common.queue.submission as submission
+
+    path = tmp_path / "in.jsonl"
+    path.write_text(GOOD)
+    read = submission.read_corpus
+
+    def edited_first(*args, **kwargs):
+        with path.open("r+") as out:
+            out.write(GOOD.replace("fine", "vile"))
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(submission, "read_corpus", edited_first)
+    assert submit(redis_url, path) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"job 'j': {path} changed while it was read for queueing" in err and "cancelled it" in err
+    assert len(err.splitlines()) == 1
+    assert redis_server.client().hget(meta_key("j"), "state") == "cancelled"
