@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from cli.main import cli, run
 from common.queue.config import ClusterSettings
@@ -135,3 +136,23 @@ def test_resume_never_queues_an_index_past_the_jobs_total(redis_server, redis_ur
     client.hset(meta_key("bound"), "corpus", json.dumps({**corpus, "fmt": "txt"}))  # every line an item: 6 > 5
     assert run(cli, args=["resume", "bound", "--redis-url", redis_url]) == 0
     assert max(index for chunk in queued_indices(client) for index in chunk) == 4
+
+
+def test_resume_reads_the_file_it_checked_when_the_name_is_swapped_after_the_check(redis_server, redis_url, tmp_path,
+                                                                                   monkeypatch):
+    import common.queue.submission as submission
+
+    path, other = tmp_path / "in.jsonl", tmp_path / "secret.jsonl"
+    path.write_text(lines(4))
+    other.write_text(lines(4, start=100))
+    client = submitted_then_lost(redis_server, redis_url, path, "swap")
+    read = submission.read_corpus
+
+    def swapped_first(*args, **kwargs):
+        os.replace(other, path)  # after the check, before the read: a symlink flipped, a file renamed
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(submission, "read_corpus", swapped_first)
+    assert run(cli, args=["resume", "swap", "--redis-url", redis_url]) == 0
+    assert [item.text for chunk in queued_chunks(client, "tier1") for item in chunk.items] == \
+        [f"text {i}" for i in range(4)]
