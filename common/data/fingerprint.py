@@ -96,3 +96,9 @@ class PinnedFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fingerprint(path: str | Path) -> Fingerprint:
+    """A regular file's size and digest, as they are now."""
+    with PinnedFile(path) as pinned:
+        return pinned.fingerprint()

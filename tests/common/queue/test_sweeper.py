@@ -8,6 +8,7 @@ import json
 import pytest
 
 from common.data.corpus import CorpusSpec
+from common.data.fingerprint import fingerprint
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
 from common.queue.keys import SWEEPER_LOCK, meta_key
@@ -71,9 +72,9 @@ def test_a_job_whose_submit_died_is_fed_one_window_per_stall_and_then_counts_as_
     path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(9)))
     settings = ClusterSettings(redis_url=redis_url)
     store, app = ResultStore.open(settings), make_app("client", settings)
-    spec = CorpusSpec(labels=("a", "b"))
+    spec, digest = CorpusSpec(labels=("a", "b")), fingerprint(path)
     store.create_job(JobSpec(job="d", total=9, labels=["a", "b"], threshold=0.9, chunk_size=3, window=3,
-                             source=str(path), corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": False})))
+                             source=str(path), source_size=digest.size, source_sha256=digest.sha256, corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": False})))
     store.feeding("d")  # a live submit: never fed behind its back
     assert sweeper(store, app).sweep() == {}
     store.client.delete(SWEEPER_LOCK)
