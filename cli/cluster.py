@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from cli.options import (CONTEXT, audit_option, chunk_size_option, corpus_options, corpus_spec, is_url, open_output,
                          output_format, output_options, redis_errors, redis_option, window_option)
-from common.data.records import FORMATS
+from cli.spool import spool, spool_path, spooled_paths
 from common.queue.config import DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
@@ -40,33 +36,6 @@ def interval_option(command: Callable) -> Callable:
     """``--interval S``: how often ``wait`` and ``results --follow`` look at the job."""
     return click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, show_default=True, metavar="S",
                         help="Seconds between polls.")(command)
-
-
-def spool_dir() -> Path:
-    return Path.home() / ".cache" / "tango" / "spool"
-
-
-def spool_path(job: str, fmt: str) -> Path:
-    """Where a job's copy of its standard input is kept. Exact: a format holds no dot, so no other
-    job's id and format make the same name, whatever dots the ids hold."""
-    return spool_dir() / f"{job}.{fmt}"
-
-
-def spool(stream: BinaryIO, fmt: str) -> Path:
-    """Standard input copied to a new private file in blocks: a corpus is read twice (validated, then
-    sent as workers answer) and again by ``resume``, which a stream cannot be. Its name (hidden, random)
-    is no job's: submit moves it to ``spool_path`` only once the job has claimed its id, so a refused
-    submit never writes over another job's spool. Kept until ``purge``."""
-    directory = spool_dir()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=f".{fmt}")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
 
 
 @click.command("submit", context_settings=CONTEXT)
@@ -271,8 +240,8 @@ def purge_command(jobs: tuple[str, ...], redis_url: str | None) -> None:
     with redis_errors(settings):
         for job in jobs:
             store.purge(job)
-            for fmt in FORMATS:  # what `submit -` kept of its standard input
-                spool_path(job, fmt).unlink(missing_ok=True)
+            for spooled in spooled_paths(job):  # what `submit -` kept of its standard input
+                spooled.unlink(missing_ok=True)
             click.echo(f"purged {job}")
 
 
