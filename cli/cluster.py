@@ -219,7 +219,8 @@ def resume_command(job: str, window: int, redis_url: str | None) -> None:
     submit stopped before it queued the whole corpus).
 
     Safe at any time: results are written once per item, so a resend costs at
-    most duplicate work. Reads the job's source file as submit did.
+    most duplicate work. Reads the job's source file as submit did, and refuses it, queueing nothing,
+    unless it still holds the exact bytes (size and SHA-256) the job was submitted with.
     """
     from common.queue.celery_app import make_app
     from common.queue.submission import resume
