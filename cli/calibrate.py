@@ -14,13 +14,13 @@ from cli.options import CONTEXT
                    "DIR/tango_calibration.json and applied by every command that loads it, with a "
                    "fingerprint of the items it was fitted on.")
 @click.option("--task", "task_name", default=None, metavar="TASK",
-              help="GLUE task whose labelled data to fit on (with --data_dir, or --validation_file).")
-@click.option("--data_dir", default=None, metavar="DIR", help="A GLUE directory; its <task>/dev.tsv is used.")
-@click.option("--validation_file", default=None, metavar="FILE",
+              help="GLUE task whose labelled data to fit on (with --data-dir, or --validation-file).")
+@click.option("--data-dir", default=None, metavar="DIR", help="A GLUE directory; its <task>/dev.tsv is used.")
+@click.option("--validation-file", default=None, metavar="FILE",
               help="Held-out labelled data to fit on (tsv, csv, jsonl or parquet). Best kept apart "
                    "from the data you later sweep thresholds on.")
-@click.option("--max_items", type=int, default=None, metavar="N", help="Fit on the first N items only.")
-@click.option("--batch_size", type=int, default=64, show_default=True, metavar="N", help="Inference batch size.")
+@click.option("--max-items", type=int, default=None, metavar="N", help="Fit on the first N items only.")
+@click.option("--batch-size", type=int, default=64, show_default=True, metavar="N", help="Inference batch size.")
 @click.option("--device", default="cpu", show_default=True, metavar="D", help="Device to run the model on.")
 @click.option("--dry-run", "dry_run", is_flag=True, help="Fit and report, but do not write the temperature.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -37,9 +37,9 @@ def calibrate_command(model: str, task_name: str | None, data_dir: str | None, v
     from common.errors import ConfigError
 
     if not task_name and not validation_file:
-        raise ConfigError("pass --task (with --data_dir) or --validation_file")
+        raise ConfigError("pass --task (with --data-dir) or --validation-file")
     if max_items is not None and max_items < 2:
-        raise ConfigError("--max_items must be at least 2")
+        raise ConfigError("--max-items must be at least 2")
     texts, pairs, gold = _held_out(model, task_name or "sst2", data_dir, validation_file, max_items)
     result = calibrate_model(model, texts, pairs, gold, batch_size=batch_size, device=device, write=not dry_run)
     if as_json:

@@ -29,11 +29,11 @@ from cli.options import backend_option
               help="Batch size of the big model.")
 @click.option("--confidence_threshold", type=float, default=0.9, show_default=True, metavar="T",
               help="Items whose small-model confidence (max softmax) is at or above T stop at tier 1.")
-@click.option("--validation_file", default=None, metavar="FILE",
+@click.option("--validation-file", default=None, metavar="FILE",
               help="Evaluate on this file (tsv, csv, jsonl or parquet) instead of the hub.")
-@click.option("--data_dir", default=None, metavar="DIR",
+@click.option("--data-dir", default=None, metavar="DIR",
               help="A GLUE directory holding <task>/dev.tsv (dev_matched.tsv for mnli).")
-@click.option("--label_map", default=None, metavar="FROM=TO,...",
+@click.option("--label-map", default=None, metavar="FROM=TO,...",
               help="Rename model labels before matching the tiers, e.g. LABEL_0=negative,LABEL_1=positive.")
 @click.option("--compare", is_flag=True, help="Also run the big model alone and report the speedup.")
 @backend_option

@@ -12,10 +12,19 @@ import sys
 
 import click
 
+from cli.options import hyphenate
 from common.errors import TangoError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class TangoGroup(click.Group):
+    """The command group; it maps each subcommand's old underscore option spellings to hyphens."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        return name, command, hyphenate(command, rest) if command is not None else rest
+
+
+@click.group(cls=TangoGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int) -> None:
@@ -53,6 +62,8 @@ def quiet_transformers() -> None:
 def run(command: click.Command, prog_name: str | None = None, args: list[str] | None = None) -> int:
     """Invoke a click command, mapping every expected error to one line and an exit code."""
     name = prog_name or "tango"
+    if not isinstance(command, click.Group):  # a lone command (run_tango.py); the group does this itself
+        args = hyphenate(command, sys.argv[1:] if args is None else list(args))
     try:
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except TangoError as exc:

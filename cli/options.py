@@ -18,6 +18,34 @@ from common.data.records import FORMATS
 from common.queue.results import TEXT_FORMATS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+_WARNED: set[str] = set()  # old spellings already warned of in this process
+
+
+def hyphenate(command: click.Command, args: list[str]) -> list[str]:
+    """``args`` with the old underscore spelling of each of ``command``'s hyphenated options rewritten.
+
+    Options are spelled with hyphens, as click and the Celery CLI spell them. Scripts written
+    against the underscore spellings keep working for a while, and are told once what to change.
+    An option the command itself declares with underscores (the research script's flags) is left alone.
+    """
+    declared = {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
+    out: list[str] = []
+    for position, arg in enumerate(args):
+        if arg == "--":
+            return out + list(args[position:])
+        flag, equals, value = arg.partition("=")
+        new = flag.replace("_", "-")
+        if flag.startswith("--") and flag not in declared and new != flag and new in declared:
+            _warn_once(flag, new)
+            arg = new + equals + value
+        out.append(arg)
+    return out
+
+
+def _warn_once(old: str, new: str) -> None:
+    if old not in _WARNED:
+        _WARNED.add(old)
+        click.echo(f"warning: {old} is deprecated and will be removed; use {new}", err=True)
 
 
 def corpus_options(command: Callable) -> Callable:

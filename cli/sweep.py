@@ -31,9 +31,9 @@ class SweepData:
 @click.option("--big", "big_model", required=True, metavar="B", help="Tier-2 (big) model: a local directory or a hub id.")
 @click.option("--task", "task_name", default=None, metavar="TASK",
               help="GLUE task (sst2, rte, ...): names the labels and the metric. Default: sst2-style "
-                   "single sentences with accuracy when only --validation_file is given.")
-@click.option("--data_dir", default=None, metavar="DIR", help="A GLUE directory holding <task>/dev.tsv.")
-@click.option("--validation_file", default=None, metavar="FILE",
+                   "single sentences with accuracy when only --validation-file is given.")
+@click.option("--data-dir", default=None, metavar="DIR", help="A GLUE directory holding <task>/dev.tsv.")
+@click.option("--validation-file", default=None, metavar="FILE",
               help="Labelled data to sweep on (tsv, csv, jsonl or parquet) instead of the task's dev set.")
 @click.option("--unlabelled", default=None, metavar="FILE",
               help="Sweep on a seeded random sample of this unlabelled corpus instead (read as `tango submit` "
@@ -41,11 +41,11 @@ class SweepData:
 @click.option("--sample", type=int, default=2000, show_default=True, metavar="N",
               help="With --unlabelled: how many items to sample.")
 @click.option("--seed", type=int, default=0, show_default=True, metavar="S", help="Seed of --sample and --folds.")
-@click.option("--layer_num", type=int, default=None, metavar="N", help="Keep only the first N layers of the small model.")
+@click.option("--layer-num", type=int, default=None, metavar="N", help="Keep only the first N layers of the small model.")
 @click.option("--quantize-small", "quantize_small", is_flag=True,
               help="Run the small model int8 (dynamic quantization, CPU), as `tango worker tier1 --quantize` does, "
                    "so its costs and confidences are the ones the cluster will see.")
-@click.option("--label_map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
+@click.option("--label-map", default=None, metavar="FROM=TO,...", help="Rename model labels before matching the tiers.")
 @click.option("--metric", default=None, metavar="NAME",
               help="Metric to report (default: the task's first, e.g. accuracy; matthews_correlation for cola). "
                    "Only accuracy (or --loss disagreement) gets a guaranteed threshold; others use the point estimate.")
@@ -64,7 +64,7 @@ class SweepData:
               help="Also choose the threshold on K-1 seeded folds and measure it on the K-th, for each fold.")
 @corpus_options
 @click.option("--device", default="cpu", show_default=True, metavar="D", help="Device of both tiers.")
-@click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Batch size of both tiers.")
+@click.option("--batch-size", type=int, default=32, show_default=True, metavar="N", help="Batch size of both tiers.")
 @backend_option
 @click.option("--output-dir", "output_dir", default="tango-sweep", show_default=True, metavar="DIR",
               help="Where sweep.csv and sweep.png are written.")
@@ -93,9 +93,9 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
 
     if unlabelled and (task_name or validation_file or metric or loss == "drop"):
         raise ConfigError("--unlabelled sweeps on disagreement with the big model: drop --task, "
-                          "--validation_file, --metric and --loss drop")
+                          "--validation-file, --metric and --loss drop")
     if not unlabelled and not task_name and not validation_file:
-        raise ConfigError("pass --task (with --data_dir or the hub), --validation_file or --unlabelled")
+        raise ConfigError("pass --task (with --data-dir or the hub), --validation-file or --unlabelled")
     models = (small_model, big_model, layer_num, quantize_small, label_map, device, batch_size, backend)
     if unlabelled:  # the data are read before the models load, so a bad file fails fast
         data = _unlabelled(unlabelled, corpus_spec(fmt, text_column, pair_column, id_column, label_column), sample,

@@ -16,47 +16,47 @@ from cli.options import CONTEXT
                    "the repro extra) sentence-transformers/all-mpnet-base-v2 are found offline in the install.")
 @click.option("--task", "task_name", default=None, metavar="TASK",
               help="GLUE task to train on: reads <data_dir>/<task>/train.tsv and uses the task's label names.")
-@click.option("--data_dir", default=None, metavar="DIR", help="GLUE directory for --task.")
-@click.option("--train_file", default=None, metavar="FILE",
+@click.option("--data-dir", default=None, metavar="DIR", help="GLUE directory for --task.")
+@click.option("--train-file", default=None, metavar="FILE",
               help="A labelled corpus (jsonl, csv, tsv or parquet with text, optional text_pair, and label) "
                    "instead of --task. Label names are taken from its label column.")
 @click.option("--text-column", "text_field", default=None, metavar="NAME",
-              help="Field holding the text in --train_file (default: text).")
+              help="Field holding the text in --train-file (default: text).")
 @click.option("--output", required=True, metavar="DIR", help="Where the trained model is saved (replaced if present).")
-@click.option("--layer_num", type=int, default=None, metavar="N",
+@click.option("--layer-num", type=int, default=None, metavar="N",
               help="Keep only the first N transformer layers of the backbone: a cheap tier cut from it.")
 @click.option("--epochs", type=float, default=1.0, show_default=True, metavar="E",
               help="Passes over the training data (fractions allowed).")
-@click.option("--max_train_samples", type=int, default=None, metavar="N",
+@click.option("--max-train-samples", type=int, default=None, metavar="N",
               help="Train on a seeded random subset of N examples.")
 @click.option("--teacher", default=None, metavar="BIG_MODEL_DIR",
               help="Distil: train on this model's soft labels (same label names) instead of the gold labels alone.")
 @click.option("--augment", type=int, default=0, show_default=True, metavar="N",
               help="With --teacher: also distil on N texts made by joining two or three training sentences, "
                    "labelled by the teacher. Phrase-level training data then also teaches sentence-length inputs.")
-@click.option("--distill_temperature", type=float, default=2.0, show_default=True, metavar="T",
+@click.option("--distill-temperature", type=float, default=2.0, show_default=True, metavar="T",
               help="Softmax temperature of the distillation loss.")
-@click.option("--distill_alpha", type=float, default=1.0, show_default=True, metavar="A",
+@click.option("--distill-alpha", type=float, default=1.0, show_default=True, metavar="A",
               help="Weight of the soft-label loss; 1-A goes to the gold labels.")
-@click.option("--deferral_holdout", type=float, default=0.0, show_default=True, metavar="SHARE",
+@click.option("--deferral-holdout", type=float, default=0.0, show_default=True, metavar="SHARE",
               help="With --teacher: keep this share of the items out of training and fit a deferral head on "
                    "them (the student's estimate that the teacher gives its label), saved beside the model. "
                    "Every command then routes on it instead of max softmax; 0.1 is a good start.")
-@click.option("--freeze_embeddings", is_flag=True,
+@click.option("--freeze-embeddings", is_flag=True,
               help="Keep the backbone's word embeddings as pretrained: on a few thousand examples they barely "
                    "move, and on a one- or two-layer cut their update is most of each step's cost.")
 @click.option("--pooling", type=click.Choice(["auto", "cls", "mean"]), default="auto", show_default=True,
               help="What the classifier head reads: the first token (cls), the mean of the tokens, or (auto) "
                    "the mean for a sentence-transformers backbone trained that way (all-MiniLM-L6-v2, "
                    "all-mpnet-base-v2), else the first token. Saved in the model's config.")
-@click.option("--learning_rate", type=float, default=5e-5, show_default=True, metavar="LR", help="Peak AdamW learning rate.")
-@click.option("--batch_size", type=int, default=32, show_default=True, metavar="N", help="Training batch size.")
-@click.option("--max_length", type=int, default=64, show_default=True, metavar="N",
+@click.option("--learning-rate", type=float, default=5e-5, show_default=True, metavar="LR", help="Peak AdamW learning rate.")
+@click.option("--batch-size", type=int, default=32, show_default=True, metavar="N", help="Training batch size.")
+@click.option("--max-length", type=int, default=64, show_default=True, metavar="N",
               help="Truncate inputs to N tokens (batches are padded only to their longest item).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the subset, shuffling and the head.")
 @click.option("--cache-dir", "cache_dir", default=None, metavar="DIR",
               help="Cache the teacher's logits here, so repeated distillations skip teacher inference.")
-@click.option("--validation_file", default=None, metavar="FILE",
+@click.option("--validation-file", default=None, metavar="FILE",
               help="Labelled data for the dev metric at the end (default: the task's dev set when --task is given).")
 def train_command(model: str, task_name: str | None, data_dir: str | None, train_file: str | None,
                   text_field: str | None, output: str, layer_num: int | None, epochs: float,
@@ -66,7 +66,7 @@ def train_command(model: str, task_name: str | None, data_dir: str | None, train
     """Fine-tune a sequence classifier to serve as a cascade tier.
 
     Label names are saved in the model config (id2label), so the two tiers can be
-    matched by name. With --layer_num the backbone is cut to its first N layers;
+    matched by name. With --layer-num the backbone is cut to its first N layers;
     with --teacher the model learns the big model's soft labels (knowledge
     distillation), which makes a small tier agree with the big one where it is
     confident. Prints the dev metric at the end when dev data is known.
@@ -109,10 +109,10 @@ def _load(task_name: str | None, data_dir: str | None, train_file: str | None, t
     from common.ml.training import load_task_training_data
 
     if bool(task_name) == bool(train_file):
-        raise ConfigError("pass exactly one of --task (with --data_dir) or --train_file")
+        raise ConfigError("pass exactly one of --task (with --data-dir) or --train-file")
     if task_name:
         if not data_dir:
-            raise ConfigError("--task needs --data_dir (a GLUE directory holding <task>/train.tsv)")
+            raise ConfigError("--task needs --data-dir (a GLUE directory holding <task>/train.tsv)")
         return load_task_training_data(task_name, data_dir)
     return load_train_file(train_file, text_field)
 

@@ -52,7 +52,7 @@ def parse_label_map(spec: str | None) -> dict[str, str]:
     for part in spec.split(","):
         source, sep, target = part.partition("=")
         if not sep or not source.strip() or not target.strip():
-            raise ConfigError(f"--label_map entry {part!r} is not of the form FROM=TO")
+            raise ConfigError(f"--label-map entry {part!r} is not of the form FROM=TO")
         mapping[source.strip()] = target.strip()
     return mapping
 
@@ -73,7 +73,7 @@ def _by_index(small: list[str], big: list[str]) -> LabelAlignment:
     canonical = big if is_generic(small) else small
     if small != big:
         log.warning("matching tier labels by index (generic names on one side): %s",
-                    ", ".join(f"{s}={b}" for s, b in zip(small, big)) + "; use --label_map to state it")
+                    ", ".join(f"{s}={b}" for s, b in zip(small, big)) + "; use --label-map to state it")
     ids = np.arange(len(canonical))
     return LabelAlignment(list(canonical), ids, ids.copy(), by_index=small != big)
 
@@ -84,7 +84,7 @@ def _by_name(small: list[str], big: list[str]) -> LabelAlignment:
         big_ids = [folded.index(name.casefold()) for name in big]
     except ValueError:
         raise LabelMismatchError(f"the tiers' labels differ: small {small} vs big {big}; "
-                                 "use --label_map FROM=TO,... to map them") from None
+                                 "use --label-map FROM=TO,... to map them") from None
     if len(set(big_ids)) != len(big_ids):
         raise LabelMismatchError(f"label names repeat: small {small} vs big {big}")
     return LabelAlignment(list(small), np.arange(len(small)), np.asarray(big_ids))

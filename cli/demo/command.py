@@ -16,7 +16,7 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
 
 
 @click.command(context_settings=CONTEXT)
-@click.option("--data_dir", default=None, metavar="DIR",
+@click.option("--data-dir", default=None, metavar="DIR",
               help="A GLUE directory holding sst2/train.tsv and sst2/dev.tsv: train on SST-2 and label its "
                    "dev set. Without it the demo uses the sample reviews shipped with tango.")
 @click.option("--cache-dir", "cache_dir", default=str(DEFAULT_CACHE), show_default=True, metavar="DIR",

@@ -1,7 +1,7 @@
 """Parse a corpus to label (JSON Lines, CSV/TSV, plain text, parquet) into items.
 
 One parser for every command that reads a corpus (``label``, ``submit``,
-``train --train_file``), so ids, columns and errors mean the same everywhere.
+``train --train-file``), so ids, columns and errors mean the same everywhere.
 It streams: callers validate a whole file in one pass before enqueueing
 anything, then read it again to send it, never holding it in memory. Duplicate
 ids are found exactly without a set of every id (``common.data.dedup``): the

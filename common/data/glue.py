@@ -1,7 +1,7 @@
 """The GLUE tasks: their input columns, label names and where their dev sets live.
 
-Data comes from a local file (``--validation_file``), a GLUE-style directory
-(``--data_dir/<task>/dev.tsv``), or the hub through ``datasets`` when it is
+Data comes from a local file (``--validation-file``), a GLUE-style directory
+(``--data-dir/<task>/dev.tsv``), or the hub through ``datasets`` when it is
 installed and reachable. The research script needed the hub; this does not.
 """
 from __future__ import annotations
@@ -152,13 +152,13 @@ def _from_hub(task: GlueTask) -> EvalData:
     try:
         import datasets
     except ImportError:
-        raise DataError(f"no data for {task.name!r}: pass --data_dir or --validation_file "
+        raise DataError(f"no data for {task.name!r}: pass --data-dir or --validation-file "
                         "(or pip install datasets to load GLUE from the hub)") from None
     try:
         split = datasets.load_dataset("nyu-mll/glue", task.name, split=task.hub_split)
     except Exception as exc:  # datasets raises many network and cache error types
         raise DataError(f"cannot load GLUE {task.name!r} from the hub ({type(exc).__name__}); "
-                        "pass --data_dir or --validation_file") from None
+                        "pass --data-dir or --validation-file") from None
     pairs = list(split[task.pair_key]) if task.pair_key else None
     return EvalData(task, list(split[task.text_key]), pairs, list(split["label"]), f"hub:glue/{task.name}")
 

@@ -208,7 +208,7 @@ def _deferral(name_or_path: str, layer_num: int | None) -> "DeferralHead | None"
 
     head = DeferralHead.load(name_or_path)
     if head is not None and layer_num is not None:
-        log.warning("%s: --layer_num changes the model its deferral head was fitted on; routing on max "
+        log.warning("%s: cutting layers changes the model its deferral head was fitted on; routing on max "
                     "softmax instead", name_or_path)
         return None
     return head
@@ -284,7 +284,7 @@ def truncate_layers(model: nn.Module, layer_num: int) -> None:
     """Keep the first ``layer_num`` encoder layers, in place, and record it in the config."""
     parent, attr, layers = find_layers(model)
     if not 1 <= layer_num <= len(layers):
-        raise ModelLoadError(f"--layer_num must be between 1 and {len(layers)} "
+        raise ModelLoadError(f"the layer count (--layer-num; --layer_num on eval) must be between 1 and {len(layers)} "
                              f"(the model has {len(layers)} layers), got {layer_num}")
     setattr(parent, attr, nn.ModuleList(list(layers)[:layer_num]))
     for key in ("num_hidden_layers", "n_layers", "num_layers"):

@@ -84,13 +84,13 @@ class TrainSettings:
 
     def validate(self) -> None:
         checks = [(self.epochs > 0, "--epochs must be positive"),
-                  (self.batch_size >= 1, "--batch_size must be at least 1"),
-                  (self.learning_rate > 0, "--learning_rate must be positive"),
-                  (self.max_length >= 8, "--max_length must be at least 8"),
-                  (self.distill_temperature > 0, "--distill_temperature must be positive"),
-                  (0.0 <= self.distill_alpha <= 1.0, "--distill_alpha must be between 0 and 1"),
+                  (self.batch_size >= 1, "--batch-size must be at least 1"),
+                  (self.learning_rate > 0, "--learning-rate must be positive"),
+                  (self.max_length >= 8, "--max-length must be at least 8"),
+                  (self.distill_temperature > 0, "--distill-temperature must be positive"),
+                  (0.0 <= self.distill_alpha <= 1.0, "--distill-alpha must be between 0 and 1"),
                   (0.0 <= self.warmup_ratio < 1.0, "--warmup_ratio must be in [0, 1)"),
-                  (0.0 <= self.deferral_holdout < 1.0, "--deferral_holdout must be in [0, 1)"),
+                  (0.0 <= self.deferral_holdout < 1.0, "--deferral-holdout must be in [0, 1)"),
                   (self.pooling in POOLINGS, f"--pooling must be one of {', '.join(POOLINGS)}")]
         for ok, message in checks:
             if not ok:
@@ -128,7 +128,7 @@ def subsample(data: TrainingData, max_samples: int | None, seed: int = 0) -> Tra
     if max_samples is None or max_samples >= len(data):
         return data
     if max_samples < 1:
-        raise ConfigError("--max_train_samples must be at least 1")
+        raise ConfigError("--max-train-samples must be at least 1")
     rng = random.Random(seed)
     return data.subset(sorted(rng.sample(range(len(data)), max_samples)))
 
@@ -146,7 +146,7 @@ def train_model(settings: TrainSettings, data: TrainingData,
         raise ConfigError(f"teacher logits have shape {teacher_logits.shape}, "
                           f"expected {(len(data), len(data.labels))}: the teacher's labels must match")
     if settings.deferral_holdout and teacher_logits is None:
-        raise ConfigError("--deferral_holdout needs --teacher: the head learns where the teacher disagrees")
+        raise ConfigError("--deferral-holdout needs --teacher: the head learns where the teacher disagrees")
     train_idx, held_idx = deferral_split(len(data), settings.deferral_holdout, settings.seed)
     torch.manual_seed(settings.seed)
     model, tokenizer = _init_model(settings, data.labels)
@@ -179,7 +179,7 @@ def deferral_split(n: int, share: float, seed: int) -> tuple[list[int], list[int
     if held == 0:
         return list(range(n)), []
     if held >= n:
-        raise ConfigError(f"--deferral_holdout {share} leaves no training items out of {n}")
+        raise ConfigError(f"--deferral-holdout {share} leaves no training items out of {n}")
     picked = set(random.Random(seed + 1).sample(range(n), held))
     return [i for i in range(n) if i not in picked], sorted(picked)
 

@@ -24,7 +24,7 @@ def seed_args(task, small, big, *extra):
 
 def test_sst2_with_the_seed_flags(tiny_models, glue_dir):
     result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"],
-                                  "--data_dir", glue_dir, "--confidence_threshold", "0.6", "--device_small", "cpu",
+                                  "--data-dir", glue_dir, "--confidence_threshold", "0.6", "--device_small", "cpu",
                                   "--device_big", "-1", "--per_device_eval_batch_size-small", "16",
                                   "--per_device_eval_batch_size-big", "8", "--compare"))
     assert result.returncode == 0, result.stderr
@@ -34,7 +34,7 @@ def test_sst2_with_the_seed_flags(tiny_models, glue_dir):
 
 
 def test_rte_pair_task_with_string_labels_as_json(tiny_models, glue_dir):
-    result = run_tango(*seed_args("rte", tiny_models["rte_small"], tiny_models["rte_big"], "--data_dir", glue_dir,
+    result = run_tango(*seed_args("rte", tiny_models["rte_small"], tiny_models["rte_big"], "--data-dir", glue_dir,
                                   "--layer_num", "1", "--confidence_threshold", "0.7", "--compare", "--json"))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -46,7 +46,7 @@ def test_rte_pair_task_with_string_labels_as_json(tiny_models, glue_dir):
 
 
 def test_tango_eval_threshold_one_equals_big_alone(tiny_models, glue_dir):
-    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["generic_big"], "--data_dir", glue_dir,
+    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["generic_big"], "--data-dir", glue_dir,
                                   "--confidence_threshold", "1.0", "--compare", "--json"), script=("-m", "cli.main", "eval"))
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -63,23 +63,23 @@ def one_line_error(returncode: int, stdout: str, stderr: str, message: str) -> N
 
 
 def test_bad_input_from_the_script_is_one_line_and_exit_2(tiny_models, glue_dir):
-    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data_dir", glue_dir,
+    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data-dir", glue_dir,
                                   "--confidence_threshold", "0.3"))
     one_line_error(result.returncode, result.stdout, result.stderr,
                    "--confidence_threshold must be between 0.5 and 1.0")
 
 
 @pytest.mark.parametrize("case, extra, message", [
-    ("missing file", ["--validation_file", "/nonexistent/dev.tsv"], "no such file"),
+    ("missing file", ["--validation-file", "/nonexistent/dev.tsv"], "no such file"),
     ("unknown task", ["--task_name", "imdb"], "unknown task 'imdb'"),
-    ("layer_num", ["--layer_num", "9"], "--layer_num must be between 1 and 1"),
+    ("layer_num", ["--layer_num", "9"], "--layer_num on eval) must be between 1 and 1"),
     ("labels", ["--big_model_name_or_path", "{other_names}"], "labels differ"),
     ("label count", ["--big_model_name_or_path", "{other}"], "different label counts"),
     ("missing model", ["--small_model_name_or_path", "/nonexistent/model"], "cannot load model"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_models, glue_dir, capsys, case, extra, message):
     """In-process, as the script's ``__main__`` calls it: a Python start per case would cost seconds each."""
-    args = seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data_dir", glue_dir)
+    args = seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data-dir", glue_dir)
     args += [a.format(**{k: str(v) for k, v in tiny_models.items()}) for a in extra]
     code = run(eval_command, prog_name="run_tango.py", args=[str(a) for a in args])
     captured = capsys.readouterr()
@@ -89,7 +89,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_models, glue_dir, capsys, case, e
 def test_missing_column_is_one_line(tiny_models, tmp_path):
     path = tmp_path / "dev.jsonl"
     path.write_text('{"text": "a", "label": 0}\n')
-    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"], "--validation_file", path))
+    result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"], "--validation-file", path))
     assert result.returncode == 2 and "needs a column 'sentence'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -20,7 +20,7 @@ def tango(*args) -> int:
 def sst2(tiny_models, glue_dir, tmp_path):
     """The common arguments: the tiny pair on SST-2 dev (872 items), outputs in tmp_path."""
     return ["sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--task", "sst2",
-            "--data_dir", glue_dir, "--output-dir", tmp_path]
+            "--data-dir", glue_dir, "--output-dir", tmp_path]
 
 
 @pytest.fixture
@@ -83,9 +83,9 @@ def test_unlabelled_refuses_gold_options_in_one_line(tiny_models, corpus, tmp_pa
 
 def test_sweeping_on_the_calibration_items_is_flagged(tiny_models, glue_dir, tmp_path, capsys):
     model = shutil.copytree(tiny_models["small"], tmp_path / "small")
-    assert tango("calibrate", "--model", model, "--task", "sst2", "--data_dir", glue_dir, "--max_items", 100) == 0
+    assert tango("calibrate", "--model", model, "--task", "sst2", "--data-dir", glue_dir, "--max-items", 100) == 0
     capsys.readouterr()
-    args = ["sweep", "--small", model, "--big", tiny_models["big"], "--task", "sst2", "--data_dir", glue_dir,
+    args = ["sweep", "--small", model, "--big", tiny_models["big"], "--task", "sst2", "--data-dir", glue_dir,
             "--output-dir", tmp_path / "out", "--max-tier2", "0.5", "--folds", 2]
     assert tango(*args) == 0
     captured = capsys.readouterr()
