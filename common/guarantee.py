@@ -23,7 +23,7 @@ import numpy as np
 from common.errors import GuaranteeError
 from common.risk import disagreement_losses, harm_losses
 from common.sampling import calibration_sample
-from common.wor_bounds import METHODS, allowed_count, rest_upper
+from common.wor_bounds import METHODS, allowed_count, rest_limit, rest_pvalue, rest_upper
 
 __all__ = ["CalibrationPlan", "Guarantee", "calibration_sample", "certify", "check_sample_size", "check_target",
            "job_cost", "minimum_sample_size", "plan_calibration", "resolve_calibration", "DEFAULT_GRID"]
@@ -84,15 +84,19 @@ def check_target(max_loss: float, confidence: float, loss: str = "disagreement")
 def minimum_sample_size(total: int, max_loss: float, confidence: float, method: str = "exact") -> int | None:
     """The smallest sample for which a threshold with no loss in it is certified; None if none below ``total``.
 
-    Bisection on the sample size; the answer is checked, so a non-monotone
-    corner only makes it larger, never invalid.
+    Doubling then bisection on the sample size, each step one p-value at a
+    zero count; the answer is checked, so a non-monotone corner only makes it
+    larger, never invalid.
     """
     def ok(n: int) -> bool:
-        return allowed_count(n, total, max_loss, 1.0 - confidence, method) >= 0
+        rest = total - n
+        return rest_pvalue(0, n, total, rest_limit(max_loss, rest), method) <= 1.0 - confidence
 
     if total < 2 or not ok(total - 1):
         return None
-    lo, hi = 1, total - 1
+    lo, hi = 1, min(total - 1, max(1, int(np.log(1.0 / (1.0 - confidence)) / max_loss / 2)))
+    while not ok(hi):
+        lo, hi = hi + 1, min(total - 1, 2 * hi)
     while lo < hi:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
