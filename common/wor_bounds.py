@@ -26,10 +26,11 @@ observed k (P_t(pvalue(K, t) <= a) <= a for every a):
   Ramdas (2023, JRSSB, section 6; NeurIPS 2020), W = prod_i (1 - lam (X_i -
   mu_i)) with mu_i = (t - S_{i-1}) / (N - i + 1), the null mean of the items
   not yet drawn. Under the null E[X_i | past] = mu_i, so W is a positive
-  martingale with E W = 1. The bet lam is fixed by the null and the
-  alternative it has to beat (the Kelly bet for a {0, 1} population, which
-  is where variance adaptivity lands when the variance is the mean's), in
-  [0, 0.99] so every factor stays positive. The sample is an unordered set,
+  martingale with E W = 1. The bet lam is the Kelly bet of the null t
+  against the sample count t - r0 it has to reject (for a {0, 1} population
+  the variance is the mean's, so this is where variance adaptivity lands),
+  fixed once t and the target are, before any data; in [0, 0.99] so every
+  factor stays positive. The sample is an unordered set,
   so W is averaged over its orders (Rao-Blackwell): e(k) = E[W | K = k], a
   function of k alone with E_t e(K) = E_t W = 1, and p = min(1, 1 / e) is
   valid by Markov's inequality. Flipping one X from 0 to 1 lowers every
@@ -38,7 +39,8 @@ observed k (P_t(pvalue(K, t) <= a) <= a for every a):
   the better of the two at the price of halving delta.
 
 From p-values to a certified threshold (Learn then Test, fixed sequence).
-Let k* be the largest count with pvalue(k*, k* + r0) <= delta. A threshold is
+Let k* be a count with pvalue(k*, k* + r0) <= delta (the largest, found by
+bisection; any such count is valid). A threshold is
 certified when its sample bad count is at most k*; bad sets only grow as the
 threshold falls, so the certified thresholds are exactly the prefix that
 fixed-sequence testing from the most conservative threshold accepts, and the
