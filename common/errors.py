@@ -29,6 +29,11 @@ class ConfigError(TangoError):
     """Raised when an option or setting is out of range or inconsistent."""
 
 
+class GuaranteeError(ConfigError):
+    """Raised when a job's quality target (--max-disagreement, --max-drop, --confidence, --calibration)
+    cannot be certified as asked."""
+
+
 class DataError(TangoError):
     """Raised when an input file or one of its records cannot be used; ``line`` names the record."""
 

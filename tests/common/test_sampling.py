@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.sampling import audit_mask
+from common.sampling import audit_mask, calibration_cutoff, calibration_sample, in_calibration
 
 
 def test_audit_mask_is_deterministic_and_chunking_free() -> None:
@@ -26,3 +26,33 @@ def test_audit_mask_rate_edges() -> None:
     assert audit_mask("j", np.array([], dtype=int), 0.5).shape == (0,)
     with pytest.raises(ValueError, match="1.5"):
         audit_mask("j", idx, 1.5)
+
+
+def test_calibration_sample_is_pinned_sorted_and_exact_in_size() -> None:
+    # Pure integer hashing: these never change with the platform or numpy's version.
+    assert calibration_sample(1000, 5, 7).tolist() == [81, 397, 728, 732, 767]
+    assert calibration_sample(10**6, 3, "job-1").tolist() == [280174, 390016, 897454]
+    sample = calibration_sample(50_000, 1234, 3)
+    assert len(sample) == len(np.unique(sample)) == 1234 and np.all(np.diff(sample) > 0)
+    assert calibration_sample(10, 0, 1).size == 0 and calibration_sample(10, 10, 1).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="size=11"):
+        calibration_sample(10, 11, 1)
+
+
+def test_calibration_membership_is_streaming_and_chunking_free() -> None:
+    total, size, seed = 30_000, 700, "job-x"
+    cutoff = calibration_cutoff(total, size, seed)
+    chunks = np.array_split(np.arange(total), 13)
+    members = np.concatenate([c[in_calibration(seed, c, cutoff)] for c in chunks])
+    assert np.array_equal(members, calibration_sample(total, size, seed))
+    assert not np.array_equal(calibration_sample(total, size, "job-y"), members)
+
+
+def test_calibration_sample_is_uniform_over_items() -> None:
+    total, size, seeds = 200, 20, 3000
+    hits = np.zeros(total)
+    for seed in range(seeds):
+        hits[calibration_sample(total, size, seed)] += 1
+    expected = seeds * size / total
+    chi2 = float(((hits - expected) ** 2 / expected).sum())
+    assert chi2 < 199 + 5 * np.sqrt(2 * 199)  # within 5 sd of a chi-square on 199 degrees of freedom

@@ -1,0 +1,236 @@
+"""Does a job's own calibration keep its promise, and what does it cost against the best threshold?
+
+Offline replay (issue 29). Both tiers score every item of a corpus once (cached
+as .npz); the job's calibration is then replayed over seeded samples, which is
+cheap: per corpus size and target D at confidence C, ``--runs`` corpora are
+drawn from the scored items (with replacement when the size exceeds them), the
+``auto`` sample is certified with ``common.guarantee`` and the rest is labelled
+at the chosen threshold. Reported per rule:
+
+- job: the certified threshold; miss = the rest's measured disagreement with
+  the big model above D; speed = big model alone / (sample through both tiers
+  + rest through the cascade), from the measured small/big cost ratio.
+- oracle: the lowest threshold whose disagreement on the corpus itself is within
+  D, with no sample: the best any rule could do.
+- tuning: the threshold ``tango sweep --loss disagreement`` certifies on a
+  separate tuning set (i.i.d. Hoeffding-Bentkus), applied to every corpus.
+
+    python bench/job_guarantee.py --synthetic                  # seconds, for CI
+    python bench/job_guarantee.py --demo --data_dir /work/shared/data/glue
+    python bench/job_guarantee.py --scores corpus.npz --tuning tuning.npz --cost-ratio 0.16
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common.errors import GuaranteeError  # noqa: E402
+from common.guarantee import DEFAULT_GRID, certify, check_sample_size, plan_calibration  # noqa: E402
+from common.risk import disagreement_losses, select_threshold  # noqa: E402
+from common.sampling import calibration_sample  # noqa: E402
+
+SIZES = (5_000, 20_000, 100_000)
+SHARES = (0.005, 0.01, 0.02)
+CACHE = Path.home() / ".cache" / "tango" / "job_guarantee"
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per item: tier-1 confidence and label, tier-2 label (canonical ids)."""
+
+    confidence: np.ndarray
+    small: np.ndarray
+    big: np.ndarray
+
+    def take(self, idx: np.ndarray) -> "Scores":
+        return Scores(self.confidence[idx], self.small[idx], self.big[idx])
+
+    def __len__(self) -> int:
+        return len(self.big)
+
+
+@dataclass(frozen=True)
+class Row:
+    size: int
+    share: float
+    rule: str
+    miss: float  # share of runs whose measured disagreement exceeded D
+    tier2: float  # mean tier-2 share (of the rest, for the job)
+    speed: float  # mean end-to-end speed against the big model alone
+    sample: float  # mean calibration sample
+
+
+def synthetic(count: int, seed: int, easy: bool = False) -> Scores:
+    """A pair whose disagreements thin out with confidence; ``easy`` is a tuning set where tier 1 looks better."""
+    rng = np.random.default_rng(seed)
+    conf = 0.5 + 0.5 * rng.beta(4.0, 1.2, count)
+    rate = 0.35 * ((1.0 - conf) / 0.5) ** (2.5 if easy else 1.5)
+    small = rng.integers(0, 2, count)
+    return Scores(conf, small, np.where(rng.random(count) < rate, 1 - small, small))
+
+
+def oracle_share(s: Scores, share: float) -> float:
+    """The lowest tier-2 share any threshold reaches on these items with disagreement within ``share``."""
+    order = np.argsort(-s.confidence, kind="stable")
+    conf, bad = s.confidence[order], (s.small != s.big)[order]
+    cum = np.cumsum(bad)
+    cut = np.r_[conf[1:] < conf[:-1], True]  # a threshold can only cut between distinct confidences
+    ok = np.flatnonzero(cut & (cum <= share * len(conf)))
+    return 1.0 - (ok[-1] + 1) / len(conf) if ok.size else 1.0
+
+
+def tuning_threshold(tuning: Scores, share: float, level: float) -> float:
+    scores = np.minimum(tuning.confidence, np.nextafter(1.0, 0.0))
+    losses = disagreement_losses(tuning.small, tuning.big, scores, DEFAULT_GRID)
+    sel = select_threshold(losses, DEFAULT_GRID, share, 1.0 - level, lower=0.0)
+    valid = np.flatnonzero(sel.valid)
+    return float(DEFAULT_GRID[valid].min()) if valid.size else 1.0
+
+
+def _at(s: Scores, threshold: float) -> tuple[float, float]:
+    """(disagreement share, tier-2 share) of items labelled at ``threshold``."""
+    accepted = (s.confidence >= threshold) & (threshold < 1.0)
+    return float((accepted & (s.small != s.big)).mean()), float(1.0 - accepted.mean())
+
+
+def _speed(ratio: float, tier2: float, size: int = 1, sample: int = 0) -> float:
+    """Big alone over the job: a sample through both tiers, the rest through the cascade (no small pass
+    when nothing is accepted: the job then is the big model alone)."""
+    if tier2 >= 1.0 and sample == 0:
+        return 1.0
+    return size / (sample * (1.0 + ratio) + (size - sample) * (ratio + tier2))
+
+
+def replay(scores: Scores, tuning: Scores | None, ratio: float, sizes=SIZES, shares=SHARES, level: float = 0.9,
+           runs: int = 100, method: str = "exact", calibration: int | None = None) -> list[Row]:
+    """``calibration`` None: the ``auto`` plan's sample; a number: that sample for every corpus."""
+    rows = []
+    for size in sizes:
+        for share in shares:
+            n = calibration if calibration is not None else plan_calibration(size, share, level, ratio,
+                                                                             method=method).size
+            fixed = tuning_threshold(tuning, share, level) if tuning is not None else None
+            acc = {"job": [], "oracle": [], "tuning": []}
+            for run in range(runs):
+                rng = np.random.default_rng([size, run])
+                corpus = scores.take(rng.choice(len(scores), size, replace=size > len(scores)))
+                acc["job"].append(_job(corpus, n, run, share, level, ratio, method))
+                e = oracle_share(corpus, share)
+                acc["oracle"].append((False, e, _speed(ratio, e), 0))
+                if fixed is not None:
+                    d, e = _at(corpus, fixed)
+                    acc["tuning"].append((d > share, e, _speed(ratio, e), 0))
+            rows += [Row(size, share, rule, *np.mean(np.asarray(v, float), axis=0)) for rule, v in acc.items() if v]
+    return rows
+
+
+def _job(corpus: Scores, size: int, seed: int, share: float, level: float, ratio: float,
+         method: str) -> tuple[bool, float, float, int]:
+    if size == 0:  # no gain expected: everything on tier 2, no sample
+        return False, 1.0, 1.0, 0
+    sample = calibration_sample(len(corpus), size, seed)
+    s = corpus.take(sample)
+    g = certify(s.confidence, s.small, s.big, len(corpus), share, level, method=method)
+    rest = np.ones(len(corpus), bool)
+    rest[sample] = False
+    d, e = _at(corpus.take(np.flatnonzero(rest)), g.threshold)
+    return d > share, e, _speed(ratio, e, len(corpus), size), size
+
+
+def format_rows(rows: list[Row]) -> str:
+    oracle = {(r.size, r.share): r.speed for r in rows if r.rule == "oracle"}
+    lines = ["| corpus | D | rule | runs missing D | tier-2 share | speed | of oracle | sample |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r.size:,} | {r.share:.1%} | {r.rule} | {r.miss:.0%} | {r.tier2:.1%} | {r.speed:.2f}x | "
+                     f"{r.speed / oracle[(r.size, r.share)]:.0%} | {r.sample:,.0f} |")
+    return "\n".join(lines)
+
+
+def score_demo(data_dir: str, cache: Path) -> tuple[Scores, Scores, float]:
+    """The demo's MiniLM pair on SST-2: the corpus is dev's sentences, the tuning set the demo's held-out
+    train phrases; both tiers score every item once, timed, and the arrays are cached."""
+    path = cache / "demo_sst2.npz"
+    if path.is_file():
+        z = np.load(path)
+        return (Scores(z["conf"], z["small"], z["big"]), Scores(z["t_conf"], z["t_small"], z["t_big"]),
+                float(z["ratio"]))
+    from cli.demo.pipeline import DemoSettings, build_pair, load_demo_data
+    from common.labels import align_labels
+    from common.ml.models import load_tier
+    from common.ml.sweep import run_pair
+
+    settings = DemoSettings(cache_dir=Path.home() / ".cache" / "tango" / "demo", data_dir=data_dir)
+    data = load_demo_data(settings)
+    big_dir, small_dir = build_pair(settings, data, print)
+    small, big = load_tier(str(small_dir)), load_tier(str(big_dir))
+    alignment = align_labels(small.labels, big.labels)
+    out = []
+    for part in (data.corpus, data.held_out):
+        run = run_pair(small, big, alignment, part.texts, part.pairs, progress=False)
+        out.append((run, Scores(run.small_probs.max(axis=1), run.small_probs.argmax(axis=1), run.big_preds)))
+    (corpus_run, corpus), (_, tuning) = out
+    ratio = corpus_run.small_seconds / corpus_run.big_seconds
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, conf=corpus.confidence, small=corpus.small, big=corpus.big, t_conf=tuning.confidence,
+             t_small=tuning.small, t_big=tuning.big, ratio=ratio)
+    return corpus, tuning, ratio
+
+
+def _load(path: str) -> Scores:
+    z = np.load(path)
+    return Scores(z["conf"], z["small"], z["big"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--synthetic", action="store_true", help="a generated pair with a shifted tuning set")
+    source.add_argument("--demo", action="store_true", help="the demo's MiniLM pair on SST-2 dev sentences")
+    source.add_argument("--scores", help=".npz with conf, small, big per item")
+    parser.add_argument("--tuning", help=".npz of a tuning set, as --scores")
+    parser.add_argument("--data_dir", default="/work/shared/data/glue")
+    parser.add_argument("--cache-dir", default=str(CACHE))
+    parser.add_argument("--cost-ratio", type=float, default=None, help="small/big per-item cost (measured for --demo)")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--confidence", type=float, default=0.9)
+    parser.add_argument("--method", default="exact", choices=["exact", "hb", "betting", "hb+betting"])
+    parser.add_argument("--calibration", type=int, default=None, help="a fixed sample size instead of auto")
+    parser.add_argument("--shares", default=",".join(map(str, SHARES)))
+    args = parser.parse_args(argv)
+    if args.synthetic:
+        scores, tuning, ratio = synthetic(20_000, 1), synthetic(2_000, 2, easy=True), 0.16
+    elif args.demo:
+        scores, tuning, ratio = score_demo(args.data_dir, Path(args.cache_dir))
+    else:
+        scores, tuning, ratio = _load(args.scores), _load(args.tuning) if args.tuning else None, 0.16
+    ratio = args.cost_ratio if args.cost_ratio is not None else ratio
+    if args.calibration is not None:
+        for size in (int(s) for s in args.sizes.split(",")):
+            for share in (float(s) for s in args.shares.split(",")):
+                check_sample_size(args.calibration, size, share, args.confidence, args.method)
+    start = time.perf_counter()
+    rows = replay(scores, tuning, ratio, tuple(int(s) for s in args.sizes.split(",")), level=args.confidence,
+                  shares=tuple(float(s) for s in args.shares.split(",")), runs=args.runs, method=args.method,
+                  calibration=args.calibration)
+    print(f"{len(scores)} scored items, {len(tuning) if tuning is not None else 0} tuning items; "
+          f"cost ratio small/big {ratio:.3f}; C = {args.confidence}; bound {args.method}; {args.runs} runs; "
+          f"disagreement of the whole scored set {float((scores.small != scores.big).mean()):.2%}")
+    print(format_rows(rows))
+    print(f"replay took {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except GuaranteeError as exc:
+        sys.exit(f"error: {exc}")
