@@ -93,3 +93,17 @@ def test_every_tango_command_the_readme_names_exists():
     assert named, "the README names no tango command"
     missing = sorted(named - set(cli.commands))
     assert not missing, f"README.md names commands the CLI lacks: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_option_shown_on_a_tango_command_line_exists(page: Path):
+    code = re.sub(r"\\\n\s*", " ", _code(page.read_text(encoding="utf-8")))  # join continued lines
+    unknown = []
+    for name, args in re.findall(r"\btango ([a-z][a-z0-9-]*)((?:[ \t]+[^\s#;&|)]+)*)", code):
+        command = cli.commands.get(name)
+        if command is None:
+            continue  # a name that is not a command is reported for the README above
+        spelled = {opt for param in command.params for opt in [*param.opts, *param.secondary_opts]}
+        unknown += [f"tango {name} {opt}" for opt in re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", args)
+                    if opt not in spelled]
+    assert not unknown, f"{page.relative_to(ROOT)} shows options the CLI lacks: {sorted(set(unknown))}"
