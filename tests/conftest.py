@@ -20,7 +20,18 @@ from transformers.utils import logging as _hf_logging  # noqa: E402
 _hf_logging.disable_progress_bar()
 
 ROOT = Path(__file__).resolve().parents[1]
+# Whole directories of tests that start real Celery workers or train models: marked ``slow``, so
+# ``python -m pytest -m "not slow"`` runs the rest quickly. CI runs everything. Single slow tests
+# elsewhere carry ``@pytest.mark.slow`` (or a module's ``pytestmark``) themselves.
+SLOW_DIRS = tuple(ROOT / "tests" / name for name in ("e2e", "chaos", "cli/demo"))
 GLUE_DIR = Path(os.environ.get("TANGO_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under ``SLOW_DIRS`` slow, so a new test there is slow without remembering to say so."""
+    for item in items:
+        if any(item.path.is_relative_to(directory) for directory in SLOW_DIRS):
+            item.add_marker(pytest.mark.slow)
 
 
 def _sample_corpus() -> list[str]:

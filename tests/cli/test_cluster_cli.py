@@ -90,6 +90,7 @@ def test_the_chunk_size_is_picked_for_the_job_unless_given(redis_server, redis_u
     assert redis_server.client().hget(meta_key("cs"), "chunk_size") == str(size)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, rate", [([], 0.02), (["--audit", "0.25"], 0.25), (["--audit", "0"], 0.0)])
 def test_the_audit_rate_is_recorded_in_the_job_and_every_chunk(redis_server, redis_url, corpus, args, rate):
     done = run_tango("submit", str(corpus), "--labels", "neg,pos", "--job-id", "aud", "--chunk-size", "4", *args,
@@ -146,6 +147,7 @@ def test_the_status_interval_covers_the_true_agreement_across_seeds():
     assert np.mean(widths) < 0.2, "an interval that always covers by being wide says nothing"
 
 
+@pytest.mark.slow
 def test_job_lifecycle_commands(redis_server, redis_url, corpus):
     submitted = run_tango("submit", str(corpus), "--labels", "neg,pos", "--job-id", "life", "--chunk-size", "4",
                           redis_url=redis_url)
@@ -175,6 +177,7 @@ def test_label_refuses_tiers_with_different_labels(tiny_models, corpus, tmp_path
     assert code == 2 and not (tmp_path / "out.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_label_audits_the_same_sample_and_keeps_its_output(tiny_models, corpus, tmp_path):
     from cli.main import cli, run
     from common.ml.models import load_tier

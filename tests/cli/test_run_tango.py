@@ -22,6 +22,7 @@ def seed_args(task, small, big, *extra):
     return ["--task_name", task, "--small_model_name_or_path", small, "--big_model_name_or_path", big, *extra]
 
 
+@pytest.mark.slow
 def test_sst2_with_the_seed_flags(tiny_models, glue_dir):
     result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"],
                                   "--data-dir", glue_dir, "--confidence_threshold", "0.6", "--device_small", "cpu",
@@ -33,6 +34,7 @@ def test_sst2_with_the_seed_flags(tiny_models, glue_dir):
     assert "tier 2:" in out and "speedup" in out and "big alone" in out
 
 
+@pytest.mark.slow
 def test_rte_pair_task_with_string_labels_as_json(tiny_models, glue_dir):
     result = run_tango(*seed_args("rte", tiny_models["rte_small"], tiny_models["rte_big"], "--data-dir", glue_dir,
                                   "--layer_num", "1", "--confidence_threshold", "0.7", "--compare", "--json"))
@@ -45,6 +47,7 @@ def test_rte_pair_task_with_string_labels_as_json(tiny_models, glue_dir):
     assert report["speedup"] > 0 and report["big_alone"]["tier2_fraction"] == 1.0
 
 
+@pytest.mark.slow
 def test_tango_eval_threshold_one_equals_big_alone(tiny_models, glue_dir):
     result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["generic_big"], "--data-dir", glue_dir,
                                   "--confidence_threshold", "1.0", "--compare", "--json"), script=("-m", "cli.main", "eval"))
@@ -62,6 +65,7 @@ def one_line_error(returncode: int, stdout: str, stderr: str, message: str) -> N
     assert stdout == ""
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_script_is_one_line_and_exit_2(tiny_models, glue_dir):
     result = run_tango(*seed_args("sst2", tiny_models["small"], tiny_models["big"], "--data-dir", glue_dir,
                                   "--confidence_threshold", "0.3"))
@@ -86,6 +90,7 @@ def test_bad_input_is_one_line_and_exit_2(tiny_models, glue_dir, capsys, case, e
     one_line_error(code, captured.out, captured.err, message)
 
 
+@pytest.mark.slow
 def test_missing_column_is_one_line(tiny_models, tmp_path):
     path = tmp_path / "dev.jsonl"
     path.write_text('{"text": "a", "label": 0}\n')

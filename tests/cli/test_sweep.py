@@ -9,6 +9,8 @@ import pytest
 
 from cli.main import cli, run
 
+pytestmark = pytest.mark.slow  # each runs both models over SST-2 dev; tests/common/ml/test_sweep.py is fast
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -63,6 +63,7 @@ def test_train_augments_the_distillation_set_with_texts_the_teacher_labels(tiny_
     assert json.loads((student / "tango_training.json").read_text())["examples"] == 42
 
 
+@pytest.mark.slow
 def test_train_with_a_deferral_holdout_reports_the_head_or_why_not(tiny_models, glue_dir, tmp_path, capsys):
     teacher = tmp_path / "teacher"
     assert tango("train", "--model", tiny_models["big"], "--task", "sst2", "--data-dir", glue_dir, "--output",
@@ -81,6 +82,7 @@ def test_train_with_a_deferral_holdout_reports_the_head_or_why_not(tiny_models, 
         assert "deferral head: fitted on 60 held-out items" in out.out
 
 
+@pytest.mark.slow
 def test_a_hub_id_of_a_packaged_backbone_trains_offline_and_says_so(glue_dir, tmp_path, capsys):
     out = tmp_path / "minilm"
     code = tango("train", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--task", "sst2", "--data-dir",
@@ -112,6 +114,7 @@ def test_unlabelled_record_is_named(tiny_models, tmp_path, capsys):
     assert "line 2" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sweep_writes_csv_png_and_recommends(tiny_models, glue_dir, tmp_path, capsys):
     # random tiny models certify nothing within a small budget (tests/cli/test_sweep.py): allow a large one
     code = tango("sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--task", "sst2",
@@ -126,6 +129,7 @@ def test_sweep_writes_csv_png_and_recommends(tiny_models, glue_dir, tmp_path, ca
     assert (tmp_path / "sweep.csv").read_text().startswith("threshold,accuracy,tier2_fraction,speedup")
 
 
+@pytest.mark.slow
 def test_sweep_can_run_the_small_model_int8(tiny_models, glue_dir, tmp_path, capsys, monkeypatch):
     import common.ml.models
 
@@ -140,6 +144,7 @@ def test_sweep_can_run_the_small_model_int8(tiny_models, glue_dir, tmp_path, cap
     assert len(report["rows"]) > 1
 
 
+@pytest.mark.slow
 def test_sweep_json_has_the_whole_table(tiny_models, glue_dir, tmp_path, capsys):
     assert tango("sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--task", "sst2",
                  "--data-dir", glue_dir, "--output-dir", tmp_path, "--json", "--max-drop", "100") == 0

@@ -83,6 +83,7 @@ def student_with_head(tiny_models, glue_dir, tmp_path_factory):
     return train_model(settings, data, teacher_logits=soft, progress=False), data
 
 
+@pytest.mark.slow
 def test_training_with_a_holdout_saves_a_head_that_every_router_uses(student_with_head, tiny_models):
     out, data = student_with_head
     assert (out / DEFERRAL_FILE).is_file()
@@ -100,6 +101,7 @@ def test_training_with_a_holdout_saves_a_head_that_every_router_uses(student_wit
     assert ((out_cascade.tiers == 2) == escalate_mask(probs, threshold)).all()
 
 
+@pytest.mark.slow
 def test_batching_does_not_move_the_routing_score(student_with_head):
     out, data = student_with_head
     one = load_tier(str(out), batch_size=1).probabilities(data.texts[:12])
@@ -107,6 +109,7 @@ def test_batching_does_not_move_the_routing_score(student_with_head):
     np.testing.assert_allclose(one, many, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cutting_layers_at_load_time_drops_the_head(student_with_head):
     out, _ = student_with_head
     assert load_tier(str(out), layer_num=1).deferral is None
