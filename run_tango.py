@@ -2,7 +2,7 @@
 """Seed-compatible entry point: the TangoBERT research script's flags, on tango's cascade.
 
     python run_tango.py --task_name sst2 --small_model_name_or_path S \
-        --big_model_name_or_path B --confidence_threshold 0.9 --data_dir ../shared/data/glue
+        --big_model_name_or_path B --confidence_threshold 0.9 --data-dir ../shared/data/glue
 """
 import sys
 
