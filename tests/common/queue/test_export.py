@@ -14,9 +14,9 @@ from common.errors import JobError
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
 from common.queue.export import Exporter
-from common.queue.keys import answered_key, failures_key, job_keys, meta_key, results_key
+from common.queue.keys import answered_key, audits_key, failures_key, job_keys, meta_key, results_key
 from common.queue.messages import QUEUE_TIER1
-from common.queue.results import ParquetSink, ResultRecord, TextSink
+from common.queue.results import AuditOutcome, ParquetSink, ResultRecord, TextSink
 from common.queue.store import JobSpec, ResultStore
 from common.queue.submission import SubmitRequest, queued_chunks, resume, submit
 
@@ -243,3 +243,25 @@ def test_a_partial_parquet_drain_stops_at_its_first_skipped_item_within_row_grou
         Exporter(store, job, sink, drain=True, block=5).once(store.status(job), partial=True)
     assert drains == [10, 12] and store.status(job).drained == 12
     assert store.client.hlen(results_key(job)) == 30 - 12 - 1
+
+
+def audited(store: ResultStore, job: str) -> tuple[int, int]:
+    status = store.status(job)
+    return status.audited, status.audit_agreed
+
+
+def test_drain_deletes_the_audit_records_of_drained_items_and_keeps_their_counts(store):
+    job = make_job(store, total=6)
+    store.write(job, [entry(i) for i in range(6)])
+    checks = [AuditOutcome(i, "positive", "positive" if i != 3 else "negative") for i in (1, 3, 5)]
+    assert store.audit(job, checks) == 3
+    assert store.drain(job, 4) == 4
+    assert store.client.hkeys(audits_key(job)) == ["5"] and audited(store, job) == (3, 2)
+    assert store.audit(job, checks) == 0, "a redelivered audit of a drained item counts nothing again"
+    assert audited(store, job) == (3, 2)
+    late = [AuditOutcome(2, "positive", "positive")]
+    assert store.audit(job, late) == 1 and store.audit(job, late) == 0, "a late audit counts once"
+    assert audited(store, job) == (4, 3) and store.client.hkeys(audits_key(job)) == ["5"]
+    assert store.drain(job, 6) == 6
+    left = {key for key in job_keys(job) if store.client.exists(key)}
+    assert audits_key(job) not in left and results_key(job) not in left and failures_key(job) not in left
