@@ -94,6 +94,6 @@ def feeder_key(job: str) -> str:
 
 
 def job_keys(job: str) -> list[str]:
-    """Every key of a job; the first four are the result script's KEYS, in that order."""
+    """Every key of a job; the first five are the result script's KEYS, in that order."""
     return [meta_key(job), results_key(job), failures_key(job), answered_key(job), attempts_key(job),
             rejected_key(job), audits_key(job), feeder_key(job), audited_key(job)]

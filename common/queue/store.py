@@ -63,7 +63,7 @@ local function items(text, pattern, total)
 end
 """
 
-# KEYS: meta, results, failures, answered. ARGV: now, then one line per item (see
+# KEYS: meta, results, failures, answered, attempts. ARGV: now, then one line per item (see
 # ``_entry_line``): "index TAB kind TAB correct TAB payload", lines joined by
 # newlines; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
 # is "1"/"0" for an item with a gold label and "" otherwise. The payload is
@@ -74,6 +74,8 @@ end
 # hashes are still checked for a new bit, so it counts nothing twice. The counters
 # are summed over the call and bumped once each: Redis's cost per item is one SETBIT and one HSET.
 # A call naming any index that is not an item of the job (``_ITEM_FUNCTION``) stores nothing at all.
+# The write that finishes the job deletes its per-chunk attempt counts: every item is answered, so
+# they cap nothing any more, and a drained job keeps only its bitmaps and record.
 # Returns how many items were new, -1 when the job's records are gone, -2 for a foreign index.
 _WRITE = _ITEM_FUNCTION + """
 local meta, results, failures, bits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -114,6 +116,7 @@ if added > 0 and (state == 'running' or state == 'submitting') then
   if answered >= tonumber(redis.call('HGET', meta, 'total')) then
     local failed = tonumber(redis.call('HGET', meta, 'failed') or '0')
     redis.call('HSET', meta, 'state', failed > 0 and 'failed' or 'done', 'finished', ARGV[1])
+    redis.call('DEL', KEYS[5])
   end
 end
 return added
@@ -513,7 +516,7 @@ class ResultStore:
         if not entries:
             return 0
         packed = "\n".join(_entry_line(index, record, correct) for index, record, correct in entries)
-        added = self._write(keys=job_keys(job)[:4], args=[repr(time.time()), packed])
+        added = self._write(keys=job_keys(job)[:5], args=[repr(time.time()), packed])
         return self._checked(job, added, "a write")
 
     def audit(self, job: str, outcomes: Sequence[AuditOutcome]) -> int:

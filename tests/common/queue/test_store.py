@@ -5,7 +5,8 @@ import pytest
 
 from common.queue.config import ClusterSettings
 from common.errors import JobError, ServiceUnavailable
-from common.queue.keys import answered_key, audits_key, job_keys, meta_key, results_key, validate_job_id
+from common.queue.keys import (answered_key, attempts_key, audits_key, job_keys, meta_key, results_key,
+                               validate_job_id)
 from common.queue.results import AuditOutcome, ResultRecord
 from common.queue.store import JobSpec, ResultStore
 from common.testing.cluster import free_port
@@ -207,7 +208,7 @@ def test_the_write_script_refuses_an_index_that_is_not_a_plain_item_number(store
     """What ``write`` never sends, but a script reached another way must not store either."""
     job = make_job(store, total=10)
     line = f"{index}\t1\t\t{entry(1)[1].to_json()}"
-    assert store._write(keys=job_keys(job)[:4], args=["0", line]) == -2
+    assert store._write(keys=job_keys(job)[:5], args=["0", line]) == -2
     assert store.client.hlen(results_key(job)) == 0 and raw_bits(store, job) == b""
 
 
@@ -219,3 +220,15 @@ def test_an_audit_naming_an_item_past_the_total_is_refused_whole(store):
         store.audit(job, checks)
     status = store.status(job)
     assert (status.audited, status.audit_agreed) == (0, 0) and store.client.exists(audits_key(job)) == 0
+
+
+def test_a_finished_job_keeps_no_attempt_count_per_chunk(store):
+    """Every chunk's starts are counted while the job runs (the attempt cap); once every item is
+    answered they serve nothing, and a drained job keeps only its bitmaps and its record."""
+    job = make_job(store, total=4)
+    assert [store.begin(job, 1, name)[1] for name in ("0", "1", "0")] == [1, 1, 2]
+    store.write(job, [entry(0), entry(1), entry(2)])
+    assert store.client.hlen(attempts_key(job)) == 2
+    store.write(job, [entry(3)])
+    assert store.status(job).state == "done" and store.client.exists(attempts_key(job)) == 0
+    assert store.begin(job, 2, "1a") == ("done", 1)  # a trailing audit chunk is still counted
