@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import Counter
 import json
 import os
 import shutil
@@ -115,6 +116,7 @@ class Model:
 
 class BookkeepingMachine(RuleBasedStateMachine):
     url = ""
+    tally: Counter = Counter()  # what the run exercised, printed at its end (``pytest -s``)
 
     def __init__(self) -> None:
         super().__init__()
@@ -137,6 +139,7 @@ class BookkeepingMachine(RuleBasedStateMachine):
         done = submit(self.store, self.app, SubmitRequest(path=path, chunk_size=size, job_id=JOB, labels=LABELS,
                                                           audit=0.0, window=0))
         self.model = Model(total)
+        self.tally["jobs"] += 1
         self.queue(self.app.take(), expected=set(range(total)))
         assert (done.total, done.chunks) == (total, len(self.pending))
 
@@ -182,6 +185,7 @@ class BookkeepingMachine(RuleBasedStateMachine):
         assert added == self.model.answer(entries), "a write counted other items than the new ones"
         if added:
             self.sweeps = []
+        self.tally["writes"] += 1
 
     def deliver_pending(self, data) -> bool:
         if not self.pending:
@@ -243,6 +247,7 @@ class BookkeepingMachine(RuleBasedStateMachine):
         self.store.client.delete(SWEEPER_LOCK)
         self.sweeper.sweep()
         sent = self.queue(self.app.take())
+        self.tally["sweeps that resent items"] += bool(sent)
         assert sent <= self.model.unanswered()
         self.sweeps.append(sent)
         if len(self.sweeps) >= 2 and self.model.active:
@@ -297,6 +302,7 @@ class BookkeepingMachine(RuleBasedStateMachine):
             assert refused, "an export that should run was refused"
             return
         assert not refused, "an export that should be refused ran"
+        self.tally["follows" if follow else "exports"] += 1
         indices = self.check_lines(sink.lines())
         assert answered - set(range(drained)) <= set(indices), "an export left out an item answered before it"
         if not partial and status.state in ("done", "failed"):
@@ -307,6 +313,7 @@ class BookkeepingMachine(RuleBasedStateMachine):
         model.drained_out.update((i, lines[i]) for i in range(drained, now) if i in lines)
         lost = [i for i in range(drained, now) if i not in lines]
         model.drained, model.lost = now, model.lost | set(lost)
+        self.tally["drained items"] += now - drained
         assert not lost, f"items {lost} were drained but this export never wrote them"
 
     def poll(self, data):
@@ -330,6 +337,7 @@ class BookkeepingMachine(RuleBasedStateMachine):
     @invariant()
     def redis_matches_the_model(self) -> None:
         model, client = self.model, self.store.client
+        self.tally["checks"] += 1
         if model.state == "purged":
             assert client.exists(*job_keys(JOB)) == 0, "purge left keys of the job"
             return
@@ -377,6 +385,9 @@ class BookkeepingMachine(RuleBasedStateMachine):
 
 def test_the_bookkeeping_of_a_job_matches_its_model(redis_url):
     BookkeepingMachine.url = redis_url
+    BookkeepingMachine.tally.clear()
     run_state_machine_as_test(BookkeepingMachine, settings=settings(
         max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]))
+    print(f"bookkeeping state machine, {EXAMPLES} examples of up to {STEPS} steps:",
+          ", ".join(f"{count} {name}" for name, count in sorted(BookkeepingMachine.tally.items())))
