@@ -7,8 +7,8 @@ blocks and only after syncing the output (``ResultStore.drain``), so Redis holds
 exported yet. A drain never passes what this export itself has in its output: the first item it
 skipped (a partial export, or a cancelled job) bounds it, so an item answered after the export read
 past it stays in Redis for a later one. The answered bitmap outlives the deleted results, so
-redelivered chunks store nothing again and ``resume`` sends nothing drained. ``Exporter.once`` is the plain ``tango results``: one
-pass over a finished job (or what is there, with ``partial``).
+redelivered chunks store nothing again and ``resume`` sends nothing drained. ``Exporter.once`` is
+the plain ``tango results``: one pass over a finished job (or what is there, with ``partial``).
 """
 from __future__ import annotations
 
