@@ -8,7 +8,9 @@ submitter's should grow with the corpus, nor should the rate fall. Each size run
 Redis and fresh workers, the sizes interleaved ``--repeats`` times (a 100k job lasts seconds, and one run's
 rate swings by 15% either way with whatever else the machine does); the script prints every run
 and the ratios of the largest size to the smallest, from each size's median rate and its highest
-memory peaks (targets: Redis peak and submit peak at most 1.5x, rate at least 0.9x).
+memory peaks (targets: Redis peak and submit peak at most 1.5x, rate at least 0.9x). It also prints
+what Redis still holds for each job once the export drained it, key by key (``MEMORY USAGE``): its
+bitmaps (answered, and audited with the default audit), one bit per item each, plus a constant.
 
     python bench/scale.py --sizes 100000 1000000
 """
@@ -29,6 +31,7 @@ from bench.queue_ceiling import near_free_model  # noqa: E402
 from common.queue.config import DEFAULT_WINDOW  # noqa: E402
 
 MIB = 1024 * 1024
+BITMAPS = ("answered", "audited")  # one bit per item each: what a drained job must keep
 
 
 def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, threshold: float) -> dict:
@@ -44,13 +47,28 @@ def run_size(root: Path, items: int, args: argparse.Namespace, model: Path, thre
                            str(args.chunk_size), "--labels", "negative,positive", "--window", str(args.window)],
                            drain=True)
         memory = client.info("memory")
+        left = job_footprint(client, name)
         lines = _count_lines(out)
         if lines != items:
             sys.exit(f"the export of {name} wrote {lines} lines for {items} items")
         return {"items": items, "seconds": job.seconds, "exported_seconds": job.exported_seconds,
                 "rate": items / job.seconds, "submit_mb": job.submit_mb, "export_mb": job.export_mb,
                 "redis_peak_mb": memory["used_memory_peak"] / MIB, "redis_left_mb": memory["used_memory"] / MIB,
-                "redis_rss_mb": peak_rss_mb(server.process)}
+                "redis_rss_mb": peak_rss_mb(server.process), "left": left}
+
+
+def job_footprint(client: redis.Redis, job: str) -> dict[str, int]:
+    """Bytes Redis holds for each key of the job (its last name part: meta, answered, ...)."""
+    keys = sorted(client.scan_iter(match=f"tango:{{{job}}}:*", count=1000))
+    return {key.decode().rsplit(":", 1)[1]: int(client.memory_usage(key, samples=0) or 0) for key in keys}
+
+
+def _footprint(left: dict[str, int]) -> str:
+    """One line: every key's bytes, the total, and what is left beyond the bitmaps."""
+    bitmaps = sum(left.get(name, 0) for name in BITMAPS)
+    keys = ", ".join(f"{name} {size:,}" for name, size in left.items())
+    return (f"left in Redis for the job: {sum(left.values()):,} B in {len(left)} keys ({keys}); "
+            f"beyond its bitmaps: {sum(left.values()) - bitmaps:,} B")
 
 
 def _summary(runs: list[dict]) -> dict:
@@ -85,6 +103,7 @@ def main() -> None:
                   f"{r['exported_seconds']:.1f} s); peak MiB: Redis data {r['redis_peak_mb']:.1f} (left at the end "
                   f"{r['redis_left_mb']:.1f}, Redis RSS {r['redis_rss_mb']:.0f}), submit {r['submit_mb']:.0f}, "
                   f"export {r['export_mb']:.0f}", flush=True)
+            print(f"{'':>9}        {_footprint(r['left'])}", flush=True)
     small, large = (_summary(runs[items]) for items in (args.sizes[0], args.sizes[-1]))
     scale = large["items"] / small["items"]
     print(f"settings: window {args.window} items, chunk {args.chunk_size}, {args.tier1_processes} tier-1 "

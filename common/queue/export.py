@@ -4,9 +4,11 @@ A result store that keeps every result until the job ends grows with the corpus.
 writes the longest answered prefix of the job (``ResultStore.frontier``), waits, and goes on until
 the job ends; with ``drain`` it then deletes from Redis what its sink reports written out, in
 blocks and only after syncing the output (``ResultStore.drain``), so Redis holds only the tail not
-exported yet. The answered bitmap outlives the deleted results, so redelivered chunks store nothing
-again and ``resume`` sends nothing drained. ``Exporter.once`` is the plain ``tango results``: one
-pass over a finished job (or what is there, with ``partial``).
+exported yet. A drain never passes what this export itself has in its output: the first item it
+skipped (a partial export, or a cancelled job) bounds it, so an item answered after the export read
+past it stays in Redis for a later one. The answered bitmap outlives the deleted results, so
+redelivered chunks store nothing again and ``resume`` sends nothing drained. ``Exporter.once`` is
+the plain ``tango results``: one pass over a finished job (or what is there, with ``partial``).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class Exporter:
     def __post_init__(self) -> None:
         self.next = self.start = self.drained = 0
         self.written = 0  # records in the output so far (for parquet: in written row groups)
-        self.contiguous = True  # no unanswered item skipped yet: written count maps to an index
+        self.skipped: int | None = None  # the first item this export left out (it had no record when read)
 
     def once(self, status: JobStatus, partial: bool = False) -> JobStatus:
         """Every stored item in order: a finished job, or with ``partial`` what is there."""
@@ -79,7 +81,7 @@ class Exporter:
         self._copy(status.total, holes)
         self.written = self.sink.close()
         if self.drain:
-            self.drained = self.store.drain(self.job, self.next)
+            self.drained = self.store.drain(self.job, self._written_through())
         return self._status() if self.drain else status
 
     def _copy(self, stop: int, holes: bool) -> None:
@@ -94,7 +96,7 @@ class Exporter:
                     raise JobError(f"job {self.job!r}: item {index} is answered but no longer stored "
                                    "(another `tango results --drain` of this job, or damaged records)")
                 if record is None:
-                    self.contiguous = False
+                    self.skipped = index if self.skipped is None else self.skipped
                 else:
                     records.append(record)
             self.sink.write(records)
@@ -104,10 +106,17 @@ class Exporter:
     def _drain_written(self) -> None:
         """Once a block's worth more is in the output, sync it and delete it from Redis."""
         self.written = self.sink.flush()
-        out = self.start + self.written
-        if self.drain and self.contiguous and out - self.drained >= self.block:
+        out = self._written_through()
+        if self.drain and out - self.drained >= self.block:
             self.sink.sync()
             self.drained = self.store.drain(self.job, out)
+
+    def _written_through(self) -> int:
+        """The end of the run of items, from the export's start, whose records are all in the output:
+        only those may be drained. Past the first skipped item, whatever was answered since the read is
+        in Redis alone, and its record must stay there."""
+        out = self.start + self.written
+        return out if self.skipped is None else min(out, self.skipped)
 
     def _status(self) -> JobStatus:
         return self.poll() if self.poll else self.store.status(self.job)

@@ -71,6 +71,13 @@ def audits_key(job: str) -> str:
     return _job_key(job, "audits")
 
 
+def audited_key(job: str) -> str:
+    """String used as a bitmap: bit i is set once tier 2's check of item i is counted. Like the
+    answered bitmap it outlives ``--drain``, which deletes the audit records, so a redelivered or
+    late audit chunk still counts each check once (1 bit per item)."""
+    return _job_key(job, "audited")
+
+
 def workers_key(tier: int) -> str:
     """Hash: ``host:pid`` -> JSON of the model a live worker process of ``tier`` serves."""
     return f"{PREFIX}:workers:tier{tier}"
@@ -87,6 +94,6 @@ def feeder_key(job: str) -> str:
 
 
 def job_keys(job: str) -> list[str]:
-    """Every key of a job; the first four are the result script's KEYS, in that order."""
+    """Every key of a job; the first five are the result script's KEYS, in that order."""
     return [meta_key(job), results_key(job), failures_key(job), answered_key(job), attempts_key(job),
-            rejected_key(job), audits_key(job), feeder_key(job)]
+            rejected_key(job), audits_key(job), feeder_key(job), audited_key(job)]

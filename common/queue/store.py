@@ -32,8 +32,9 @@ from redis.retry import Retry
 from common.queue.config import DEFAULT_FEEDER_LEASE, ClusterSettings
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
 from common.data.corpus import KEPT_REJECTS
-from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audits_key, failures_key, feeder_key,
-                               job_keys, meta_key, rejected_key, results_key, validate_job_id, workers_key)
+from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audited_key, audits_key, failures_key,
+                               feeder_key, job_keys, meta_key, rejected_key, results_key, validate_job_id,
+                               workers_key)
 from common.queue.results import AuditOutcome, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,26 @@ FINAL_STATES = ("done", "failed", "cancelled")
 READ_BLOCK = 1000
 FAILED = "f"
 
-# KEYS: meta, results, failures, answered. ARGV: now, then one line per item (see
+# Contract: ``items(text, pattern, total)`` splits a script's packed lines into their fields (by
+# ``pattern``, index first), or returns nil when any index is not an item number in [0, total): digits
+# only, no sign, no leading zero, so a forged or malformed chunk cannot grow a job's bitmaps, finish
+# it, or store a record that no export reads.
+_ITEM_FUNCTION = """
+local function items(text, pattern, total)
+  local out = {}
+  for line in string.gmatch(text, '[^\\n]+') do
+    local fields = {string.match(line, pattern)}
+    local index = fields[1]
+    if not index or not (index == '0' or string.find(index, '^[1-9]%d*$')) or tonumber(index) >= total then
+      return nil
+    end
+    out[#out + 1] = fields
+  end
+  return out
+end
+"""
+
+# KEYS: meta, results, failures, answered, attempts. ARGV: now, then one line per item (see
 # ``_entry_line``): "index TAB kind TAB correct TAB payload", lines joined by
 # newlines; kind is the deciding tier ("1"/"2") or "f" for a failure, correct
 # is "1"/"0" for an item with a gold label and "" otherwise. The payload is
@@ -53,15 +73,20 @@ FAILED = "f"
 # (``bitmap`` in its meta) is answered by the bit alone; for an older job the
 # hashes are still checked for a new bit, so it counts nothing twice. The counters
 # are summed over the call and bumped once each: Redis's cost per item is one SETBIT and one HSET.
-# Returns how many items were new, or -1 when the job's records are gone.
-_WRITE = """
+# A call naming any index that is not an item of the job (``_ITEM_FUNCTION``) stores nothing at all.
+# The write that finishes the job deletes its per-chunk attempt counts: every item is answered, so
+# they cap nothing any more, and a drained job keeps only its bitmaps and record.
+# Returns how many items were new, -1 when the job's records are gone, -2 for a foreign index.
+_WRITE = _ITEM_FUNCTION + """
 local meta, results, failures, bits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 if redis.call('EXISTS', meta) == 0 then return -1 end
+local lines = items(ARGV[2], '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$', tonumber(redis.call('HGET', meta, 'total')))
+if not lines then return -2 end
 local added = 0
 local counts = {failed = 0, done = 0, tier1 = 0, tier2 = 0, gold = 0, correct = 0}
 local older = redis.call('HEXISTS', meta, 'bitmap') == 0
-for line in string.gmatch(ARGV[2], '[^\\n]+') do
-  local index, kind, correct, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t([^\\t]*)\\t(.*)$')
+for _, line in ipairs(lines) do
+  local index, kind, correct, payload = line[1], line[2], line[3], line[4]
   local new = redis.call('SETBIT', bits, index, 1) == 0
   if new and older then
     new = redis.call('HEXISTS', results, index) == 0 and redis.call('HEXISTS', failures, index) == 0
@@ -91,6 +116,7 @@ if added > 0 and (state == 'running' or state == 'submitting') then
   if answered >= tonumber(redis.call('HGET', meta, 'total')) then
     local failed = tonumber(redis.call('HGET', meta, 'failed') or '0')
     redis.call('HSET', meta, 'state', failed > 0 and 'failed' or 'done', 'finished', ARGV[1])
+    redis.call('DEL', KEYS[5])
   end
 end
 return added
@@ -119,11 +145,12 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 return frontier(KEYS[2], tonumber(ARGV[1]), tonumber(redis.call('HGET', KEYS[1], 'total')))
 """
 
-# KEYS: meta, results, failures, answered. ARGV: stop. Deletes the stored records of items from the
-# job's ``drained`` watermark up to stop (never past the first unanswered item) and moves the mark.
+# KEYS: meta, results, failures, answered, audits. ARGV: stop. Deletes the stored records of items
+# (results, failures, audit outcomes) from the job's ``drained`` watermark up to stop (never past the
+# first unanswered item) and moves the mark; the audit counters stay in meta.
 # Returns the new watermark, or -1 when the job's records are gone.
 _DRAIN = _FRONTIER_FUNCTION + """
-local meta, results, failures, bits = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local meta, results, failures, bits, audits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 if redis.call('EXISTS', meta) == 0 then return -1 end
 local from = tonumber(redis.call('HGET', meta, 'drained') or '0')
 local stop = math.min(tonumber(ARGV[1]), frontier(bits, from, tonumber(redis.call('HGET', meta, 'total'))))
@@ -131,25 +158,36 @@ if stop <= from then return from end
 for i = from, stop - 1 do
   redis.call('HDEL', results, i)
   redis.call('HDEL', failures, i)
+  redis.call('HDEL', audits, i)
 end
 redis.call('HSET', meta, 'drained', stop)
 return stop
 """
 
-# KEYS: meta, audits. ARGV: one line per audited item, "index TAB agrees TAB payload" (agrees "1"/"0",
-# payload JSON as in ``_WRITE``). An item already checked is skipped, so a redelivered audit chunk
-# counts nothing twice. Returns how many outcomes were new, or -1 when the job's records are gone.
-_AUDIT = """
-local meta, audits = KEYS[1], KEYS[2]
+# KEYS: meta, audits, audited. ARGV: one line per audited item, "index TAB agrees TAB payload" (agrees
+# "1"/"0", payload JSON as in ``_WRITE``). An item counts once, when its audited bit was clear (and,
+# for a job from before that bitmap, it had no record), so a redelivered audit chunk counts nothing
+# twice, drained or not; a drained item's outcome is counted but not kept. A call naming any index
+# that is not an item of the job stores nothing. Returns how many outcomes were new, -1 when the
+# job's records are gone, -2 for a foreign index.
+_AUDIT = _ITEM_FUNCTION + """
+local meta, audits, marks = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', meta) == 0 then return -1 end
-local added = 0
-for line in string.gmatch(ARGV[1], '[^\\n]+') do
-  local index, agrees, payload = string.match(line, '^([^\\t]*)\\t([^\\t]*)\\t(.*)$')
-  if redis.call('HSETNX', audits, index, payload) == 1 then
+local lines = items(ARGV[1], '^([^\\t]*)\\t([^\\t]*)\\t(.*)$', tonumber(redis.call('HGET', meta, 'total')))
+if not lines then return -2 end
+local drained = tonumber(redis.call('HGET', meta, 'drained') or '0')
+local added, agreed = 0, 0
+for _, line in ipairs(lines) do
+  local index, agrees, payload = line[1], line[2], line[3]
+  if redis.call('SETBIT', marks, index, 1) == 0 and redis.call('HEXISTS', audits, index) == 0 then
     added = added + 1
-    redis.call('HINCRBY', meta, 'audited', 1)
-    redis.call('HINCRBY', meta, 'audit_agreed', tonumber(agrees))
+    agreed = agreed + tonumber(agrees)
+    if tonumber(index) >= drained then redis.call('HSET', audits, index, payload) end
   end
+end
+if added > 0 then
+  redis.call('HINCRBY', meta, 'audited', added)
+  redis.call('HINCRBY', meta, 'audit_agreed', agreed)
 end
 return added
 """
@@ -481,10 +519,8 @@ class ResultStore:
         if not entries:
             return 0
         packed = "\n".join(_entry_line(index, record, correct) for index, record, correct in entries)
-        added = self._write(keys=job_keys(job)[:4], args=[repr(time.time()), packed])
-        if added < 0:
-            raise JobGoneError(_gone(job))
-        return int(added)
+        added = self._write(keys=job_keys(job)[:5], args=[repr(time.time()), packed])
+        return self._checked(job, added, "a write")
 
     def audit(self, job: str, outcomes: Sequence[AuditOutcome]) -> int:
         """Store tier 2's checks of tier 1's answers in one round trip; returns how many were new.
@@ -495,7 +531,16 @@ class ResultStore:
         if not outcomes:
             return 0
         packed = "\n".join(f"{o.index}\t{int(o.agrees)}\t{o.to_json()}" for o in outcomes)
-        added = self._audit(keys=[meta_key(job), audits_key(job)], args=[packed])
+        added = self._audit(keys=[meta_key(job), audits_key(job), audited_key(job)], args=[packed])
+        return self._checked(job, added, "an audit")
+
+    def _checked(self, job: str, added: int, what: str) -> int:
+        """A write script's answer, or its refusal as an error: a gone job, or a foreign item index
+        (a malformed or forged chunk: nothing of it is stored, so it answers nothing)."""
+        if added == -2:
+            total = int(self.client.hget(meta_key(job), "total") or 0)
+            raise JobError(f"job {job!r}: refused {what} naming an item outside the job's items "
+                           f"0-{total - 1}; nothing of it was stored")
         if added < 0:
             raise JobGoneError(_gone(job))
         return int(added)
@@ -517,7 +562,7 @@ class ResultStore:
         """Delete the stored records of items below ``stop`` that were not drained yet, once the
         caller has written them out durably; returns the new watermark. Never passes an unanswered
         item, so the drained items stay exactly 0..watermark-1."""
-        mark = self._drain(keys=job_keys(job)[:4], args=[stop])
+        mark = self._drain(keys=[*job_keys(job)[:4], audits_key(job)], args=[stop])
         if mark < 0:
             raise JobGoneError(_gone(job))
         return int(mark)

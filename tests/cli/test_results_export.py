@@ -130,3 +130,21 @@ def test_an_url_without_fsspec_is_one_line_and_local_paths_still_work(store, red
     assert "needs fsspec (pip install fsspec)" in one_line_error(capsys)
     assert tango(redis_url, "results", "nofs", "-o", str(tmp_path / "out.jsonl")) == 0
     assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "x0"
+
+
+def test_partial_drain_keeps_an_item_that_lands_before_its_drain(store, redis_url, tmp_path, capsys, monkeypatch):
+    job = make_job(store, "late", 6)
+    store.write(job, [record(i) for i in (0, 1, 3, 4)])
+    drain = ResultStore.drain
+
+    def landing(self, job, stop):  # item 2 is answered after the export read past it, before the drain
+        self.write(job, [record(2)])
+        return drain(self, job, stop)
+
+    monkeypatch.setattr(ResultStore, "drain", landing)
+    out, again = tmp_path / "out.jsonl", tmp_path / "again.jsonl"
+    assert tango(redis_url, "results", job, "--partial", "--drain", "-o", str(out)) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["x0", "x1", "x3", "x4"]
+    monkeypatch.setattr(ResultStore, "drain", drain)
+    assert tango(redis_url, "results", job, "--partial", "-o", str(again)) == 0
+    assert [json.loads(line)["id"] for line in again.read_text().splitlines()] == ["x2", "x3", "x4"]

@@ -14,7 +14,7 @@ import pytest
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
 from common.queue.store import ResultStore
-from common.queue.keys import UNACKED, results_key
+from common.queue.keys import UNACKED, audits_key, results_key
 from common.queue.messages import QUEUE_TIER1
 from common.testing.chaos import until
 from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, tango_argv,
@@ -137,6 +137,9 @@ def test_follow_drain_exports_a_running_job_as_embedded_mode_and_empties_redis(c
     status = store.status("follow")
     assert (status.state, status.drained, len(store.answered("follow"))) == ("done", 600, 600)
     assert store.client.hlen(results_key("follow")) == 0
+    assert_drained(store)  # the audit checks trail the job's end
+    assert store.status("follow").audited > 0, "the default audit checked none of tier 1's answers"
+    assert store.client.exists(audits_key("follow")) == 0, "audit records of drained items stay in Redis"
 
 
 def _host(worker) -> str:

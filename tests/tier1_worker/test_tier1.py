@@ -1,12 +1,15 @@
 """Tier 1's task in-process on a real Redis: what it answers, what it sends on, what it refuses."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from common.cascade import Cascade
 from common.labels import align_labels
 from common.ml.models import load_tier
+from common.queue.keys import results_key
 from common.sampling import audit_mask
 from tests.workers import TEXTS, chunk, new_job, queued, runtime
 
@@ -85,3 +88,15 @@ def test_an_audit_sample_of_the_answered_items_leaves_as_a_task_of_its_own(tier1
         (len(answered), len(TEXTS) - len(answered), len(picked))
     assert tier1.metrics.registry.get_sample_value("tango_tier2_fraction") == \
         (len(TEXTS) - len(answered)) / len(TEXTS), "audit items are not escalated items"
+
+
+def test_a_chunk_naming_items_past_the_jobs_total_answers_nothing(tier1, caplog):
+    new_job(tier1.store, "short", total=4)  # the chunk names items 0-7
+    with caplog.at_level(logging.ERROR):
+        result = tier1.run(chunk("short"))
+    assert "outside the job's items 0-3" in result["dropped"]
+    status = tier1.store.status("short")
+    assert (status.done, status.failed, status.state) == (0, 0, "running")
+    assert tier1.store.answered("short") == set() and tier1.store.client.hlen(results_key("short")) == 0
+    lines = [r.getMessage() for r in caplog.records if "short" in r.getMessage()]
+    assert len(lines) == 1 and "dropped" in lines[0] and "\n" not in lines[0]

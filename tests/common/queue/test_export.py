@@ -14,9 +14,9 @@ from common.errors import JobError
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
 from common.queue.export import Exporter
-from common.queue.keys import answered_key, failures_key, job_keys, meta_key, results_key
+from common.queue.keys import answered_key, audits_key, failures_key, job_keys, meta_key, results_key
 from common.queue.messages import QUEUE_TIER1
-from common.queue.results import ParquetSink, ResultRecord, TextSink
+from common.queue.results import AuditOutcome, ParquetSink, ResultRecord, TextSink
 from common.queue.store import JobSpec, ResultStore
 from common.queue.submission import SubmitRequest, queued_chunks, resume, submit
 
@@ -187,3 +187,81 @@ def test_resume_after_a_drain_sends_only_what_was_never_answered(submitted):
     done = resume(store, app, "r")
     queued = [[item.index for item in chunk.items] for chunk in queued_chunks(store.client, QUEUE_TIER1)]
     assert (done.items, queued) == (4, [[4], [6, 7, 8]])
+
+
+class LandingSink(TextSink):
+    """A text sink that lets items land in Redis once it has the records (when ``close`` syncs):
+    what a worker does between the export's read and its drain."""
+
+    def __init__(self, out, land) -> None:
+        super().__init__(out)
+        self.land = land
+
+    def close(self) -> int:
+        written = super().close()
+        self.land()
+        return written
+
+
+def test_a_partial_drain_never_deletes_an_item_answered_after_its_read(store, tmp_path):
+    job = make_job(store, total=8)
+    store.write(job, [entry(i) for i in (0, 1, 2, 4, 5)])
+    out = tmp_path / "out.jsonl"
+    with out.open("w", encoding="utf-8") as handle:
+        sink = LandingSink(handle, lambda: store.write(job, [entry(3)]))
+        status = Exporter(store, job, sink, drain=True, block=2).once(store.status(job), partial=True)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["id0", "id1", "id2", "id4", "id5"]
+    assert status.drained == 3, "the drain stops at the item this export skipped"
+    assert sorted(store.client.hkeys(results_key(job)), key=int) == ["3", "4", "5"]
+    again = tmp_path / "again.jsonl"
+    with again.open("w", encoding="utf-8") as handle:
+        Exporter(store, job, TextSink(handle), drain=True).once(store.status(job), partial=True)
+    assert [json.loads(line)["id"] for line in again.read_text().splitlines()] == ["id3", "id4", "id5"]
+
+
+def test_a_following_drain_of_a_cancelled_job_keeps_what_lands_after_its_read(store, tmp_path):
+    job = make_job(store, total=6)
+    store.write(job, [entry(i) for i in (0, 1, 3)])
+    store.cancel(job)
+    out = tmp_path / "out.jsonl"
+    with out.open("w", encoding="utf-8") as handle:
+        sink = LandingSink(handle, lambda: store.write(job, [entry(2), entry(4), entry(5)]))
+        status = Exporter(store, job, sink, drain=True, block=2).follow(store.status(job), interval=0.01)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["id0", "id1", "id3"]
+    assert status.drained == 2
+    assert sorted(store.client.hkeys(results_key(job)), key=int) == ["2", "3", "4", "5"]
+
+
+def test_a_partial_parquet_drain_stops_at_its_first_skipped_item_within_row_groups(store, tmp_path):
+    job = make_job(store, total=30)
+    store.write(job, [entry(i) for i in range(30) if i != 12])
+    drains = []
+    original = store.drain
+    store.drain = lambda job, stop: drains.append(stop) or original(job, stop)
+    with (tmp_path / "out.parquet").open("wb") as handle:
+        sink = ParquetSink(handle, row_group=10)
+        Exporter(store, job, sink, drain=True, block=5).once(store.status(job), partial=True)
+    assert drains == [10, 12] and store.status(job).drained == 12
+    assert store.client.hlen(results_key(job)) == 30 - 12 - 1
+
+
+def audited(store: ResultStore, job: str) -> tuple[int, int]:
+    status = store.status(job)
+    return status.audited, status.audit_agreed
+
+
+def test_drain_deletes_the_audit_records_of_drained_items_and_keeps_their_counts(store):
+    job = make_job(store, total=6)
+    store.write(job, [entry(i) for i in range(6)])
+    checks = [AuditOutcome(i, "positive", "positive" if i != 3 else "negative") for i in (1, 3, 5)]
+    assert store.audit(job, checks) == 3
+    assert store.drain(job, 4) == 4
+    assert store.client.hkeys(audits_key(job)) == ["5"] and audited(store, job) == (3, 2)
+    assert store.audit(job, checks) == 0, "a redelivered audit of a drained item counts nothing again"
+    assert audited(store, job) == (3, 2)
+    late = [AuditOutcome(2, "positive", "positive")]
+    assert store.audit(job, late) == 1 and store.audit(job, late) == 0, "a late audit counts once"
+    assert audited(store, job) == (4, 3) and store.client.hkeys(audits_key(job)) == ["5"]
+    assert store.drain(job, 6) == 6
+    left = {key for key in job_keys(job) if store.client.exists(key)}
+    assert audits_key(job) not in left and results_key(job) not in left and failures_key(job) not in left

@@ -62,6 +62,8 @@ def test_forward_keeps_the_job_and_moves_to_tier_2():
     ({"i": []}, "'i' must be a non-empty list"),
     ({"i": [0, -1]}, "item 1: 'i' must hold non-negative integers, got -1"),
     ({"i": [0, True]}, "item 1: 'i'"),
+    ({"i": [0, 1.0]}, "item 1: 'i' must hold non-negative integers, got 1.0"),
+    ({"i": [0, "1"]}, "item 1: 'i' must hold non-negative integers"),
     ({"i": [0, 0]}, "repeated"),
     ({"i": list(range(20_000)), "ids": ["a"] * 20_000, "texts": ["t"] * 20_000}, "at most"),
     ({"ids": ["a"]}, "'ids' must be a list of 2 values"),
@@ -80,6 +82,7 @@ def test_malformed_chunks_are_refused_naming_the_field(change, message):
 @pytest.mark.parametrize("change, message", [
     ({"items": []}, "'items'"),
     ({"items": [{"i": -1, "id": "a", "text": "t"}]}, "'i'"),
+    ({"items": [{"i": 1.5, "id": "a", "text": "t"}]}, "'i' must be a non-negative integer"),
     ({"items": [{"i": 0, "id": "a", "text": 3}]}, "item 0: 'text' must be a string"),
     ({"items": [{"i": 0, "id": "a", "text": "t"}, {"i": 0, "id": "b", "text": "u"}]}, "repeated"),
     ({"items": [{"i": 0, "id": "a", "text": "t", "audit": "positive"}, {"i": 1, "id": "b", "text": "u"}],

@@ -5,7 +5,8 @@ import pytest
 
 from common.queue.config import ClusterSettings
 from common.errors import JobError, ServiceUnavailable
-from common.queue.keys import answered_key, audits_key, job_keys, meta_key, results_key, validate_job_id
+from common.queue.keys import (answered_key, attempts_key, audits_key, job_keys, meta_key, results_key,
+                               validate_job_id)
 from common.queue.results import AuditOutcome, ResultRecord
 from common.queue.store import JobSpec, ResultStore
 from common.testing.cluster import free_port
@@ -185,3 +186,49 @@ def test_the_first_worker_fixes_a_label_less_job_and_later_ones_read_it(store):
     make_job(store, "fixed")
     assert store.claim_labels("fixed", ["cat", "dog"]) == LABELS
     assert store.claim_labels("gone", ["cat", "dog"]) is None
+
+
+def raw_bits(store: ResultStore, job: str) -> bytes:
+    return store.client.execute_command("GET", answered_key(job), NEVER_DECODE=True) or b""
+
+
+@pytest.mark.parametrize("indices", [[4], [0, 1, 2, 3_000_000_000], [0, 7, 1, 2], [0, -1]])
+def test_a_write_naming_an_item_past_the_total_stores_and_counts_nothing(store, indices):
+    job = make_job(store, total=4)
+    store.write(job, [entry(3)])
+    before, bits = store.client.hgetall(meta_key(job)), raw_bits(store, job)
+    with pytest.raises(JobError, match=r"outside the job's items 0-3; nothing of it was stored"):
+        store.write(job, [entry(i) for i in indices])
+    assert store.client.hgetall(meta_key(job)) == before and raw_bits(store, job) == bits
+    assert store.client.hkeys(results_key(job)) == ["3"] and store.status(job).state == "running"
+
+
+@pytest.mark.parametrize("index", ["-1", "007", "1.5", "1e0", "", "x"])
+def test_the_write_script_refuses_an_index_that_is_not_a_plain_item_number(store, index):
+    """What ``write`` never sends, but a script reached another way must not store either."""
+    job = make_job(store, total=10)
+    line = f"{index}\t1\t\t{entry(1)[1].to_json()}"
+    assert store._write(keys=job_keys(job)[:5], args=["0", line]) == -2
+    assert store.client.hlen(results_key(job)) == 0 and raw_bits(store, job) == b""
+
+
+def test_an_audit_naming_an_item_past_the_total_is_refused_whole(store):
+    job = make_job(store, total=2)
+    store.write(job, [entry(0), entry(1)])
+    checks = [AuditOutcome(0, "positive", "positive"), AuditOutcome(2, "positive", "negative")]
+    with pytest.raises(JobError, match="outside the job's items 0-1"):
+        store.audit(job, checks)
+    status = store.status(job)
+    assert (status.audited, status.audit_agreed) == (0, 0) and store.client.exists(audits_key(job)) == 0
+
+
+def test_a_finished_job_keeps_no_attempt_count_per_chunk(store):
+    """Every chunk's starts are counted while the job runs (the attempt cap); once every item is
+    answered they serve nothing, and a drained job keeps only its bitmaps and its record."""
+    job = make_job(store, total=4)
+    assert [store.begin(job, 1, name)[1] for name in ("0", "1", "0")] == [1, 1, 2]
+    store.write(job, [entry(0), entry(1), entry(2)])
+    assert store.client.hlen(attempts_key(job)) == 2
+    store.write(job, [entry(3)])
+    assert store.status(job).state == "done" and store.client.exists(attempts_key(job)) == 0
+    assert store.begin(job, 2, "1a") == ("done", 1)  # a trailing audit chunk is still counted
