@@ -149,20 +149,27 @@ def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str, fie
     try:
         reader.fieldnames  # reads the header: a bad one is the whole file's error
     except csv.Error as exc:
-        raise DataError(f"{path}, line {last[0]}: {exc}", last[0]) from None
+        raise DataError(f"{path}, line {last[0]}: {_csv_error(exc)}", last[0]) from None
     while True:
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            _report(DataError(f"{path}, line {last[0]}: {exc}", last[0]), on_error)
+            _report(DataError(f"{path}, line {last[0]}: {_csv_error(exc)}", last[0]), on_error)
             continue
         if None in row:
             _report(DataError(f"{path}, line {last[0]}: more fields than the header has", last[0]), on_error)
             continue
         if any((value or "").strip() for value in row.values()):
             yield last[0], row
+
+
+def _csv_error(exc: csv.Error) -> str:
+    """The csv module's complaint, in the file's terms: its hint about ``open`` means nothing to a user."""
+    if "new-line character seen in unquoted field" in str(exc):
+        return "a carriage return (\\r) inside an unquoted field; end lines with \\n or \\r\\n, or quote the field"
+    return first_line(exc)
 
 
 def _parquet(path: Path, on_error: OnError | None) -> Iterator[tuple[int, dict]]:
@@ -234,5 +241,5 @@ def header(path: str | Path, fmt: str | None = None) -> list[str] | None:
             try:
                 return next(csv.reader([line], delimiter="\t" if fmt == "tsv" else ","), [])
             except csv.Error as exc:
-                raise DataError(f"{path}, line 1: {exc}", 1) from None
+                raise DataError(f"{path}, line 1: {_csv_error(exc)}", 1) from None
     return None

@@ -41,7 +41,7 @@ def test_a_tsv_row_with_an_extra_field_is_rejected_alone(tmp_path):
 def test_a_bare_carriage_return_in_a_csv_row_is_rejected_alone(tmp_path):
     path = tmp_path / "in.csv"
     path.write_bytes(b"id,text\na,fine\nb,one\rtwo\nc,also fine\n")
-    assert "line 3: new-line character seen in unquoted field" in one_line_refusal(path)
+    assert "line 3: a carriage return (\\r) inside an unquoted field" in one_line_refusal(path)
     assert kept(path) == (["a", "c"], [3])
 
 
