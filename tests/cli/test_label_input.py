@@ -92,3 +92,17 @@ def test_the_real_cli_refuses_a_bad_file_of_each_format_in_one_line(tiny_models,
                      redis_url="redis://127.0.0.1:1/0", timeout=300)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_submit_skip_invalid_rejects_a_csv_row_with_an_extra_field_alone(redis_server, redis_url, tmp_path, capsys):
+    from common.queue.submission import queued_chunks
+
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,text\na,fine\nb,one,extra\nc,also fine\n")
+    args = ["submit", str(path), "--labels", "neg,pos", "--job-id", "j", "--redis-url", redis_url, "--window", "0"]
+    assert run(cli, args=args) == 2
+    assert "line 3: more fields than the header has" in capsys.readouterr().err
+    assert run(cli, args=[*args, "--skip-invalid"]) == 0
+    assert "1 invalid records rejected" in capsys.readouterr().err
+    queued = [item.id for chunk in queued_chunks(redis_server.client(), "tier1") for item in chunk.items]
+    assert queued == ["a", "c"]
