@@ -265,10 +265,23 @@ def _item_id(row: dict, line: int, spec: CorpusSpec, path: Path) -> str:
 
 
 def _name(row: dict, column: str, path: Path, line: int) -> str | None:
-    """An id or gold label as every output spells it (see the module's rules); None where blank."""
+    """An id or gold label as every output spells it (see the module's rules); None where blank.
+    A short printable ASCII string or an integer, nearly every one, is passed by checks in C."""
     value = row.get(column)
-    if value is None:
+    if type(value) is str:
+        value = value.strip()
+        if value.isascii() and value.isprintable() and len(value) <= MAX_NAME_CHARS:
+            return value or None
+    elif value is None:
         return None
+    elif type(value) is int:  # no larger than the readers' ints: JSON's of up to 4300 digits, parquet's int64
+        value = str(value)
+        if len(value) <= MAX_NAME_CHARS:
+            return value
+    return _checked_name(value, column, path, line)
+
+
+def _checked_name(value: object, column: str, path: Path, line: int) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(int(value))
     elif not isinstance(value, str):
@@ -277,7 +290,7 @@ def _name(row: dict, column: str, path: Path, line: int) -> str | None:
     value = value.strip()
     if len(value) > MAX_NAME_CHARS:
         raise DataError(f"{path}, line {line}: field {column!r} is longer than {MAX_NAME_CHARS} characters", line)
-    control = None if value.isprintable() else _CONTROL.search(value)
+    control = _CONTROL.search(value)
     if control:
         raise DataError(f"{path}, line {line}: field {column!r} holds a control character {control.group()!r}", line)
     _check_encodable(value, column, path, line)
@@ -286,8 +299,6 @@ def _name(row: dict, column: str, path: Path, line: int) -> str | None:
 
 def _check_encodable(value: str, column: str, path: Path, line: int) -> None:
     """Refuse a lone surrogate: JSON spells one (``"\\udc80"``), but no UTF-8 store can hold it."""
-    if value.isascii():
-        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -306,5 +317,6 @@ def _text(row: dict, column: str, path: Path, line: int, required: bool) -> str 
         raise DataError(f"{path}, line {line}: field {column!r} must be a string, got {type(value).__name__}", line)
     if not value.strip():
         raise DataError(f"{path}, line {line}: field {column!r} is empty", line)
-    _check_encodable(value, column, path, line)
+    if not value.isascii():
+        _check_encodable(value, column, path, line)
     return value
