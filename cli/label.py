@@ -16,6 +16,7 @@ are unchanged; the agreement estimate goes to stderr.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -52,8 +53,8 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
                   seed: str | None, output: str, out_format: str | None, fmt: str | None, text_column: str,
                   pair_column: str | None, id_column: str, label_column: str) -> None:
     """Label INPUT with the cascade in this process and write one result per item, in input order."""
-    from common.cascade import Cascade, validate_audit_rate
-    from common.labels import align_labels, parse_label_map
+    from common.cascade import Cascade, validate_audit_rate, validate_threshold
+    from common.labels import align_labels, model_labels, parse_label_map
     from common.ml.models import load_tier
     from common.queue.keys import new_job_id
     from common.queue.results import write_records
@@ -64,7 +65,12 @@ def label_command(input_path: str, small: str, big: str, threshold: float, chunk
         import torch
 
         torch.set_num_threads(threads)
-    spec = corpus_spec(fmt, text_column, pair_column, id_column, label_column)
+    # the label set from the models' configs, as `submit --small --big` finds it, so that both commands
+    # check the threshold and the gold labels alike, before any weights are loaded
+    labels = align_labels(model_labels(small), model_labels(big), parse_label_map(label_map)).labels
+    threshold = validate_threshold(threshold, len(labels), option="--threshold")
+    spec = dataclasses.replace(corpus_spec(fmt, text_column, pair_column, id_column, label_column),
+                               labels=tuple(labels))
     summary = summarize(input_path, spec)
     chunk_size = resolve_chunk_size(chunk_size, summary.items)
     small_model = load_tier(small, device=device, batch_size=batch_size, quantize=quantize, backend=backend)

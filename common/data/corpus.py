@@ -8,9 +8,25 @@ ids are found exactly without a set of every id (``common.data.dedup``): the
 validating pass also collects the few ids that may repeat; where there are any,
 it reads the file once more to decide them, and it hands the lines that do
 repeat to the sending pass.
+
+What a record may hold is decided here, once, for every command, so that whatever is accepted
+reaches Redis, the queue and every output format unchanged:
+
+- a text (and pair) is a non-blank string; control characters (NUL included) are kept, since
+  JSON carries them escaped and the tokenizer drops them; a longer one is cut to ``max_chars``.
+- an id is a string or an integer (JSON ``1`` and ``"1"`` are the one id ``1``, so they collide as
+  duplicates); a float, boolean, object or array id is refused rather than spelled by Python
+  (``1.0``, ``True``, ``{'a': 1}``), since no output could give it back. It is trimmed; a blank or
+  missing one is the line number. It has no control characters (an id is one field of a CSV line
+  and of a log line) and at most ``MAX_NAME_CHARS`` characters (it rides on every result).
+- a gold label follows the rules of an id (integers name a label by index), and where the job's
+  label set is known it must name one of them.
+- no string holds a lone surrogate (valid JSON, ``"\\udc80"``): UTF-8 cannot encode it, so
+  Redis could not store it and its job would never end.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -24,6 +40,8 @@ from common.data.records import detect_format, header, read_records
 # No 512-token model reads past a few thousand characters; cutting longer texts
 # here keeps a 1 MB line from becoming a 1 MB queue message.
 DEFAULT_MAX_CHARS = 32_768
+MAX_NAME_CHARS = 1024  # an id or gold label names an item or a label; it is copied into every result
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 KEPT_REJECTS = 1000  # reasons kept of a file's bad records (memory, and the job's record); all are counted
 
 Repeated = Callable[[int, str], bool]  # (line, id) -> whether an earlier record had the id; asked in file order
@@ -189,9 +207,10 @@ def _checked_ids(path: Path, fmt: str, spec: CorpusSpec) -> Iterator[str]:
         for line, row in read_records(path, fmt, on_error=_ignore):
             try:
                 _texts(row, line, spec, path)
+                item_id = _item_id(row, line, spec, path)
             except DataError:
                 continue  # rejected before its id counts
-            yield _item_id(row, line, spec)
+            yield item_id
     except DataError:
         return
 
@@ -216,11 +235,10 @@ def _record_bound(path: Path, fmt: str) -> int:
 
 def _item(row: dict, line: int, spec: CorpusSpec, path: Path, repeated: Repeated) -> Item:
     text, pair = _texts(row, line, spec, path)
-    item_id = _item_id(row, line, spec)
+    item_id = _item_id(row, line, spec, path)
     if repeated(line, item_id):
         raise DuplicateIdError(f"{path}, line {line}: duplicate id {item_id!r}", line)
-    label = row.get(spec.label_column)
-    label = None if label is None else (str(label).strip() or None)
+    label = _name(row, spec.label_column, path, line)
     if label is not None and spec.labels and _gold_name(label, spec.labels) is None:
         raise DataError(f"{path}, line {line}: gold label {label!r} is not one of the job's labels "
                         f"{list(spec.labels)}", line)
@@ -242,9 +260,50 @@ def _texts(row: dict, line: int, spec: CorpusSpec, path: Path) -> tuple[str, str
     return text, _text(row, spec.pair_column or "text_pair", path, line, required=spec.pair_column is not None)
 
 
-def _item_id(row: dict, line: int, spec: CorpusSpec) -> str:
-    raw_id = row.get(spec.id_column)
-    return str(line) if raw_id is None else (str(raw_id).strip() or str(line))
+def _item_id(row: dict, line: int, spec: CorpusSpec, path: Path) -> str:
+    return _name(row, spec.id_column, path, line) or str(line)
+
+
+def _name(row: dict, column: str, path: Path, line: int) -> str | None:
+    """An id or gold label as every output spells it (see the module's rules); None where blank.
+    A short printable ASCII string or an integer, nearly every one, is passed by checks in C."""
+    value = row.get(column)
+    if type(value) is str:
+        value = value.strip()
+        if value.isascii() and value.isprintable() and len(value) <= MAX_NAME_CHARS:
+            return value or None
+    elif value is None:
+        return None
+    elif type(value) is int:  # no larger than the readers' ints: JSON's of up to 4300 digits, parquet's int64
+        value = str(value)
+        if len(value) <= MAX_NAME_CHARS:
+            return value
+    return _checked_name(value, column, path, line)
+
+
+def _checked_name(value: object, column: str, path: Path, line: int) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(int(value))
+    elif not isinstance(value, str):
+        got = f"float {value!r}" if isinstance(value, float) else type(value).__name__
+        raise DataError(f"{path}, line {line}: field {column!r} must be a string or an integer, got {got}", line)
+    value = value.strip()
+    if len(value) > MAX_NAME_CHARS:
+        raise DataError(f"{path}, line {line}: field {column!r} is longer than {MAX_NAME_CHARS} characters", line)
+    control = _CONTROL.search(value)
+    if control:
+        raise DataError(f"{path}, line {line}: field {column!r} holds a control character {control.group()!r}", line)
+    _check_encodable(value, column, path, line)
+    return value or None
+
+
+def _check_encodable(value: str, column: str, path: Path, line: int) -> None:
+    """Refuse a lone surrogate: JSON spells one (``"\\udc80"``), but no UTF-8 store can hold it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{path}, line {line}: field {column!r} holds a lone surrogate {value[exc.start]!r} "
+                        f"at character {exc.start + 1}, which UTF-8 cannot encode", line) from None
 
 
 def _text(row: dict, column: str, path: Path, line: int, required: bool) -> str | None:
@@ -258,4 +317,6 @@ def _text(row: dict, column: str, path: Path, line: int, required: bool) -> str 
         raise DataError(f"{path}, line {line}: field {column!r} must be a string, got {type(value).__name__}", line)
     if not value.strip():
         raise DataError(f"{path}, line {line}: field {column!r} is empty", line)
+    if not value.isascii():
+        _check_encodable(value, column, path, line)
     return value

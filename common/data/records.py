@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from common.errors import DataError
+from common.errors import DataError, first_line
 
 FORMATS = ("jsonl", "csv", "tsv", "txt", "parquet")
 _SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv",
@@ -51,7 +52,7 @@ def read_records(path: str | Path, fmt: str | None = None, fieldnames: list[str]
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if fmt == "parquet":
-        yield from _parquet(path)
+        yield from _parquet(path, on_error)
         return
     lines = _decoded_lines(path, on_error)
     if fmt == "jsonl":
@@ -62,7 +63,7 @@ def read_records(path: str | Path, fmt: str | None = None, fieldnames: list[str]
             if text.strip():
                 yield number, {"text": text}
     else:
-        yield from _delimited(path, lines, "\t" if fmt == "tsv" else ",", fieldnames)
+        yield from _delimited(path, lines, "\t" if fmt == "tsv" else ",", fieldnames, on_error)
 
 
 def _decoded_lines(path: Path, on_error: OnError | None = None) -> Iterator[tuple[int, str]]:
@@ -83,8 +84,8 @@ def _jsonl(path: Path, lines: Iterable[tuple[int, str]], on_error: OnError | Non
             continue
         try:
             row = _json_line(line)
-        except json.JSONDecodeError as exc:
-            _report(DataError(f"{path}, line {number}: malformed JSON ({exc.msg})", number), on_error)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, and what the parser itself cannot hold
+            _report(DataError(f"{path}, line {number}: malformed JSON ({_json_error(exc)})", number), on_error)
             continue
         if not isinstance(row, dict):
             _report(DataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}", number),
@@ -112,6 +113,19 @@ def _json_line(line: str) -> str | dict | list | int | float | bool | None:
     return value
 
 
+def _json_error(exc: ValueError | RecursionError) -> str:
+    """Why a line is not JSON Python can read: a syntax error, or valid JSON past Python's limits
+    (an integer of more digits than ``int`` converts, arrays nested deeper than the recursion limit)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return exc.msg
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    digits = re.search(r"value has (\d+) digits", str(exc))
+    if digits:
+        return f"a number of {digits.group(1)} digits, more than the {sys.get_int_max_str_digits()} Python reads"
+    return first_line(exc)
+
+
 def _report(error: DataError, on_error: OnError | None) -> None:
     """Raise ``error``, or hand it to ``on_error`` when the caller skips bad records."""
     if on_error is None:
@@ -119,8 +133,10 @@ def _report(error: DataError, on_error: OnError | None) -> None:
     on_error(error)
 
 
-def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str,
-               fieldnames: list[str] | None) -> Iterator[tuple[int, dict]]:
+def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str, fieldnames: list[str] | None,
+               on_error: OnError | None) -> Iterator[tuple[int, dict]]:
+    """The rows of a csv/tsv file. A row the csv module refuses, or one with more fields than the header,
+    is reported alone: the reader goes on at the next line, so ``--skip-invalid`` keeps the rest."""
     last = [0]  # the line the reader took last (a quoted field may span several): only the latest is needed
 
     def text_lines() -> Iterator[str]:
@@ -131,40 +147,99 @@ def _delimited(path: Path, lines: Iterable[tuple[int, str]], delimiter: str,
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.DictReader(text_lines(), fieldnames=fieldnames, delimiter=delimiter, quoting=quoting)
     try:
-        for row in reader:
-            if None in row:
-                raise DataError(f"{path}, line {last[0]}: more fields than the header has")
-            if not any((value or "").strip() for value in row.values()):
-                continue
-            yield last[0], row
+        reader.fieldnames  # reads the header: a bad one is the whole file's error
     except csv.Error as exc:
-        raise DataError(f"{path}, line {last[0]}: {exc}") from None
+        raise DataError(f"{path}, line {last[0]}: {_csv_error(exc)}", last[0]) from None
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            _report(DataError(f"{path}, line {last[0]}: {_csv_error(exc)}", last[0]), on_error)
+            continue
+        if None in row:
+            _report(DataError(f"{path}, line {last[0]}: more fields than the header has", last[0]), on_error)
+            continue
+        if any((value or "").strip() for value in row.values()):
+            yield last[0], row
 
 
-def _parquet(path: Path) -> Iterator[tuple[int, dict]]:
+def _csv_error(exc: csv.Error) -> str:
+    """The csv module's complaint, in the file's terms: its hint about ``open`` means nothing to a user."""
+    if "new-line character seen in unquoted field" in str(exc):
+        return "a carriage return (\\r) inside an unquoted field; end lines with \\n or \\r\\n, or quote the field"
+    return first_line(exc)
+
+
+def _parquet(path: Path, on_error: OnError | None) -> Iterator[tuple[int, dict]]:
+    """The rows of a parquet file. A value Python cannot hold (invalid UTF-8, a date past year 9999)
+    is reported with its row; a file or row group pyarrow cannot decode stops the reading."""
+    batches = _parquet_file(path).iter_batches()
+    number = 0
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # pyarrow's ArrowInvalid / OSError family on a corrupt page
+            raise DataError(f"{path}: not a readable parquet file past row {number} ({first_line(exc)})",
+                            number + 1) from None
+        yield from _batch_rows(path, batch, number, on_error)
+        number += batch.num_rows
+
+
+def _batch_rows(path: Path, batch, before: int, on_error: OnError | None) -> Iterator[tuple[int, dict]]:
+    """One record batch's rows, numbered after the ``before`` rows of earlier batches; converted whole,
+    else (a value Python cannot hold) row by row, to name the row."""
+    try:
+        rows = batch.to_pylist()
+    except Exception:  # noqa: BLE001 - pyarrow converts with Python's own constructors, which raise anything
+        rows = None
+    if rows is not None:
+        yield from enumerate(rows, start=before + 1)
+        return
+    for offset in range(batch.num_rows):
+        number = before + offset + 1
+        try:
+            row = batch.slice(offset, 1).to_pylist()[0]
+        except UnicodeDecodeError as exc:
+            _report(DataError(f"{path}, line {number}: not valid UTF-8 ({exc.reason} at byte {exc.start})", number),
+                    on_error)
+            continue
+        except Exception as exc:  # noqa: BLE001 - as above
+            _report(DataError(f"{path}, line {number}: a value Python cannot read ({first_line(exc)})", number),
+                    on_error)
+            continue
+        yield number, row
+
+
+def _parquet_file(path: Path):
+    """``pq.ParquetFile(path)``, with anything it cannot read (not parquet, a corrupt footer) one line."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise DataError("reading parquet needs pyarrow: pip install pyarrow") from None
     try:
-        reader = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises its own ArrowInvalid family
-        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
-    number = 0
-    for batch in reader.iter_batches():
-        for row in batch.to_pylist():
-            number += 1
-            yield number, row
+        return pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own ArrowInvalid family, and OSError
+        raise DataError(f"{path}: not a readable parquet file ({first_line(exc)})") from None
 
 
 def header(path: str | Path, fmt: str | None = None) -> list[str] | None:
     """The column names of a csv/tsv/parquet file (None for jsonl and txt)."""
     fmt = detect_format(path, fmt)
     if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return list(pq.ParquetFile(path).schema_arrow.names)
+        try:
+            return list(_parquet_file(Path(path)).schema_arrow.names)
+        except DataError:
+            raise
+        except Exception as exc:  # a schema pyarrow cannot map to Arrow
+            raise DataError(f"{path}: not a readable parquet file ({first_line(exc)})") from None
     if fmt in ("csv", "tsv"):
         for _, line in _decoded_lines(Path(path)):
-            return next(csv.reader([line], delimiter="\t" if fmt == "tsv" else ","), [])
+            try:
+                return next(csv.reader([line], delimiter="\t" if fmt == "tsv" else ","), [])
+            except csv.Error as exc:
+                raise DataError(f"{path}, line 1: {_csv_error(exc)}", 1) from None
     return None
