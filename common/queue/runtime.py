@@ -231,5 +231,13 @@ class TierRuntime:
             return {"dropped": str(exc)}
         except Exception as exc:  # a bug costs this chunk's items, recorded; Celery would ack it silently
             log.exception("job %r chunk %s: tier %d worker error", chunk.job, chunk.name, self.tier)
-            return self.processor.fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: "
-                                              f"{first_line(exc)}")
+            return self._fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: {first_line(exc)}")
+
+    def _fail(self, chunk: Chunk, reason: str) -> dict:
+        """Record the chunk's items as failed; Redis away gives the task back here too, rather than
+        letting Celery acknowledge a task whose items were never answered."""
+        try:
+            return self.processor.fail(chunk, reason)
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            log.error("job %r chunk %s: Redis unavailable (%s); giving the task back", chunk.job, chunk.name, exc)
+            raise Reject(str(exc), requeue=True) from None

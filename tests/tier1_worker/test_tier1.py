@@ -85,3 +85,15 @@ def test_an_audit_sample_of_the_answered_items_leaves_as_a_task_of_its_own(tier1
         (len(answered), len(TEXTS) - len(answered), len(picked))
     assert tier1.metrics.registry.get_sample_value("tango_tier2_fraction") == \
         (len(TEXTS) - len(answered)) / len(TEXTS), "audit items are not escalated items"
+
+
+def test_an_item_whose_record_cannot_be_stored_costs_only_that_item(tier1):
+    """A write the store refuses (here an index Redis's bitmap cannot hold) is retried item by item: the
+    other items are answered, the task returns, and nothing is left half done."""
+    from common.queue.messages import Chunk, WorkItem
+
+    new_job(tier1.store, "j1", total=3, threshold=0.0)
+    items = (WorkItem(0, "a", TEXTS[0]), WorkItem(2 ** 33, "huge", TEXTS[1]), WorkItem(2, "c", TEXTS[2]))
+    out = tier1.run(Chunk("j1", 0, 1, 0.0, ("negative", "positive"), items).encode())
+    assert out["decided"] == 3
+    assert [r.id for r in tier1.store.iter_results("j1", partial=True)] == ["a", "c"]
