@@ -93,8 +93,9 @@ def celery_config(settings: ClusterSettings) -> dict[str, Any]:
 
 
 def tls_options(url: str) -> dict[str, Any]:
-    """Certificates are always checked; a private CA or client certificate comes from the URL's
-    query (``?ssl_ca_certs=PATH&ssl_certfile=...&ssl_keyfile=...``), as redis-py reads it too."""
+    """Certificates and host names are always checked (whatever the URL's query says: kombu would take
+    its ``ssl_cert_reqs=none``); a private CA or client certificate comes from the URL's query
+    (``?ssl_ca_certs=PATH&ssl_certfile=...&ssl_keyfile=...``), as redis-py reads it too."""
     query = parse_qs(urlsplit(url).query)
     files = {name: query[name][-1] for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile") if name in query}
-    return {"ssl_cert_reqs": ssl.CERT_REQUIRED, **files}
+    return {**files, "ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}

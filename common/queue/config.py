@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from common.errors import ConfigError
 
@@ -52,6 +52,11 @@ ENV_FEEDER_LEASE = "TANGO_FEEDER_LEASE"
 DEFAULT_FEEDER_LEASE = 30.0
 
 _SCHEMES = ("redis", "rediss", "unix")
+# query parameters whose value is a secret (redis-py reads ``?password=``): masked wherever a URL is shown
+_SECRET_PARAMS = re.compile(r"pass|pwd|auth|token|secret|credential|key$", re.IGNORECASE)
+# query values that would turn certificate or hostname checks off; the README promises both are always made
+_WEAK_TLS = {"ssl_cert_reqs": {"none", "optional", "cert_none", "cert_optional", "0", "1"},
+             "ssl_check_hostname": {"false", "0", "no", "off", "n", "f"}}
 
 
 @dataclass(frozen=True)
@@ -65,10 +70,7 @@ class ClusterSettings:
     feeder_lease: float = DEFAULT_FEEDER_LEASE  # seconds a feeder's silence is taken for its end
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.redis_url).scheme
-        if scheme not in _SCHEMES:
-            raise ConfigError(f"Redis URL {mask_url(self.redis_url)!r} must start with redis://, "
-                              "rediss:// or unix://")
+        validate_url(self.redis_url)
         if not self.visibility_timeout > 0:
             raise ConfigError(f"visibility timeout must be positive, got {self.visibility_timeout}")
         if not self.connect_timeout > 0:
@@ -173,19 +175,54 @@ def validate_chunk_size(requested: int | None, option: str = "--chunk-size") -> 
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (the user name is kept)."""
+    """The URL with its password and every secret query value (``?password=``, ``?token=``...) replaced
+    by ``***`` (the user name is kept). Works on the text alone, so a URL too malformed to parse (a port
+    out of range, a bad host) is masked too: it is the one an error message shows."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return re.sub(r"(?i)(password|pass|pwd|auth|token|secret)=[^&#\s]*", r"\1=***", url)
+    rest, hashmark, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    slash = rest.find("/")
+    netloc, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    if query:
+        query = "&".join(_mask_param(param) for param in query.split("&"))
+    return f"{scheme}://{netloc}{path}{question}{query}{hashmark}{fragment}"
+
+
+def _mask_param(param: str) -> str:
+    name, equals, value = param.partition("=")
+    return f"{name}=***" if equals and value and _SECRET_PARAMS.search(name) else param
+
+
+def validate_url(url: str) -> str:
+    """``url`` if redis-py can connect with it as given, with certificate and hostname checks on; a
+    one-line ``ConfigError`` (the URL masked) otherwise, never a traceback from deep in a client."""
+    from kombu.utils.url import parse_url as broker_parse_url
+    from redis.connection import parse_url
+
+    shown = mask_url(url)
+    if url.partition("://")[0] not in _SCHEMES:
+        raise ConfigError(f"Redis URL {shown!r} must start with redis://, rediss:// or unix://")
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//[^@/]*@", "//***@", url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        parse_url(url)
+        query = urlsplit(url).query
+        urlsplit(url).port  # noqa: B018 - parse_url reads it only when a host is given
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"Redis URL {shown!r} is malformed: {mask_url(str(exc))}") from None
+    try:
+        broker_parse_url(url)
+    except (ValueError, TypeError) as exc:  # kombu reads the user, password, host and port from the URL alone
+        raise ConfigError(f"Redis URL {shown!r} cannot be read by the broker client ({mask_url(str(exc))}); give "
+                          "the user and password as redis://USER:PASSWORD@HOST:PORT/DB, not in the query") from None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if value.strip().lower() in _WEAK_TLS.get(name.lower(), ()):
+            raise ConfigError(f"Redis URL {shown!r}: {name}={value} would turn TLS checks off; tango always checks "
+                              "the server's certificate and host name (give a private CA with ssl_ca_certs=PATH)")
+    return url
 
 
 def _float(env: dict[str, str], name: str, default: float | None) -> float | None:

@@ -297,10 +297,12 @@ def connect(settings: ClusterSettings, retries: int = 0) -> redis.Redis:
     keeps the default so that a wrong URL fails at once.
     """
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    # TLS always checks the certificate and the host name (``ClusterSettings`` refuses a URL that turns them off)
+    tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True} if settings.redis_url.startswith("rediss:") else {}
     return redis.Redis.from_url(
         settings.redis_url, decode_responses=True, socket_connect_timeout=settings.connect_timeout,
         socket_timeout=max(settings.connect_timeout * 5, 10.0), retry=retry,
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30)
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30, **tls)
 
 
 class ResultStore:
