@@ -41,6 +41,11 @@ ENV_QUANTIZE = "TANGO_QUANTIZE"
 ENV_PRECISION = "TANGO_PRECISION"
 ENV_BACKEND = "TANGO_BACKEND"  # torch or onnx
 ENV_METRICS_PORT = "TANGO_METRICS_PORT"
+ENV_WORKER_TTL = "TANGO_WORKER_TTL"
+# seconds a worker stays in the label registry after its last heartbeat (beats come 4 times as often):
+# a worker killed without a word is gone from it after this long. A solo-pool worker beats between tasks
+# only, so keep it above the longest chunk's run time
+DEFAULT_WORKER_TTL = 120.0
 
 ENV_REDIS_URL = "TANGO_REDIS_URL"
 ENV_VISIBILITY_TIMEOUT = "TANGO_VISIBILITY_TIMEOUT"
@@ -125,6 +130,7 @@ class WorkerSettings:
     precision: str = "fp32"
     metrics_port: int = 0
     backend: str = "torch"
+    worker_ttl: float = DEFAULT_WORKER_TTL
 
     @classmethod
     def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
@@ -139,13 +145,15 @@ class WorkerSettings:
                    max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
                    max_wait_ms=_int(env, ENV_MAX_WAIT_MS, 0, low=0), quantize=env.get(ENV_QUANTIZE, "") == "1",
                    precision=env.get(ENV_PRECISION) or "fp32", metrics_port=_int(env, ENV_METRICS_PORT, 0, low=0),
-                   backend=env.get(ENV_BACKEND) or "torch")
+                   backend=env.get(ENV_BACKEND) or "torch",
+                   worker_ttl=worker_ttl(env))
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
                ENV_MAX_ATTEMPTS: str(self.max_attempts), ENV_MAX_WAIT_MS: str(self.max_wait_ms),
                ENV_QUANTIZE: "1" if self.quantize else "", ENV_PRECISION: self.precision,
-               ENV_METRICS_PORT: str(self.metrics_port), ENV_BACKEND: self.backend, **self.cluster.to_env()}
+               ENV_METRICS_PORT: str(self.metrics_port), ENV_BACKEND: self.backend,
+               ENV_WORKER_TTL: repr(self.worker_ttl), **self.cluster.to_env()}
         if self.threads:
             env[ENV_THREADS] = str(self.threads)
         return env
@@ -233,6 +241,14 @@ def _float(env: dict[str, str], name: str, default: float | None) -> float | Non
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def worker_ttl(env: dict[str, str] | None = None) -> float:
+    """Seconds a worker stays in the label registry past its last heartbeat (``TANGO_WORKER_TTL``)."""
+    value = _float(os.environ if env is None else env, ENV_WORKER_TTL, DEFAULT_WORKER_TTL)
+    if not value > 0:
+        raise ConfigError(f"{ENV_WORKER_TTL} must be a positive number of seconds, got {value}")
+    return value
 
 
 def _int(env: dict[str, str], name: str, default: int | None, low: int = 1) -> int | None:

@@ -72,7 +72,8 @@ def audits_key(job: str) -> str:
 
 
 def workers_key(tier: int) -> str:
-    """Hash: ``host:pid`` -> JSON of the model a live worker process of ``tier`` serves."""
+    """Hash: ``host:pid`` -> JSON of the model a worker of ``tier`` serves, with ``alive_until`` (Redis's
+    clock), which the worker's heartbeat moves on: an entry past it is a worker that died without a word."""
     return f"{PREFIX}:workers:tier{tier}"
 
 

@@ -206,6 +206,34 @@ return 0
 """
 
 
+# KEYS: the tier's workers (hash: name -> info JSON). ARGV: worker, info JSON, seconds to live. A
+# heartbeat: (re)publishes the worker with ``alive_until`` moved on, on Redis's clock (not the hosts').
+_ADVERTISE = """
+local info = cjson.decode(ARGV[2])
+info['alive_until'] = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
+return 0
+"""
+
+# KEYS: as _ADVERTISE. Drops every worker whose time passed (or that never had one: a worker of an
+# older tango, or one whose entry is not JSON) and returns the others, as name, info pairs.
+_LIVE_WORKERS = """
+local now = tonumber(redis.call('TIME')[1])
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for n = 1, #all, 2 do
+  local ok, info = pcall(cjson.decode, all[n + 1])
+  if ok and type(info) == 'table' and tonumber(info['alive_until'] or 0) > now then
+    out[#out + 1] = all[n]
+    out[#out + 1] = all[n + 1]
+  else
+    redis.call('HDEL', KEYS[1], all[n])
+  end
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a job is asked to do, recorded once at submit."""
@@ -322,6 +350,8 @@ class ResultStore:
         self._frontier = client.register_script(_FRONTIER)
         self._drain = client.register_script(_DRAIN)
         self._fed = client.register_script(_FED)
+        self._advertise = client.register_script(_ADVERTISE)
+        self._live_workers = client.register_script(_LIVE_WORKERS)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -552,16 +582,18 @@ class ResultStore:
                                f"{status.state}; its records are damaged")
 
     # -- worker registry ---------------------------------------------------
-    def advertise(self, tier: int, worker: str, info: dict) -> None:
-        """Publish what a worker serves, so ``submit`` can learn the label set from it."""
-        self.client.hset(workers_key(tier), worker, json.dumps(info))
+    def advertise(self, tier: int, worker: str, info: dict, ttl: float) -> None:
+        """Publish what a worker serves, so ``submit`` can learn the label set from it, for ``ttl``
+        seconds: the worker's heartbeat calls this again well within them."""
+        self._advertise(keys=[workers_key(tier)], args=[worker, json.dumps(info), ttl])
 
     def withdraw(self, tier: int, worker: str) -> None:
         self.client.hdel(workers_key(tier), worker)
 
     def advertised(self, tier: int) -> dict[str, dict]:
-        raw = self.client.hgetall(workers_key(tier))
-        return {name: json.loads(info) for name, info in raw.items()}
+        """The workers of ``tier`` whose heartbeat is current; the others are dropped as they are found."""
+        raw = self._live_workers(keys=[workers_key(tier)])
+        return {name: json.loads(info) for name, info in zip(raw[::2], raw[1::2])}
 
     def _missing(self, job: str) -> JobError:
         if self.client.zscore(JOBS_INDEX, validate_job_id(job)) is not None:
