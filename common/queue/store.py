@@ -32,7 +32,7 @@ from redis.retry import Retry
 from common.queue.config import DEFAULT_FEEDER_LEASE, ClusterSettings
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
 from common.data.corpus import KEPT_REJECTS
-from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audits_key, failures_key, feeder_key,
+from common.queue.keys import (ACTIVE_INDEX, ACTIVE_INDEXED, JOBS_INDEX, answered_key, attempts_key, audits_key, failures_key, feeder_key,
                                job_keys, meta_key, rejected_key, results_key, validate_job_id, workers_key)
 from common.queue.results import AuditOutcome, ResultRecord
 
@@ -386,6 +386,7 @@ class ResultStore:
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})
+        pipe.zadd(ACTIVE_INDEX, {spec.job: now})
         pipe.set(feeder_key(spec.job), "1", px=self._lease_ms)
         pipe.execute()
 
@@ -466,15 +467,37 @@ class ResultStore:
         return out
 
     def active_jobs(self) -> list[JobStatus]:
-        """Every job ``submitting`` or ``running`` (jobs stay indexed until purged, so a sweep reads them all)."""
-        ids = self.client.zrange(JOBS_INDEX, 0, -1)
+        """Every job ``submitting`` or ``running``, read from the index of active jobs alone: a job found
+        ended (or purged) there is dropped from it, so a sweep never reads the records of ended jobs again."""
+        self._index_active_once()
+        ids = self.client.zrange(ACTIVE_INDEX, 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for job in ids:
             pipe.hgetall(meta_key(job))
             pipe.exists(feeder_key(job))
         replies = pipe.execute()
-        return [_status(raw, feeder) for raw, feeder in zip(replies[::2], replies[1::2])
-                if raw and raw.get("state") in ACTIVE_STATES]
+        active, ended = [], []
+        for job, raw, feeder in zip(ids, replies[::2], replies[1::2]):
+            if raw and raw.get("state") in ACTIVE_STATES:
+                active.append(_status(raw, feeder))
+            else:
+                ended.append(job)
+        if ended:
+            self.client.zrem(ACTIVE_INDEX, *ended)
+        return active
+
+    def _index_active_once(self) -> None:
+        """Jobs recorded by a tango from before the active index: added to it once, by their state alone."""
+        if self.client.exists(ACTIVE_INDEXED):
+            return
+        ids = self.client.zrange(JOBS_INDEX, 0, -1, withscores=True)
+        pipe = self.client.pipeline(transaction=False)
+        for job, _ in ids:
+            pipe.hget(meta_key(job), "state")
+        active = {job: created for (job, created), state in zip(ids, pipe.execute()) if state in ACTIVE_STATES}
+        if active:
+            self.client.zadd(ACTIVE_INDEX, active)
+        self.client.set(ACTIVE_INDEXED, 1)
 
     def purge(self, job: str) -> None:
         """Delete an ended job's records; an active one is refused (cancel it first)."""
@@ -488,6 +511,7 @@ class ResultStore:
     def delete_job(self, job: str) -> None:
         self.client.delete(*job_keys(job))
         self.client.zrem(JOBS_INDEX, validate_job_id(job))
+        self.client.zrem(ACTIVE_INDEX, job)
 
     def add_rejects(self, job: str, rejects: Sequence[tuple[int, str]]) -> None:
         """Keep why input lines were left out (the first ``KEPT_REJECTS``); the count is in the job."""
@@ -630,6 +654,13 @@ class Answered(Set):
 
     def __len__(self) -> int:
         return int.from_bytes(self.bits, "big").bit_count()
+
+    def count_from(self, start: int) -> int:
+        """How many indices at or after ``start`` are in the set (bit i is bit ``width - 1 - i`` of the number)."""
+        width = len(self.bits) * 8
+        if start >= width:
+            return 0
+        return (int.from_bytes(self.bits, "big") & ((1 << (width - max(start, 0))) - 1)).bit_count()
 
 
 def export_start(status: JobStatus, partial: bool, follow: bool = False) -> int:
