@@ -28,11 +28,12 @@ from common.queue.celery_app import send_chunk
 from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size, validate_chunk_size
 from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
-from common.queue.depth import in_broker
+from common.queue.depth import QUEUES, in_broker
 from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
 from common.queue.messages import TASK_TIER1, Chunk, WorkItem
 from common.queue.store import JobSpec, JobStatus, ResultStore
+from common.queue.transport import settle_counts
 from common.queue.window import Window, validate_window
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
     jobs' messages do not matter, and no message body is read (``common.queue.depth.in_broker``)."""
     if now.is_final or now.answered != before.answered or now.being_fed:
         return False
+    settle_counts(store.client, list(QUEUES))  # an empty broker is known empty, whatever was deleted behind it
     return in_broker(store.client, [now.job])[now.job] == 0
 
 
