@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from common.errors import ConfigError
 
@@ -207,8 +207,9 @@ def _mask_param(param: str) -> str:
 
 
 def validate_url(url: str) -> str:
-    """``url`` if redis-py can connect with it as given, with certificate and hostname checks on; a
-    one-line ``ConfigError`` (the URL masked) otherwise, never a traceback from deep in a client."""
+    """``url`` if both clients (redis-py for the store, kombu for the broker) can read it as given, with
+    certificate and host name checks on; a one-line ``ConfigError`` (the URL masked) otherwise, never a
+    traceback from deep in a client."""
     from kombu.utils.url import parse_url as broker_parse_url
     from redis.connection import parse_url
 
