@@ -12,7 +12,7 @@ import socket
 import click
 
 from cli.options import CONTEXT, backend_option, redis_option
-from common.queue.config import PRECISIONS, ClusterSettings, WorkerSettings
+from common.queue.config import PRECISIONS, ClusterSettings, WorkerSettings, worker_ttl
 from common.errors import ConfigError
 
 
@@ -64,7 +64,7 @@ def worker_command(tier: str, model: str, device: str, batch_size: int, concurre
     settings = WorkerSettings(tier=int(tier[-1]), model=model, device=device, batch_size=batch_size,
                               threads=threads or default_threads(processes), cluster=cluster,
                               max_wait_ms=max_wait_ms, quantize=quantize, precision=precision,
-                              metrics_port=metrics_port, backend=backend)
+                              metrics_port=metrics_port, backend=backend, worker_ttl=worker_ttl())
     model_labels(model)  # a missing or broken model fails here, before any process starts
     ResultStore.open(cluster)
     os.environ.update(settings.to_env())

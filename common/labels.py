@@ -94,6 +94,7 @@ def model_labels(name_or_path: str) -> list[str]:
     """A model's label names from its ``config.json`` alone (a local directory, else the hub's copy):
     no weights and no torch, so the CLI and a worker's pre-fork check learn a label set cheaply."""
     local = Path(name_or_path) / "config.json"
+    missing_directory(name_or_path)
     try:
         if not local.is_file():
             from huggingface_hub import hf_hub_download
@@ -105,6 +106,15 @@ def model_labels(name_or_path: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - a missing repo, no network, bad JSON: all "cannot load"
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
     return [str(id2label.get(i, f"LABEL_{i}")) for i in range(count)]
+
+
+def missing_directory(name_or_path: str) -> None:
+    """Refuse, in one line, a model argument that can only be a directory and does not exist: one that
+    starts with ``/``, ``.`` or ``~``, or holds a backslash or more than one ``/``, is never a hub id
+    (``org/name``), and the hub client would only complain about the id's form."""
+    pathlike = name_or_path.startswith(("/", ".", "~")) or "\\" in name_or_path or name_or_path.count("/") > 1
+    if pathlike and not Path(name_or_path).expanduser().exists():
+        raise ModelLoadError(f"model directory {name_or_path} does not exist")
 
 
 def gold_names(gold: str, labels: list[str] | tuple[str, ...]) -> str | None:

@@ -25,6 +25,7 @@ from common.ml.encoding import FastEncoder
 from common.ml.pooling import masked_mean, with_pooling
 from common.ml.progress import track
 from common.errors import ModelLoadError, first_line
+from common.labels import missing_directory
 
 if TYPE_CHECKING:
     from common.ml.deferral import DeferralHead
@@ -260,6 +261,7 @@ def load_config_and_tokenizer(name_or_path: str) -> tuple[object, object]:
 
 @contextlib.contextmanager
 def _loading(name_or_path: str) -> Iterator[None]:
+    missing_directory(name_or_path)
     try:
         yield
     except (OSError, ValueError, KeyError) as exc:

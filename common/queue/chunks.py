@@ -26,7 +26,7 @@ from typing import Callable, Protocol, Sequence
 import redis
 from kombu.exceptions import OperationalError
 
-from common.errors import JobGoneError, LabelMismatchError
+from common.errors import JobError, JobGoneError, LabelMismatchError, first_line
 from common.queue.decisions import Decide, output_map
 from common.queue.faults import Scorer, attempts_exhausted, item_probabilities, should_split
 from common.queue.messages import Chunk, WorkItem
@@ -34,6 +34,9 @@ from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
 
 log = logging.getLogger(__name__)
+
+# Redis or the broker away: the task is given back whole, never turned into recorded failures
+AWAY = (redis.ConnectionError, redis.TimeoutError, OperationalError)
 
 
 class ChunkHooks(Protocol):
@@ -67,7 +70,7 @@ class ChunkProcessor:
         state, attempt = self.store.begin(chunk.job, self.tier, chunk.name)
         try:
             return self._started(chunk, state, attempt)
-        except (redis.ConnectionError, redis.TimeoutError, OperationalError):
+        except AWAY:
             self.refunds.add((chunk.job, chunk.name))  # this start proves nothing about the chunk
             raise
 
@@ -104,8 +107,8 @@ class ChunkProcessor:
         for items in (decision.forward, decision.audit):
             if items:
                 self.send(chunk.forward(items))
-        added = self.store.write(chunk.job, decision.entries)
-        self.store.audit(chunk.job, decision.outcomes)
+        added = self._write(chunk.job, decision.entries)
+        self._audit(chunk.job, decision.outcomes)
         agreed = sum(outcome.agrees for outcome in decision.outcomes)
         for hook in self.hooks:
             hook.chunk(len(decision.entries), len(decision.forward))
@@ -154,4 +157,44 @@ class ChunkProcessor:
                    for item, reason in failures if item.audit is None]
         for hook in self.hooks:
             hook.failed(len(entries))
-        self.store.write(chunk.job, entries)
+        self._write(chunk.job, entries)
+
+    def _write(self, job: str, entries: list) -> int:
+        """Store the entries; returns how many were new. A write that fails for any reason but Redis being
+        away (which gives the task back) or the job being gone is retried item by item, and an item whose
+        record cannot be stored is stored as failed with the reason: never a task acknowledged with its
+        items unanswered, which would leave the job running for ever."""
+        try:
+            return self.store.write(job, entries)
+        except (*AWAY, JobError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the store refused, each item must still end
+            log.error("job %r: storing %d records failed (%s); storing them one by one", job, len(entries),
+                      first_line(exc))
+        return sum(self._write_one(job, entry) for entry in entries)
+
+    def _write_one(self, job: str, entry: tuple) -> int:
+        index, record, correct = entry
+        try:
+            return self.store.write(job, [entry])
+        except (*AWAY, JobError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded as this item's failure below
+            reason = f"tier {self.tier}: its result could not be stored: {type(exc).__name__}: {first_line(exc)}"
+        try:
+            return self.store.write(job, [(index, ResultRecord.failed(record.id, self.tier, reason), None)])
+        except (*AWAY, JobError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing about this item can be stored (its index, say)
+            log.error("job %r item %d: neither its record nor its failure could be stored: %s", job, index,
+                      first_line(exc))
+            return 0
+
+    def _audit(self, job: str, outcomes: list) -> None:
+        """Store tier 2's checks; one that cannot be stored is only left out: an audit answers nothing."""
+        try:
+            self.store.audit(job, outcomes)
+        except (*AWAY, JobError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the items' answers are stored; only the sample shrinks
+            log.error("job %r: %d audit outcomes could not be stored: %s", job, len(outcomes), first_line(exc))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from common.errors import ConfigError
 
@@ -41,6 +41,11 @@ ENV_QUANTIZE = "TANGO_QUANTIZE"
 ENV_PRECISION = "TANGO_PRECISION"
 ENV_BACKEND = "TANGO_BACKEND"  # torch or onnx
 ENV_METRICS_PORT = "TANGO_METRICS_PORT"
+ENV_WORKER_TTL = "TANGO_WORKER_TTL"
+# seconds a worker stays in the label registry after its last heartbeat (beats come 4 times as often):
+# a worker killed without a word is gone from it after this long. A solo-pool worker beats between tasks
+# only, so keep it above the longest chunk's run time
+DEFAULT_WORKER_TTL = 120.0
 
 ENV_REDIS_URL = "TANGO_REDIS_URL"
 ENV_VISIBILITY_TIMEOUT = "TANGO_VISIBILITY_TIMEOUT"
@@ -52,6 +57,11 @@ ENV_FEEDER_LEASE = "TANGO_FEEDER_LEASE"
 DEFAULT_FEEDER_LEASE = 30.0
 
 _SCHEMES = ("redis", "rediss", "unix")
+# query parameters whose value is a secret (redis-py reads ``?password=``): masked wherever a URL is shown
+_SECRET_PARAMS = re.compile(r"pass|pwd|auth|token|secret|credential|key$", re.IGNORECASE)
+# query values that would turn certificate or hostname checks off; the README promises both are always made
+_WEAK_TLS = {"ssl_cert_reqs": {"none", "optional", "cert_none", "cert_optional", "0", "1"},
+             "ssl_check_hostname": {"false", "0", "no", "off", "n", "f"}}
 
 
 @dataclass(frozen=True)
@@ -65,10 +75,7 @@ class ClusterSettings:
     feeder_lease: float = DEFAULT_FEEDER_LEASE  # seconds a feeder's silence is taken for its end
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.redis_url).scheme
-        if scheme not in _SCHEMES:
-            raise ConfigError(f"Redis URL {mask_url(self.redis_url)!r} must start with redis://, "
-                              "rediss:// or unix://")
+        validate_url(self.redis_url)
         if not self.visibility_timeout > 0:
             raise ConfigError(f"visibility timeout must be positive, got {self.visibility_timeout}")
         if not self.connect_timeout > 0:
@@ -123,6 +130,7 @@ class WorkerSettings:
     precision: str = "fp32"
     metrics_port: int = 0
     backend: str = "torch"
+    worker_ttl: float = DEFAULT_WORKER_TTL
 
     @classmethod
     def from_env(cls, tier: int, env: dict[str, str] | None = None) -> "WorkerSettings":
@@ -137,13 +145,15 @@ class WorkerSettings:
                    max_attempts=_int(env, ENV_MAX_ATTEMPTS, DEFAULT_MAX_ATTEMPTS),
                    max_wait_ms=_int(env, ENV_MAX_WAIT_MS, 0, low=0), quantize=env.get(ENV_QUANTIZE, "") == "1",
                    precision=env.get(ENV_PRECISION) or "fp32", metrics_port=_int(env, ENV_METRICS_PORT, 0, low=0),
-                   backend=env.get(ENV_BACKEND) or "torch")
+                   backend=env.get(ENV_BACKEND) or "torch",
+                   worker_ttl=worker_ttl(env))
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_MODEL: self.model, ENV_DEVICE: self.device, ENV_BATCH_SIZE: str(self.batch_size),
                ENV_MAX_ATTEMPTS: str(self.max_attempts), ENV_MAX_WAIT_MS: str(self.max_wait_ms),
                ENV_QUANTIZE: "1" if self.quantize else "", ENV_PRECISION: self.precision,
-               ENV_METRICS_PORT: str(self.metrics_port), ENV_BACKEND: self.backend, **self.cluster.to_env()}
+               ENV_METRICS_PORT: str(self.metrics_port), ENV_BACKEND: self.backend,
+               ENV_WORKER_TTL: repr(self.worker_ttl), **self.cluster.to_env()}
         if self.threads:
             env[ENV_THREADS] = str(self.threads)
         return env
@@ -173,19 +183,55 @@ def validate_chunk_size(requested: int | None, option: str = "--chunk-size") -> 
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***`` (the user name is kept)."""
+    """The URL with its password and every secret query value (``?password=``, ``?token=``...) replaced
+    by ``***`` (the user name is kept). Works on the text alone, so a URL too malformed to parse (a port
+    out of range, a bad host) is masked too: it is the one an error message shows."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return re.sub(r"(?i)(password|pass|pwd|auth|token|secret)=[^&#\s]*", r"\1=***", url)
+    rest, hashmark, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    slash = rest.find("/")
+    netloc, path = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    if query:
+        query = "&".join(_mask_param(param) for param in query.split("&"))
+    return f"{scheme}://{netloc}{path}{question}{query}{hashmark}{fragment}"
+
+
+def _mask_param(param: str) -> str:
+    name, equals, value = param.partition("=")
+    return f"{name}=***" if equals and value and _SECRET_PARAMS.search(name) else param
+
+
+def validate_url(url: str) -> str:
+    """``url`` if both clients (redis-py for the store, kombu for the broker) can read it as given, with
+    certificate and host name checks on; a one-line ``ConfigError`` (the URL masked) otherwise, never a
+    traceback from deep in a client."""
+    from kombu.utils.url import parse_url as broker_parse_url
+    from redis.connection import parse_url
+
+    shown = mask_url(url)
+    if url.partition("://")[0] not in _SCHEMES:
+        raise ConfigError(f"Redis URL {shown!r} must start with redis://, rediss:// or unix://")
     try:
-        parts = urlsplit(url)
-    except ValueError:
-        return re.sub(r"//[^@/]*@", "//***@", url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        parse_url(url)
+        query = urlsplit(url).query
+        urlsplit(url).port  # noqa: B018 - parse_url reads it only when a host is given
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"Redis URL {shown!r} is malformed: {mask_url(str(exc))}") from None
+    try:
+        broker_parse_url(url)
+    except (ValueError, TypeError) as exc:  # kombu reads the user, password, host and port from the URL alone
+        raise ConfigError(f"Redis URL {shown!r} cannot be read by the broker client ({mask_url(str(exc))}); give "
+                          "the user and password as redis://USER:PASSWORD@HOST:PORT/DB, not in the query") from None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if value.strip().lower() in _WEAK_TLS.get(name.lower(), ()):
+            raise ConfigError(f"Redis URL {shown!r}: {name}={value} would turn TLS checks off; tango always checks "
+                              "the server's certificate and host name (give a private CA with ssl_ca_certs=PATH)")
+    return url
 
 
 def _float(env: dict[str, str], name: str, default: float | None) -> float | None:
@@ -196,6 +242,14 @@ def _float(env: dict[str, str], name: str, default: float | None) -> float | Non
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def worker_ttl(env: dict[str, str] | None = None) -> float:
+    """Seconds a worker stays in the label registry past its last heartbeat (``TANGO_WORKER_TTL``)."""
+    value = _float(os.environ if env is None else env, ENV_WORKER_TTL, DEFAULT_WORKER_TTL)
+    if not value > 0:
+        raise ConfigError(f"{ENV_WORKER_TTL} must be a positive number of seconds, got {value}")
+    return value
 
 
 def _int(env: dict[str, str], name: str, default: int | None, low: int = 1) -> int | None:

@@ -1,15 +1,17 @@
-"""How much work each tier has: tasks waiting on its queue and tasks its workers hold.
+"""How much work each tier has, and each job: tasks waiting on a queue, tasks workers hold.
 
 This is what an autoscaler reads (KEDA's Redis list scaler reads the same list
 length): waiting says "start workers", waiting plus in flight says "keep them".
-Read straight from the broker's keys, so it needs no worker to answer.
+Read straight from the broker's keys and from the counts the transport keeps
+beside them (``common.queue.transport``), so it needs no worker to answer and
+never reads a message body: a scrape costs the same with a thousand chunks held.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
+from typing import Iterable
 
-from common.queue.keys import UNACKED
+from common.queue.keys import HELD_BY_QUEUE, IN_BROKER
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
 
 QUEUES = (QUEUE_TIER1, QUEUE_TIER2)
@@ -26,24 +28,18 @@ class QueueDepth:
 
 
 def queue_depths(client) -> list[QueueDepth]:
-    """Both tiers' depths in one round trip plus one pass over the unacknowledged tasks."""
+    """Both tiers' depths in one round trip."""
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
         pipe.llen(queue)
-    pipe.hvals(UNACKED)
+    pipe.hmget(HELD_BY_QUEUE, list(QUEUES))
     *lengths, held = pipe.execute()
-    in_flight = dict.fromkeys(QUEUES, 0)
-    for raw in held:
-        queue = _routing_key(raw)
-        if queue in in_flight:
-            in_flight[queue] += 1
-    return [QueueDepth(queue, int(length), in_flight[queue]) for queue, length in zip(QUEUES, lengths)]
+    return [QueueDepth(queue, int(length), max(0, int(count or 0)))
+            for queue, length, count in zip(QUEUES, lengths, held)]
 
 
-def _routing_key(raw: bytes | str) -> str | None:
-    """The queue an unacknowledged task came from: kombu keeps ``[message, exchange, routing_key]``."""
-    try:
-        entry = json.loads(raw)
-        return str(entry[2])
-    except (ValueError, IndexError, TypeError):
-        return None
+def in_broker(client, jobs: Iterable[str]) -> dict[str, int]:
+    """How many messages of each job are queued or held by a worker (one round trip)."""
+    jobs = list(jobs)
+    counts = client.hmget(IN_BROKER, jobs) if jobs else []
+    return {job: max(0, int(count or 0)) for job, count in zip(jobs, counts)}

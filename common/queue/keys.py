@@ -15,9 +15,17 @@ from common.errors import JobError, TangoError
 
 PREFIX = "tango"
 JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> created time
+# sorted set: the jobs not known to have ended (id -> created time), so a sweep reads those alone; a job
+# leaves it when a reader finds it ended. ACTIVE_INDEXED marks that jobs from before it were added once.
+ACTIVE_INDEX = f"{PREFIX}:active"
+ACTIVE_INDEXED = f"{PREFIX}:active:indexed"
 UNACKED = "unacked"  # kombu's hash of the messages workers hold (its default ``unacked_key``)
 CLAIMS = f"{PREFIX}:claims"  # counts the broker's claims, so each delivery of a message has a tag of its own
 SWEEPER_LOCK = f"{PREFIX}:sweeper"  # held by the one worker sweeping for stalled jobs this interval
+# the broker's own counts (``common.queue.transport``), so that nothing reads message bodies to learn them:
+IN_BROKER = f"{PREFIX}:in-broker"  # hash: job -> its messages in the broker, queued or held by a worker
+HELD = f"{PREFIX}:held"  # hash: delivery tag of a held message -> "QUEUE TAB JOB" (JOB empty when not ours)
+HELD_BY_QUEUE = f"{PREFIX}:held-by-queue"  # hash: queue -> messages taken from it and not yet acknowledged
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -79,7 +87,8 @@ def audited_key(job: str) -> str:
 
 
 def workers_key(tier: int) -> str:
-    """Hash: ``host:pid`` -> JSON of the model a live worker process of ``tier`` serves."""
+    """Hash: ``host:pid`` -> JSON of the model a worker of ``tier`` serves, with ``alive_until`` (Redis's
+    clock), which the worker's heartbeat moves on: an entry past it is a worker that died without a word."""
     return f"{PREFIX}:workers:tier{tier}"
 
 

@@ -13,10 +13,11 @@ import csv
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from json.encoder import encode_basestring
 from math import isfinite
-from typing import IO, Iterable, NamedTuple, Protocol, Sequence
+from typing import IO, Callable, Iterable, NamedTuple, Protocol, Sequence
 
 from common.labels import gold_names
 from common.errors import ConfigError
@@ -28,6 +29,16 @@ ROW_GROUP = 10_000  # parquet rows per row group: what the writer holds before i
 FIELDS = ("id", "label", "score", "tier", "model")
 # one encoder for every record: ``json.dumps`` with options builds a new one per call
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# a message's JSON may carry lone surrogates ("\udc80"): valid JSON, a valid Python str, and no UTF-8 at
+# all, so Redis (and any UTF-8 file) cannot take them raw; a record holding one is written with escapes
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(line: str, value: Callable[[], dict]) -> str:
+    """``line`` (what ``value()`` gives, as ``_ENCODER`` writes it), or that with ASCII escapes where
+    ``line`` holds a lone surrogate, so that every str a message can carry encodes as UTF-8."""
+    return line if line.isascii() or _SURROGATE.search(line) is None else _ASCII_ENCODER.encode(value())
 
 
 def _string(value: str | None) -> str:
@@ -54,13 +65,16 @@ class ResultRecord(NamedTuple):
         return out
 
     def to_json(self) -> str:
-        """The record as one compact JSON object. An answer (every item but the failed ones) is spelled
-        out directly, which cost a third of building a dict and encoding it; the bytes are the same."""
+        """The record as one compact JSON object, always valid UTF-8 (see ``_storable``). An answer (every
+        item but the failed ones) is spelled out directly, which cost a third of building a dict and
+        encoding it; the bytes are the same."""
         score = self.score
         if self.error is not None or type(score) is not float or not isfinite(score) or type(self.tier) is not int:
-            return _ENCODER.encode(self.to_dict())
-        return (f'{{"id":{_string(self.id)},"label":{_string(self.label)},"score":{score!r},'
-                f'"tier":{self.tier},"model":{_string(self.model)}}}')
+            line = _ENCODER.encode(self.to_dict())
+        else:
+            line = (f'{{"id":{_string(self.id)},"label":{_string(self.label)},"score":{score!r},'
+                    f'"tier":{self.tier},"model":{_string(self.model)}}}')
+        return _storable(line, self.to_dict)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "ResultRecord":
@@ -86,7 +100,8 @@ class AuditOutcome:
         return self.tier1 == self.tier2
 
     def to_json(self) -> str:
-        return _ENCODER.encode({"tier1": self.tier1, "tier2": self.tier2})
+        value = {"tier1": self.tier1, "tier2": self.tier2}
+        return _storable(_ENCODER.encode(value), lambda: value)
 
 
 def gold_matches(gold: str, label: str, labels: Sequence[str]) -> bool:

@@ -69,6 +69,8 @@ class TierRuntime:
         self._lock = threading.Lock()
         self._serving = False  # set once a worker of *this* app starts (tests import both tiers)
         self._controller = None  # the Celery WorkController, whose exit code a cold shutdown would lose
+        self._labels: list[str] = []  # what the model serves, read from its config before any fork
+        self._registry: tuple[int, ResultStore] | None = None  # (pid, store) of the process that beats
         self._connect_signals()
 
     # -- lifecycle ----------------------------------------------------------
@@ -88,7 +90,7 @@ class TierRuntime:
         self._controller = sender
         try:
             self.settings = WorkerSettings.from_env(self.tier, self._env)
-            model_labels(self.settings.model)
+            self._labels = model_labels(self.settings.model)
             ResultStore.open(self.settings.cluster, retries=1)
         except TangoError as exc:
             log.critical("tier %d worker cannot start: %s", self.tier, exc)
@@ -121,6 +123,7 @@ class TierRuntime:
         if self._preloaded is not None:
             log.log(*self._preloaded)
         self._start_sweeping(sender)
+        self._start_heartbeat(sender)
         pool = getattr(sender, "pool", None)
         if pool is not None and type(pool).__module__.endswith("prefork"):
             return  # the children loaded their own models after the fork
@@ -136,6 +139,25 @@ class TierRuntime:
                                owner=self.worker_name, on_resumed=self._count_resumed)
         timer.call_repeatedly(cluster.sweep_every, self._sweep_safely, (sweeper,))
         log.info("tier %d worker sweeps for stalled jobs every %.0f s", self.tier, cluster.sweep_every)
+
+    def _start_heartbeat(self, consumer) -> None:
+        """Keep this worker in the label registry while it lives, from its main process's timer: an entry
+        lives ``worker_ttl`` seconds past its last beat, so a worker killed without a word (SIGKILL, the
+        out-of-memory killer) drops out by itself, and a later submit never takes its labels."""
+        settings = self.settings
+        self._registry = (os.getpid(), ResultStore.open(settings.cluster, retries=1))
+        self._beat()
+        timer = getattr(consumer, "timer", None)
+        if timer is not None:
+            timer.call_repeatedly(settings.worker_ttl / 4, self._beat)
+
+    def _beat(self) -> None:
+        settings, (_, store) = self.settings, self._registry
+        try:
+            store.advertise(self.tier, self.worker_name, {"model": settings.model, "labels": self._labels,
+                                                          "device": settings.device}, settings.worker_ttl)
+        except redis.RedisError as exc:  # a missed beat is retried at the next; it must never stop the worker
+            log.warning("tier %d worker could not renew its place in the registry: %s", self.tier, first_line(exc))
 
     def _sweep_safely(self, sweeper: StallSweeper) -> None:
         try:
@@ -170,9 +192,9 @@ class TierRuntime:
         close = getattr(self.scorer, "close", None)
         if self._serving and close is not None:
             close()  # run what is queued, so the waiting tasks store their results and get acked
-        if self._serving and self.store is not None:
+        if self._serving and self._registry is not None and self._registry[0] == os.getpid():
             try:
-                self.store.withdraw(self.tier, self.worker_name)
+                self._registry[1].withdraw(self.tier, self.worker_name)  # a pool process's exit withdraws nothing
             except redis.RedisError:
                 pass
 
@@ -204,8 +226,6 @@ class TierRuntime:
                 self.metrics.watch_queues(lambda: queue_depths(client))
                 self.metrics.serve(settings.metrics_port)
             self.model = model  # last: other threads take a set model to mean "loaded"
-            self.store.advertise(self.tier, self.worker_name, {"model": settings.model, "labels": model.labels,
-                                                               "device": str(model.device)})
             log.info("tier %d worker ready: model %s (labels %s), device %s, queue %r, batch size %d, "
                      "pid %d, Redis %s, loaded in %.1f s", self.tier, settings.model, model.labels,
                      model.device, self.queue, settings.batch_size, os.getpid(),
@@ -231,5 +251,13 @@ class TierRuntime:
             return {"dropped": str(exc)}
         except Exception as exc:  # a bug costs this chunk's items, recorded; Celery would ack it silently
             log.exception("job %r chunk %s: tier %d worker error", chunk.job, chunk.name, self.tier)
-            return self.processor.fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: "
-                                              f"{first_line(exc)}")
+            return self._fail(chunk, f"tier {self.tier} worker error: {type(exc).__name__}: {first_line(exc)}")
+
+    def _fail(self, chunk: Chunk, reason: str) -> dict:
+        """Record the chunk's items as failed; Redis away gives the task back here too, rather than
+        letting Celery acknowledge a task whose items were never answered."""
+        try:
+            return self.processor.fail(chunk, reason)
+        except (redis.ConnectionError, redis.TimeoutError, OperationalError) as exc:
+            log.error("job %r chunk %s: Redis unavailable (%s); giving the task back", chunk.job, chunk.name, exc)
+            raise Reject(str(exc), requeue=True) from None

@@ -32,9 +32,9 @@ from redis.retry import Retry
 from common.queue.config import DEFAULT_FEEDER_LEASE, ClusterSettings
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
 from common.data.corpus import KEPT_REJECTS
-from common.queue.keys import (JOBS_INDEX, answered_key, attempts_key, audited_key, audits_key, failures_key,
-                               feeder_key, job_keys, meta_key, rejected_key, results_key, validate_job_id,
-                               workers_key)
+from common.queue.keys import (ACTIVE_INDEX, ACTIVE_INDEXED, JOBS_INDEX, answered_key, attempts_key, audited_key,
+                               audits_key, failures_key, feeder_key, job_keys, meta_key, rejected_key, results_key,
+                               validate_job_id, workers_key)
 from common.queue.results import AuditOutcome, ResultRecord
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,34 @@ return 0
 """
 
 
+# KEYS: the tier's workers (hash: name -> info JSON). ARGV: worker, info JSON, seconds to live. A
+# heartbeat: (re)publishes the worker with ``alive_until`` moved on, on Redis's clock (not the hosts').
+_ADVERTISE = """
+local info = cjson.decode(ARGV[2])
+info['alive_until'] = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
+return 0
+"""
+
+# KEYS: as _ADVERTISE. Drops every worker whose time passed (or that never had one: a worker of an
+# older tango, or one whose entry is not JSON) and returns the others, as name, info pairs.
+_LIVE_WORKERS = """
+local now = tonumber(redis.call('TIME')[1])
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for n = 1, #all, 2 do
+  local ok, info = pcall(cjson.decode, all[n + 1])
+  if ok and type(info) == 'table' and tonumber(info['alive_until'] or 0) > now then
+    out[#out + 1] = all[n]
+    out[#out + 1] = all[n + 1]
+  else
+    redis.call('HDEL', KEYS[1], all[n])
+  end
+end
+return out
+"""
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a job is asked to do, recorded once at submit."""
@@ -337,10 +365,12 @@ def connect(settings: ClusterSettings, retries: int = 0) -> redis.Redis:
     keeps the default so that a wrong URL fails at once.
     """
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries)
+    # TLS always checks the certificate and the host name (``ClusterSettings`` refuses a URL that turns them off)
+    tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True} if settings.redis_url.startswith("rediss:") else {}
     return redis.Redis.from_url(
         settings.redis_url, decode_responses=True, socket_connect_timeout=settings.connect_timeout,
         socket_timeout=max(settings.connect_timeout * 5, 10.0), retry=retry,
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30)
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30, **tls)
 
 
 class ResultStore:
@@ -360,6 +390,8 @@ class ResultStore:
         self._frontier = client.register_script(_FRONTIER)
         self._drain = client.register_script(_DRAIN)
         self._fed = client.register_script(_FED)
+        self._advertise = client.register_script(_ADVERTISE)
+        self._live_workers = client.register_script(_LIVE_WORKERS)
 
     @classmethod
     def open(cls, settings: ClusterSettings, retries: int = 0) -> "ResultStore":
@@ -395,6 +427,7 @@ class ResultStore:
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})
+        pipe.zadd(ACTIVE_INDEX, {spec.job: now})
         pipe.set(feeder_key(spec.job), "1", px=self._lease_ms)
         pipe.execute()
 
@@ -475,15 +508,37 @@ class ResultStore:
         return out
 
     def active_jobs(self) -> list[JobStatus]:
-        """Every job ``submitting`` or ``running`` (jobs stay indexed until purged, so a sweep reads them all)."""
-        ids = self.client.zrange(JOBS_INDEX, 0, -1)
+        """Every job ``submitting`` or ``running``, read from the index of active jobs alone: a job found
+        ended (or purged) there is dropped from it, so a sweep never reads the records of ended jobs again."""
+        self._index_active_once()
+        ids = self.client.zrange(ACTIVE_INDEX, 0, -1)
         pipe = self.client.pipeline(transaction=False)
         for job in ids:
             pipe.hgetall(meta_key(job))
             pipe.exists(feeder_key(job))
         replies = pipe.execute()
-        return [_status(raw, feeder) for raw, feeder in zip(replies[::2], replies[1::2])
-                if raw and raw.get("state") in ACTIVE_STATES]
+        active, ended = [], []
+        for job, raw, feeder in zip(ids, replies[::2], replies[1::2]):
+            if raw and raw.get("state") in ACTIVE_STATES:
+                active.append(_status(raw, feeder))
+            else:
+                ended.append(job)
+        if ended:
+            self.client.zrem(ACTIVE_INDEX, *ended)
+        return active
+
+    def _index_active_once(self) -> None:
+        """Jobs recorded by a tango from before the active index: added to it once, by their state alone."""
+        if self.client.exists(ACTIVE_INDEXED):
+            return
+        ids = self.client.zrange(JOBS_INDEX, 0, -1, withscores=True)
+        pipe = self.client.pipeline(transaction=False)
+        for job, _ in ids:
+            pipe.hget(meta_key(job), "state")
+        active = {job: created for (job, created), state in zip(ids, pipe.execute()) if state in ACTIVE_STATES}
+        if active:
+            self.client.zadd(ACTIVE_INDEX, active)
+        self.client.set(ACTIVE_INDEXED, 1)
 
     def purge(self, job: str) -> None:
         """Delete an ended job's records; an active one is refused (cancel it first)."""
@@ -497,6 +552,7 @@ class ResultStore:
     def delete_job(self, job: str) -> None:
         self.client.delete(*job_keys(job))
         self.client.zrem(JOBS_INDEX, validate_job_id(job))
+        self.client.zrem(ACTIVE_INDEX, job)
 
     def add_rejects(self, job: str, rejects: Sequence[tuple[int, str]]) -> None:
         """Keep why input lines were left out (the first ``KEPT_REJECTS``); the count is in the job."""
@@ -598,16 +654,18 @@ class ResultStore:
                                f"{status.state}; its records are damaged")
 
     # -- worker registry ---------------------------------------------------
-    def advertise(self, tier: int, worker: str, info: dict) -> None:
-        """Publish what a worker serves, so ``submit`` can learn the label set from it."""
-        self.client.hset(workers_key(tier), worker, json.dumps(info))
+    def advertise(self, tier: int, worker: str, info: dict, ttl: float) -> None:
+        """Publish what a worker serves, so ``submit`` can learn the label set from it, for ``ttl``
+        seconds: the worker's heartbeat calls this again well within them."""
+        self._advertise(keys=[workers_key(tier)], args=[worker, json.dumps(info), ttl])
 
     def withdraw(self, tier: int, worker: str) -> None:
         self.client.hdel(workers_key(tier), worker)
 
     def advertised(self, tier: int) -> dict[str, dict]:
-        raw = self.client.hgetall(workers_key(tier))
-        return {name: json.loads(info) for name, info in raw.items()}
+        """The workers of ``tier`` whose heartbeat is current; the others are dropped as they are found."""
+        raw = self._live_workers(keys=[workers_key(tier)])
+        return {name: json.loads(info) for name, info in zip(raw[::2], raw[1::2])}
 
     def _missing(self, job: str) -> JobError:
         if self.client.zscore(JOBS_INDEX, validate_job_id(job)) is not None:
@@ -644,6 +702,13 @@ class Answered(Set):
 
     def __len__(self) -> int:
         return int.from_bytes(self.bits, "big").bit_count()
+
+    def count_from(self, start: int) -> int:
+        """How many indices at or after ``start`` are in the set (bit i is bit ``width - 1 - i`` of the number)."""
+        width = len(self.bits) * 8
+        if start >= width:
+            return 0
+        return (int.from_bytes(self.bits, "big") & ((1 << (width - max(start, 0))) - 1)).bit_count()
 
 
 def export_start(status: JobStatus, partial: bool, follow: bool = False) -> int:

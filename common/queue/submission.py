@@ -38,10 +38,12 @@ from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
 from common.data.fingerprint import Fingerprint, PinnedFile
 from common.data.records import detect_format
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
-from common.queue.keys import UNACKED, new_job_id, validate_job_id
+from common.queue.depth import QUEUES, in_broker
+from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
-from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, Chunk, WorkItem
+from common.queue.messages import TASK_TIER1, Chunk, WorkItem
 from common.queue.store import JobSpec, JobStatus, ResultStore
+from common.queue.transport import settle_counts
 from common.queue.window import Window, validate_window
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,7 @@ class Resumed:
     items: int
 
 
-def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: int = 0) -> Resumed:
+def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: int = 0, start: int = 0) -> Resumed:
     """Send every item of a running job that has no result yet to tier 1 again.
 
     The result store, not the broker, is the record of what is done: kombu can
@@ -156,7 +158,8 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     feeds the rest of a job whose submit stopped early as workers answer, as submit would have;
     without one it sends them at once. A ``limit`` sends at most about that many (whole chunks) and
     returns: the workers' sweep, which must not block, feeds a job that lost its submit one window
-    per sweep this way, and the job stays ``submitting`` while items remain unsent.
+    per sweep this way, and the job stays ``submitting`` while items remain unsent. ``start`` leaves
+    the items before it alone: the sweep feeds such a job on from what its submit already queued.
     """
     status = store.status(job)
     if status.is_final:
@@ -167,9 +170,10 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     expected = _recorded(status, path)
     with _bound_source(job, path, expected) as corpus:
         items = corpus.reading(islice(read_corpus(corpus.path, spec, _skip if skip_invalid else None), status.total))
-        missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items if i.index not in answered))
+        missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items
+                                                          if i.index >= start and i.index not in answered))
                    for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
-        unsent = status.total - len(answered)
+        unsent = status.total - start - answered.count_from(start)
         chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
                                window=Window(store, job, validate_window(window, size)))
         _unchanged(store, job, corpus, expected)
@@ -256,17 +260,6 @@ def queued_chunks(client, queue: str) -> list[Chunk]:
     return [Chunk.decode(payload) for payload in reversed(queued_payloads(client, queue))]
 
 
-def held_jobs(client) -> set[str]:
-    """The jobs of the tasks some worker holds unacknowledged right now (kombu's ``unacked`` hash)."""
-    jobs = set()
-    for raw in client.hvals(UNACKED):
-        try:
-            jobs.add(envelope_payload(json.loads(raw)[0])["job"])
-        except (ValueError, KeyError, IndexError, TypeError):
-            continue  # not one of our tasks (a control message, say)
-    return jobs
-
-
 def envelope_payload(envelope: dict) -> dict:
     """The chunk payload inside one of kombu's message envelopes."""
     body = envelope["body"]
@@ -277,19 +270,13 @@ def envelope_payload(envelope: dict) -> dict:
 
 
 def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
-    """A running job (or one whose submit is gone) that did not move between two looks while no task
-    is queued or held anywhere: nothing will ever answer its remaining items unless they are sent again."""
+    """A running job (or one whose submit is gone) that did not move between two looks while no message of
+    it is queued or held: nothing will ever answer its remaining items unless they are sent again. Other
+    jobs' messages do not matter, and no message body is read (``common.queue.depth.in_broker``)."""
     if now.is_final or now.answered != before.answered or now.being_fed:
         return False
-    return queues_empty(store.client) and store.client.hlen(UNACKED) == 0
-
-
-def queues_empty(client) -> bool:
-    """Whether no task waits on either tier's queue."""
-    pipe = client.pipeline(transaction=False)
-    pipe.llen(QUEUE_TIER1)
-    pipe.llen(QUEUE_TIER2)
-    return not any(pipe.execute())
+    settle_counts(store.client, list(QUEUES))  # an empty broker is known empty, whatever was deleted behind it
+    return in_broker(store.client, [now.job])[now.job] == 0
 
 
 def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],

@@ -1,13 +1,16 @@
 """The cluster's own stall recovery: a running job that stopped moving, with nothing of it queued or
 held by any worker, has its unanswered items sent again, with no ``tango wait`` needed anywhere.
-So has a job still ``submitting`` whose feeder is gone (its lease lapsed: a submit killed mid-corpus),
-one window of items per sweep, so that Redis never holds more of it than the submit would have queued.
+A job still ``submitting`` whose feeder is gone (its lease lapsed: a submit killed mid-corpus) is fed
+on by the sweep, from where its submit stopped, whenever fewer than its window of items are queued and
+unanswered, so that Redis never holds more of it than the submit would have queued.
 
 Every worker's main process runs ``sweep`` on a timer (``ClusterSettings.sweep_every``, well above the
 visibility timeout); a Redis lock lets one of them sweep per interval. A job counts as stalled when
-its answered count did not change since the previous sweep, both queues are empty, and no worker
-holds a task of it. Re-sending is always safe: results are written only once per item. What a sweep
-did goes to the log, to the job's record (``resumed``: items sent again) and to a hook (metrics).
+its answered count did not change since the previous sweep and no message of *it* is queued or held:
+another job keeping the queues busy holds nothing back. What is queued or held comes from the broker's
+counts (``common.queue.depth.in_broker``), never from message bodies, and only the jobs in the index
+of active ones are read. Re-sending is always safe: results are written only once per item. What a
+sweep did goes to the log, to the job's record (``resumed``: items sent again) and to a hook (metrics).
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from typing import Callable
 from celery import Celery
 
 from common.errors import TangoError, first_line
+from common.queue.depth import QUEUES, in_broker
 from common.queue.keys import SWEEPER_LOCK, meta_key
 from common.queue.store import JobStatus, ResultStore
-from common.queue.submission import held_jobs, queues_empty, resume
+from common.queue.submission import resume
+from common.queue.transport import settle_counts
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +39,25 @@ class StallSweeper:
     on_resumed: Callable[[int], None] = lambda items: None
 
     def sweep(self) -> dict[str, int]:
-        """One sweep, if no other worker swept this interval; returns the items re-sent per job."""
+        """One sweep, if no other worker swept this interval; returns the items sent per job."""
         client = self.store.client
         if not client.set(SWEEPER_LOCK, self.owner, nx=True, px=max(1, int(self.interval * 900))):
             return {}
+        settle_counts(client, list(QUEUES))
         active = self.store.active_jobs()
         if not active:
             return {}
-        idle = queues_empty(client)
-        held = held_jobs(client) if idle else set()
-        resumed = {}
+        queued = in_broker(client, [status.job for status in active])
+        sent = {}
         for status in active:
             before = self._mark(status.job, status.answered)
-            if idle and before == status.answered and status.job not in held and not status.being_fed:
-                resumed[status.job] = self._resume(status)
-        return {job: items for job, items in resumed.items() if items}
+            if status.being_fed:
+                continue
+            if before == status.answered and not queued[status.job]:
+                sent[status.job] = self._resume(status, start=0, limit=status.window)
+            elif status.feeder_lost and (room := feed_room(status)) is not None:
+                sent[status.job] = self._resume(status, start=status.fed, limit=room)
+        return {job: items for job, items in sent.items() if items}
 
     def _mark(self, job: str, answered: int) -> int | None:
         """Record this sweep's answered count for the job; returns the previous sweep's."""
@@ -58,10 +67,10 @@ class StallSweeper:
         before, _ = pipe.execute()
         return None if before is None else int(before)
 
-    def _resume(self, status: JobStatus) -> int:
+    def _resume(self, status: JobStatus, start: int, limit: int) -> int:
         job, answered, total = status.job, status.answered, status.total
         try:
-            done = resume(self.store, self.app, job, limit=status.window)
+            done = resume(self.store, self.app, job, limit=limit, start=start)
         except TangoError as exc:
             log.error("job %r is stalled at %d of %d items and cannot be resumed here: %s", job, answered, total,
                       first_line(exc))
@@ -75,3 +84,12 @@ class StallSweeper:
             log.warning("job %r was stalled at %d of %d items with nothing queued or in flight: sent its %d "
                         "unanswered items again in %d chunks", job, answered, total, done.items, done.chunks)
         return done.items
+
+
+def feed_room(status: JobStatus) -> int | None:
+    """How many more items of a job whose submit is gone fit in its window now (0: no window, all of
+    them), or None when its queued and unanswered items (``fed - answered``) fill it."""
+    if not status.window:
+        return 0
+    room = status.window - max(0, status.fed - status.answered)
+    return room if room > 0 else None

@@ -26,26 +26,49 @@ It applies to a channel consuming one queue with acknowledgements, without
 priorities and without a global key prefix, which is how every tango worker
 consumes; anything else (a control client's replies, taken without acks) falls
 back to kombu's own ``BRPOP``.
+
+The broker also keeps counts, so that the stall sweep and a metrics scrape learn
+what is queued or held without reading a message body (``HVALS unacked`` pulls
+every held chunk's texts): ``IN_BROKER`` holds, per job, how many of its messages
+are in the broker at all, queued or held; ``HELD_BY_QUEUE`` how many messages each
+queue has in workers' hands. They are exact because each count moves in the same
+atomic step as the message it counts: a publish pushes the message and bumps its
+job in one MULTI; the claim records the message as held, and which job and queue
+it belongs to (``HELD``, by its delivery tag), in its script; an acknowledgement
+(or a reject without requeue) removes the unacked record and settles both counts
+in one script, and only when that record was still there, so a late or repeated
+acknowledgement settles nothing twice. A message that goes back to its queue (a
+dead worker's, after the visibility timeout; a rejected one) stays in its job's
+count and leaves its queue's held count, inside kombu's own restore transaction.
+A worker killed at any point therefore leaves the counts describing what Redis
+holds, and a Redis restarted from its append-only file replays the steps whole.
+What no step sees is a message deleted behind the broker's back (``DEL``,
+``LPOP`` by hand): ``settle_counts`` resets the counts whenever the broker is
+empty, which is the one state in which they are known without a look.
 """
 from __future__ import annotations
 
 import time
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 
-from common.queue.keys import CLAIMS
+from common.queue.keys import CLAIMS, HELD, HELD_BY_QUEUE, IN_BROKER, UNACKED
 
-# KEYS: the queue, unacked, unacked_index, the claim counter. ARGV: the raw message, the time now.
-# Returns the message as delivered (with this claim's own delivery tag), or false when another
-# consumer took it first. The tag is the publisher's with ``~N`` (N counts claims) put in place of
-# any earlier claim's suffix; the message text is otherwise left exactly as it was.
+JOB_HEADER = "tango_job"  # the message header naming the job a chunk belongs to (``send_chunk`` sets it)
+
+# KEYS: the queue, unacked, unacked_index, the claim counter, HELD, HELD_BY_QUEUE. ARGV: the raw
+# message, the time now. Returns the message as delivered (with this claim's own delivery tag), or
+# false when another consumer took it first. The tag is the publisher's with ``~N`` (N counts claims)
+# put in place of any earlier claim's suffix; the message text is otherwise left exactly as it was.
 _CLAIM = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
   return false
 end
-local properties = cjson.decode(ARGV[1])['properties']
+local message = cjson.decode(ARGV[1])
+local properties = message['properties']
 local tag = properties['delivery_tag']
 local fresh = (string.match(tag, '^(.*)~%d+$') or tag) .. '~' .. redis.call('INCR', KEYS[4])
 local old = '"delivery_tag": ' .. cjson.encode(tag)
@@ -56,13 +79,104 @@ local info = properties['delivery_info']
 redis.call('ZADD', KEYS[3], ARGV[2], fresh)
 redis.call('HSET', KEYS[2], fresh,
            '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
+local headers = message['headers']
+local job = type(headers) == 'table' and headers['""" + JOB_HEADER + """'] or ''
+redis.call('HSET', KEYS[5], fresh, KEYS[1] .. '\t' .. (type(job) == 'string' and job or ''))
+redis.call('HINCRBY', KEYS[6], KEYS[1], 1)
 return item
 """
 
+# KEYS: unacked, unacked_index, HELD, HELD_BY_QUEUE, IN_BROKER. ARGV: the delivery tag, "1" when the
+# message leaves the broker (acknowledged, or rejected for good), "0" when it goes back to its queue.
+# Removes the unacked record; only if there was one does it settle the held count and, for a message
+# that leaves, its job's count. Returns 1 when it settled, 0 when the tag was not held (any more).
+_SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local entry = redis.call('HGET', KEYS[3], ARGV[1])
+if not entry then return 1 end
+redis.call('HDEL', KEYS[3], ARGV[1])
+local queue, job = string.match(entry, '^(.-)\t(.*)$')
+if redis.call('HINCRBY', KEYS[4], queue, -1) <= 0 then redis.call('HDEL', KEYS[4], queue) end
+if ARGV[2] == '1' and job ~= '' and redis.call('HINCRBY', KEYS[5], job, -1) <= 0 then
+  redis.call('HDEL', KEYS[5], job)
+end
+return 1
+"""
+
+# KEYS: unacked, HELD, HELD_BY_QUEUE, IN_BROKER, then every queue. With nothing held, no message is in
+# a worker's hands, so the held counts are reset; with every queue empty too, so are the jobs' counts.
+# Returns 1 when the broker was empty.
+_SETTLE_COUNTS = """
+if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+for n = 5, #KEYS do
+  if redis.call('LLEN', KEYS[n]) > 0 then return 0 end
+end
+redis.call('DEL', KEYS[4])
+return 1
+"""
+
+
+def job_of(message: dict) -> str | None:
+    """The job a message belongs to, from its header (None for a message without one)."""
+    headers = message.get("headers") if isinstance(message, dict) else None
+    job = headers.get(JOB_HEADER) if isinstance(headers, dict) else None
+    return job if isinstance(job, str) and job else None
+
+
+def settle_counts(client, queues: list[str]) -> bool:
+    """Reset the broker's counts where they are known without a look (see the module docstring): the
+    held ones when nothing is held, the jobs' ones when the whole broker is empty. True when it was."""
+    return bool(client.register_script(_SETTLE_COUNTS)(keys=[UNACKED, HELD, HELD_BY_QUEUE, IN_BROKER, *queues]))
+
+
+class QoS(kombu_redis.QoS):
+    """kombu's acknowledgement emulation, settling the broker's counts in the same steps."""
+
+    _settle_script = None
+
+    def ack(self, delivery_tag):
+        self._settle(delivery_tag, final=True)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=True)
+        else:
+            self._settle(delivery_tag, final=True)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def _remove_from_indices(self, delivery_tag, pipe=None):
+        """kombu calls this inside its restore transaction, which then pushes the message back: it
+        leaves its queue's held count and stays in its job's."""
+        with self.pipe_or_acquire(pipe) as pipe:
+            self._settle(delivery_tag, final=False, client=pipe)
+            return pipe
+
+    def append(self, message, delivery_tag):
+        super().append(message, delivery_tag)
+        if self.channel._claiming is None:  # kombu's own BRPOP took it: record it as the claim would
+            job = job_of(message._raw) or ""
+            queue = message.delivery_info.get("routing_key", "")
+            with self.pipe_or_acquire() as pipe:
+                pipe.hsetnx(HELD, delivery_tag, f"{queue}\t{job}").hincrby(HELD_BY_QUEUE, queue, 1).execute()
+
+    def _settle(self, delivery_tag, final: bool, client=None):
+        with self.channel.conn_or_acquire() as own:
+            if self._settle_script is None:
+                self._settle_script = own.register_script(_SETTLE)
+            return self._settle_script(keys=[self.unacked_key, self.unacked_index_key, HELD, HELD_BY_QUEUE,
+                                             IN_BROKER], args=[delivery_tag, "1" if final else "0"],
+                                       client=client or own)
+
 
 class Channel(kombu_redis.Channel):
-    """A Redis channel whose consume is one atomic claim (see the module docstring)."""
+    """A Redis channel whose consume is one atomic claim and that keeps the broker's counts (see the
+    module docstring)."""
 
+    QoS = QoS
+    supports_batch_publish = False  # every publish goes through ``_put``, which counts it
     _claiming: str | None = None
     _claim_script = None
 
@@ -108,14 +222,24 @@ class Channel(kombu_redis.Channel):
             if flush is not None:
                 flush()
 
+    def _put(self, queue, message, **kwargs):
+        """Publish; a chunk's message and its job's count land in one MULTI, or neither does."""
+        job = job_of(message)
+        if job is None or (self._expires and queue in self._expires):
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        with self.conn_or_acquire() as client:
+            with client.pipeline() as pipe:
+                pipe.lpush(key, dumps(message)).hincrby(IN_BROKER, job, 1).execute()
+
     def _claim(self, queue: str, item: bytes) -> bytes | None:
         """Take ``item`` off ``queue`` and record it as unacknowledged under a tag of its own; the
         message to deliver, or None when another consumer took it first."""
         with self.conn_or_acquire() as client:
             if self._claim_script is None:
                 self._claim_script = client.register_script(_CLAIM)
-            return self._claim_script(keys=[queue, self.unacked_key, self.unacked_index_key, CLAIMS],
-                                      args=[item, time.time()], client=client)
+            return self._claim_script(keys=[queue, self.unacked_key, self.unacked_index_key, CLAIMS, HELD,
+                                            HELD_BY_QUEUE], args=[item, time.time()], client=client)
 
 
 class Transport(kombu_redis.Transport):

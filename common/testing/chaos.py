@@ -8,6 +8,7 @@ what the workers say they did.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from typing import Callable
 
 import redis
 
+from common.queue.depth import in_broker
 from common.queue.keys import UNACKED, failures_key, meta_key, results_key
 from common.queue.store import ACTIVE_STATES, ResultStore
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
@@ -43,6 +45,7 @@ class Figures:
     state: str
     seconds: float
     resumed: int = 0  # items the cluster's own stall sweeper sent again
+    broker_count: int = 0  # the job's messages the broker still counts once it is drained (must be 0)
 
     def report(self) -> str:
         return "\n".join(f"{name} {getattr(self, name)}" for name in
@@ -216,9 +219,12 @@ def run_chaos(server: RedisServer, fleet: Fleet, corpus: Path, ids: list[str], j
     assert submit.returncode == 0, err
     waited = run_tango("wait", job, "--interval", "0.2", "--timeout", str(stall_timeout), redis_url=server.url,
                        timeout=stall_timeout + 60)
+    broker_count = -1
     if waited.returncode == 0:
         until(lambda: drained(server.client()), "the queues and unacked to drain")
-    return account(server, job, ids, out, fleet, kills, time.monotonic() - start)
+        broker_count = in_broker(server.client(), [job])[job]
+    figures = account(server, job, ids, out, fleet, kills, time.monotonic() - start)
+    return dataclasses.replace(figures, broker_count=broker_count)
 
 
 def chaos_scenario(root: Path, models: dict[str, Path], texts: list[str], items: int, kills_per_tier: int,

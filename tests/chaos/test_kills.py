@@ -16,3 +16,4 @@ def test_killed_workers_lose_nothing_and_count_nothing_twice(tiny_models, glue_d
     assert figures.kills == 2 * KILLS_PER_TIER, "the job ended before every planned kill"
     assert (figures.items, figures.lost, figures.duplicated, figures.failed) == (N_ITEMS, 0, 0, 0)
     assert figures.state == "done"
+    assert figures.broker_count == 0, "the broker's count of the job's messages must settle with them, kills or not"

@@ -66,3 +66,34 @@ def test_a_worker_whose_model_cannot_load_exits_non_zero_with_one_line(tiny_mode
     reasons = [line for line in worker.log.read_text().splitlines() if "cannot load its model" in line]
     assert code != 0
     assert len(reasons) == 1 and "broken-model" in reasons[0], worker.log.read_text()[-3000:]
+
+
+def test_a_forged_chunk_whose_strings_hold_lone_surrogates_still_ends_its_job(tiny_models, tmp_path):
+    """Valid JSON (``"\\udc80"``) that Redis cannot take as UTF-8: each item ends with a result or a
+    recorded failure, and the job ends, instead of the task being acknowledged with nothing stored."""
+    from common.queue.celery_app import make_app, send_chunk
+    from common.queue.config import ClusterSettings
+    from common.queue.messages import TASK_TIER1, Chunk, WorkItem
+    from common.queue.store import JobSpec, ResultStore
+
+    server = start_redis(tmp_path)
+    settings = ClusterSettings(redis_url=server.url)
+    store = ResultStore.open(settings)
+    items = (WorkItem(0, "\udc80", "a plain review"), WorkItem(1, "ok", "a text \udc80 with a lone surrogate"),
+             WorkItem(2, "fine", "another plain review"))
+    store.create_job(JobSpec(job="forged", total=3, labels=["negative", "positive"], threshold=0.0, chunk_size=3))
+    store.mark_submitted("forged")
+    worker = start_celery_worker(1, "t1", tiny_models["small"], server.url, tmp_path)
+    try:
+        wait_ready([worker])
+        send_chunk(make_app("client", settings), TASK_TIER1, Chunk("forged", 0, 1, 0.0, ("negative", "positive"), items))
+        until(lambda: store.status("forged").is_final, "the forged job to end", 60)
+        until(lambda: drained(server.client()), "the queues to drain")
+        status = store.status("forged")
+        records = list(store.iter_results("forged"))
+    finally:
+        worker.kill()
+        server.stop()
+    assert status.answered == 3
+    assert [r.id for r in records] == ["\udc80", "ok", "fine"]
+    assert records[0].label in ("negative", "positive") and records[2].label in ("negative", "positive")

@@ -39,3 +39,18 @@ def test_label_quantize_labels_every_item(tiny_models, tmp_path):
                           str(tiny_models["big"]), "--quantize", "-o", str(out)]) == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 3 and {r["label"] for r in records} <= {"negative", "positive"}
+
+
+@pytest.mark.parametrize("model", ["/no/such/dir", "./no-such-model", "models/v1/missing"])
+def test_a_model_directory_that_does_not_exist_is_named_in_one_line(model, capsys):
+    assert run(cli, args=["worker", "tier1", "--model", model]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"model directory {model} does not exist" in err and "repo" not in err
+
+
+def test_label_names_a_model_directory_that_does_not_exist(tmp_path, capsys):
+    corpus = tmp_path / "in.txt"
+    corpus.write_text("a film\n", encoding="utf-8")
+    assert run(cli, args=["label", str(corpus), "--small", "/no/such/small", "--big", "/no/such/big"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model directory /no/such/" in err and "repo" not in err

@@ -16,7 +16,7 @@ SECRET = "S3cr3t"  # in every password above and below: must appear in no output
 COMMANDS = {
     "submit": ["submit", "{corpus}", "--labels", "a,b"], "status": ["status", "j"], "wait": ["wait", "j"],
     "results": ["results", "j"], "jobs": ["jobs"], "cancel": ["cancel", "j"], "resume": ["resume", "j"], "purge": ["purge", "j"],
-    "worker": ["worker", "tier1", "--model", "{model}"],
+    "worker": ["worker", "tier1", "--model", "{model}"], "queues": ["queues"],
 }
 
 
@@ -77,6 +77,23 @@ def test_every_cluster_command_fails_in_one_masked_line(acl_redis, tiny_models, 
     assert done.returncode == 3 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert f"redis://tango:***@127.0.0.1:{port}/0" in lines[0]
     assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("url, message", [
+    ("redis://127.0.0.1:{port}/0?password=S3cr3t", "not in the query"),
+    ("redis://tango:S3cr3t@127.0.0.1:99999/0", "Port out of range"),
+    ("redis://tango:S3cr3t@[127.0.0.1:{port}/0", "malformed"),
+    ("rediss://tango:S3cr3t@127.0.0.1:{port}/0?ssl_cert_reqs=none", "would turn TLS checks off"),
+])
+def test_a_url_with_a_secret_in_its_query_or_malformed_is_one_masked_config_error(tiny_models, tmp_path, command,
+                                                                                  url, message):
+    args = [a.format(corpus=write_corpus(tmp_path / "in.jsonl", 3), model=tiny_models["small"])
+            for a in COMMANDS[command]]
+    done = run_tango(*args, redis_url=url.format(port=free_port()), timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert message in lines[0] and SECRET not in done.stdout + done.stderr
 
 
 def test_a_job_runs_over_tls_with_the_certificate_checked(tiny_models, tmp_path):

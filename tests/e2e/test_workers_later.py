@@ -3,6 +3,7 @@ worker to take it fixes its labels and the job completes, as Celery fleets that 
 from __future__ import annotations
 
 import json
+import time
 
 from common.testing.cluster import run_tango, start_worker, wait_ready
 from tests.e2e.jobs import read_jsonl
@@ -37,3 +38,33 @@ def test_a_job_submitted_before_any_worker_completes_once_they_start(redis_url, 
     finally:
         for worker in workers:
             worker.kill()
+
+
+def test_a_sigkilled_worker_leaves_the_label_registry_by_itself(redis_url, tiny_models, tmp_path):
+    """The registry is kept by heartbeats: a worker killed without a word (SIGKILL of its whole group, as
+    the out-of-memory killer or a lost node would) drops out once its entry's time passes, so a later
+    submit without --labels neither takes its label set nor refuses as "workers disagree"."""
+    from common.queue.config import ClusterSettings
+    from common.queue.store import ResultStore
+    from common.testing.chaos import until
+
+    store = ResultStore.open(ClusterSettings(redis_url=redis_url))
+    ttl = {"TANGO_WORKER_TTL": "2"}
+    dead = start_worker(1, tiny_models["other"], redis_url, tmp_path, name="other", env=ttl)
+    live = start_worker(1, tiny_models["small"], redis_url, tmp_path, name="small", env=ttl)
+    try:
+        wait_ready([dead, live])
+        assert sorted(tuple(w["labels"]) for w in store.advertised(1).values()) == \
+            [("negative", "positive"), ("red", "green", "blue")]
+        dead.kill()  # os.killpg(SIGKILL): no shutdown signal runs, nothing is withdrawn
+        until(lambda: len(store.advertised(1)) == 1, "the killed worker's entry to lapse", 30)
+        time.sleep(3)  # past the TTL: the live worker's heartbeat keeps it in
+        assert [w["labels"] for w in store.advertised(1).values()] == [["negative", "positive"]]
+        corpus = tmp_path / "in.jsonl"
+        corpus.write_text("".join(json.dumps({"text": f"review {i}"}) + "\n" for i in range(4)))
+        done = run_tango("submit", str(corpus), "--job-id", "after", redis_url=redis_url)
+        assert done.returncode == 0, done.stderr
+        assert store.status("after").labels == ["negative", "positive"]
+    finally:
+        dead.kill()
+        live.kill()

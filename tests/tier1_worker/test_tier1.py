@@ -100,3 +100,25 @@ def test_a_chunk_naming_items_past_the_jobs_total_answers_nothing(tier1, caplog)
     assert tier1.store.answered("short") == set() and tier1.store.client.hlen(results_key("short")) == 0
     lines = [r.getMessage() for r in caplog.records if "short" in r.getMessage()]
     assert len(lines) == 1 and "dropped" in lines[0] and "\n" not in lines[0]
+def test_an_item_whose_record_cannot_be_stored_costs_only_that_item(tier1, monkeypatch):
+    """A write the store refuses for one record is retried item by item: the other items are answered,
+    the refused one is recorded as failed with the reason, and the task returns with nothing half done."""
+    import redis
+
+    from common.queue.messages import Chunk, WorkItem
+
+    new_job(tier1.store, "j1", total=3, threshold=0.0)
+    write = tier1.store.write
+
+    def refuse_huge(job, entries):
+        if any(record.id == "huge" and record.error is None for _, record, _ in entries):
+            raise redis.ResponseError("Error running script: a record this store cannot hold")
+        return write(job, entries)
+
+    monkeypatch.setattr(tier1.store, "write", refuse_huge)
+    items = (WorkItem(0, "a", TEXTS[0]), WorkItem(1, "huge", TEXTS[1]), WorkItem(2, "c", TEXTS[2]))
+    out = tier1.run(Chunk("j1", 0, 1, 0.0, ("negative", "positive"), items).encode())
+    assert out["decided"] == 3
+    records = list(tier1.store.iter_results("j1"))
+    assert [r.id for r in records] == ["a", "huge", "c"] and tier1.store.status("j1").state == "failed"
+    assert "could not be stored" in records[1].error and records[0].error is None

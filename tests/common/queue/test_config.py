@@ -15,6 +15,11 @@ from common.errors import ConfigError
     ("redis://alice:pw@host/1", "redis://alice:***@host/1"),
     ("rediss://bob:p%40ss@[::1]:6380/0", "rediss://bob:***@[::1]:6380/0"),
     ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ("redis://h/0?password=pw&db=1", "redis://h/0?password=***&db=1"),
+    ("unix://:pw@/tmp/r.sock?db=0&PASS=pw&auth_token=pw", "unix://:***@/tmp/r.sock?db=0&PASS=***&auth_token=***"),
+    ("rediss://h/0?ssl_keyfile=/k.pem&ssl_ca_certs=/ca.pem", "rediss://h/0?ssl_keyfile=/k.pem&ssl_ca_certs=/ca.pem"),
+    ("redis://u:pw@h:99999/0?token=pw", "redis://u:***@h:99999/0?token=***"),  # too malformed to parse
+    ("redis://u:pw@[::1/0", "redis://u:***@[::1/0"),
 ])
 def test_mask_url_hides_only_the_password(url, masked):
     assert mask_url(url) == masked
@@ -59,6 +64,24 @@ def test_celery_settings_fit_long_model_work():
 def test_tls_urls_check_certificates():
     config = celery_config(ClusterSettings(redis_url="rediss://h:6380/0"))
     assert config["broker_use_ssl"]["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert config["broker_use_ssl"]["ssl_check_hostname"] is True
+
+
+@pytest.mark.parametrize("query", ["ssl_cert_reqs=none", "ssl_cert_reqs=CERT_OPTIONAL", "ssl_check_hostname=false",
+                                   "ssl_ca_certs=/ca.pem&ssl_check_hostname=0"])
+def test_a_url_that_turns_tls_checks_off_is_refused(query):
+    with pytest.raises(ConfigError, match="would turn TLS checks off"):
+        ClusterSettings(redis_url=f"rediss://:pw@h:6380/0?{query}")
+
+
+@pytest.mark.parametrize("url, message", [
+    ("redis://:pw@h:99999/0", "Port out of range"), ("redis://:pw@[::1/0", "Invalid IPv6 URL"),
+    ("redis://h/0?socket_timeout=soon&password=pw", "malformed"), ("redis://h/0?password=pw", "not in the query"),
+])
+def test_a_malformed_url_is_one_config_error_without_the_password(url, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        ClusterSettings(redis_url=url)
+    assert "pw" not in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_the_app_refuses_pickle():

@@ -4,24 +4,45 @@ from __future__ import annotations
 import json
 
 import redis
+from kombu import Connection, Exchange, Queue
 from prometheus_client import generate_latest
 
 from cli.main import cli, run
 from common.queue.depth import QueueDepth, queue_depths
-from common.queue.keys import UNACKED
+from common.queue.transport import JOB_HEADER, Transport
 from common.queue.telemetry import WorkerMetrics
 
 
+def publish(conn: Connection, queue: str, job: str | None = "j") -> None:
+    conn.Producer(serializer="json").publish({"n": 1}, exchange=Exchange(queue, type="direct"), routing_key=queue,
+                                             headers={JOB_HEADER: job} if job else {},
+                                             declare=[Queue(queue, Exchange(queue, type="direct"), queue)])
+
+
+def take(conn: Connection, queue: str, count: int) -> list:
+    got = []
+    channel = conn.channel()
+    channel.basic_consume(queue, no_ack=False, callback=got.append, consumer_tag=f"take-{queue}")
+    while len(got) < count:
+        conn.drain_events(timeout=5)
+    channel.basic_cancel(f"take-{queue}")
+    return got
+
+
 def test_waiting_and_in_flight_are_counted_per_queue(redis_server, redis_url, capsys):
-    client = redis_server.client()
-    client.rpush("tier1", "a", "b", "c")
-    client.rpush("tier2", "d")
-    client.hset(UNACKED, mapping={"t1": json.dumps([{}, "", "tier1"]), "t2": json.dumps([{}, "", "tier2"]),
-                                  "t3": json.dumps([{}, "", "tier2"]), "odd": "not json"})
-    assert queue_depths(client) == [QueueDepth("tier1", 3, 1), QueueDepth("tier2", 1, 2)]
-    assert run(cli, args=["queues", "--json", "--redis-url", redis_url]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert lines == [{"queue": "tier1", "waiting": 3, "in_flight": 1}, {"queue": "tier2", "waiting": 1, "in_flight": 2}]
+    with Connection(redis_url, transport=Transport) as conn:
+        for queue, job in [("tier1", "j"), ("tier1", "j"), ("tier1", None), ("tier1", "k"), ("tier2", "j"),
+                           ("tier2", "j"), ("tier2", "k")]:
+            publish(conn, queue, job)
+        held = take(conn, "tier1", 1) + take(conn, "tier2", 2)
+        assert queue_depths(redis_server.client()) == [QueueDepth("tier1", 3, 1), QueueDepth("tier2", 1, 2)]
+        assert run(cli, args=["queues", "--json", "--redis-url", redis_url]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert lines == [{"queue": "tier1", "waiting": 3, "in_flight": 1},
+                         {"queue": "tier2", "waiting": 1, "in_flight": 2}]
+        for message in held:
+            message.ack()
+    assert queue_depths(redis_server.client()) == [QueueDepth("tier1", 3, 0), QueueDepth("tier2", 1, 0)]
 
 
 def test_the_metrics_export_the_depths_and_survive_redis_being_away():

@@ -63,3 +63,14 @@ def test_gold_labels_match_by_name_or_index():
 def test_a_record_spelled_out_is_byte_for_byte_what_the_encoder_writes(record):
     assert record.to_json() == json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"))
     assert ResultRecord.from_json(record.to_json()).id == record.id
+
+
+@pytest.mark.parametrize("record", [
+    ResultRecord("\udc80", "positive", 0.9, 1, "small"),
+    ResultRecord("caf\u00e9 \ud800", "positive", 0.9, 1, "small"),
+    ResultRecord.failed("x", 1, "tier 1 model error: bad \udfff text"),
+])
+def test_a_record_with_a_lone_surrogate_is_written_as_utf8_and_reads_back_the_same(record):
+    line = record.to_json()
+    line.encode("utf-8")  # what redis-py does with it: a raw lone surrogate raises here
+    assert ResultRecord.from_json(line) == record

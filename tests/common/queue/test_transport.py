@@ -118,3 +118,49 @@ def test_consume_ack_and_a_consumer_without_acks(redis_url, client):
         conn.default_channel.basic_consume(QUEUE, no_ack=True, callback=got.append, consumer_tag="r")
         conn.drain_events(timeout=5)
         assert [m.payload["n"] for m in got] == [9] and client.hlen(UNACKED) == 0
+
+
+def test_the_broker_counts_each_jobs_messages_through_claims_acks_redeliveries_and_late_acks(redis_url, client):
+    """What the stall sweep and the metrics read instead of message bodies: per job, its messages queued
+    or held; per queue, the held ones. Each moves with its message in one step, whatever happens to it."""
+    from common.queue.depth import in_broker, queue_depths
+    from common.queue.transport import JOB_HEADER, settle_counts
+
+    def publish_for(conn, job):
+        conn.Producer(serializer="json").publish({"job": job}, exchange=Exchange(QUEUE, type="direct"),
+                                                 routing_key=QUEUE, headers={JOB_HEADER: job},
+                                                 declare=[Queue(QUEUE, Exchange(QUEUE, type="direct"), QUEUE)])
+
+    def counts():
+        return in_broker(client, ["j", "k"]), queue_depths(client)[0].in_flight
+
+    with Connection(redis_url, transport=Transport) as conn:
+        for job in ("j", "j", "j", "k"):
+            publish_for(conn, job)
+        got = []
+        conn.default_channel.basic_consume(QUEUE, no_ack=False, callback=got.append, consumer_tag="c")
+        for _ in range(3):
+            conn.drain_events(timeout=5)
+        assert counts() == ({"j": 3, "k": 1}, 3)  # held or queued, each counted once
+        got[0].ack()
+        conn.default_channel.qos.ack(got[0].delivery_tag)  # a repeated acknowledgement settles nothing twice
+        assert counts() == ({"j": 2, "k": 1}, 2)
+        late = got[1].delivery_tag
+        got[1].reject(requeue=True)  # back on its queue: still the job's, no longer held
+        assert counts() == ({"j": 2, "k": 1}, 1)
+        conn.default_channel.qos.ack(late)  # the first holder's late ack of the redelivered message
+        assert counts() == ({"j": 2, "k": 1}, 1) and client.llen(QUEUE) == 2
+    # the consumer went away holding got[2]: kombu restores it at close, as the visibility timeout would
+    assert counts() == ({"j": 2, "k": 1}, 0) and client.llen(QUEUE) == 3
+    with Connection(redis_url, transport=Transport) as conn:
+        got = []
+        conn.default_channel.basic_consume(QUEUE, no_ack=False, callback=got.append, consumer_tag="d")
+        for _ in range(3):
+            conn.drain_events(timeout=5)
+        for message in got:
+            message.ack()
+    assert counts() == ({"j": 0, "k": 0}, 0) and client.hlen("tango:in-broker") == 0
+    publish_for(Connection(redis_url, transport=Transport), "j")
+    client.delete(QUEUE)  # deleted behind the broker's back: no step saw it go
+    assert in_broker(client, ["j"]) == {"j": 1}
+    assert settle_counts(client, [QUEUE]) and in_broker(client, ["j"]) == {"j": 0}  # an empty broker resets
