@@ -29,7 +29,7 @@ from common.queue.keys import meta_key  # noqa: E402
 from bench.harness import build_corpus, machine, peak_of, scrape_batches, wait_done  # noqa: E402
 from common.testing.cluster import free_port, start_redis, start_worker, stop_all, wait_ready  # noqa: E402
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
-from cli.label import label_items  # noqa: E402
+from common.queue.inprocess import Tally, label_items  # noqa: E402
 from common.cascade import Cascade  # noqa: E402
 from common.data.corpus import read_corpus  # noqa: E402
 from common.labels import align_labels  # noqa: E402
@@ -51,7 +51,7 @@ def warm_cascade(pair: Pair, corpus: Path, items: int, batch_size: int,
 def in_process(cascade: Cascade, corpus: Path, chunk_size: int) -> tuple[float, list[str]]:
     """What ``tango label`` does, timed without model loading; returns (seconds, labels)."""
     start = time.perf_counter()
-    records = list(label_items(cascade, read_corpus(corpus), ("small", "big"), {"tier2": 0, "items": 0}, chunk_size))
+    records = list(label_items(cascade, read_corpus(corpus), ("small", "big"), Tally(), chunk_size))
     return time.perf_counter() - start, [r.label for r in records]
 
 

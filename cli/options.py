@@ -143,6 +143,30 @@ def audit_option(command: Callable) -> Callable:
                              "their agreement with tier 2 (their labels stay tier 1's; 0 turns it off).")(command)
 
 
+def target_options(command: Callable) -> Callable:
+    """A job's quality target, shared by ``submit`` and ``label`` so that the same options and seed pick
+    the same sample and threshold (checked together by ``common.guarantee.quality_target``)."""
+    options = [
+        click.option("--max-disagreement", type=float, default=None, metavar="D",
+                     help="Quality target instead of --threshold: at most this share of the items outside the "
+                          "calibration sample get a tier-1 label the big model would not give, with probability "
+                          "--confidence. The threshold is certified on a seeded sample of the corpus."),
+        click.option("--max-drop", type=float, default=None, metavar="D",
+                     help="As --max-disagreement, for the accuracy drop against the big model alone (a share; "
+                          "needs a gold label on every sample item)."),
+        click.option("--confidence", type=float, default=None, metavar="C",
+                     help="Probability that the target holds, in (0.5, 1) [default: 0.9]."),
+        click.option("--calibration", default=None, metavar="N|auto",
+                     help="Items in the calibration sample; auto sizes it from the corpus, the target and the "
+                          "tiers' cost [default: auto]."),
+        click.option("--require-gain", is_flag=True,
+                     help="Refuse a corpus too small to pay for its sample instead of running it all on tier 2."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def backend_option(command: Callable) -> Callable:
     """``--backend torch|onnx``, shared by every command that runs a model."""
     return click.option("--backend", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,

@@ -25,12 +25,15 @@ from common.risk import disagreement_losses, harm_losses
 from common.sampling import calibration_sample
 from common.wor_bounds import METHODS, allowed_count, rest_limit, rest_pvalue, rest_upper
 
-__all__ = ["CalibrationPlan", "Guarantee", "calibration_sample", "certify", "check_sample_size", "check_target",
-           "job_cost", "minimum_sample_size", "plan_calibration", "resolve_calibration", "DEFAULT_GRID"]
+__all__ = ["CalibrationPlan", "Guarantee", "QualityTarget", "calibration_sample", "certify", "check_sample_size",
+           "check_target", "job_cost", "minimum_sample_size", "model_cost_ratio", "plan_calibration", "quality_target",
+           "resolve_calibration", "threshold_grid", "DEFAULT_GRID"]
 
 LOSS_OPTIONS = {"disagreement": "--max-disagreement", "drop": "--max-drop"}
 # Fixed before any data: even steps, then dense near 1.0 where confident models put most items.
 DEFAULT_GRID = np.unique(np.concatenate([np.linspace(0.0, 1.0, 501), 1.0 - np.geomspace(1e-6, 0.5, 500), [1.0]]))
+DEFAULT_CONFIDENCE = 0.9
+DEFAULT_COST_RATIO = 0.2  # tier 1's per-item cost over tier 2's when the models' shapes do not say
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,16 @@ class Guarantee:
     def as_dict(self) -> dict:
         return {**asdict(self), "job_bound": self.job_bound}
 
+    def describe(self) -> str:
+        """The line ``label`` prints and ``status`` shows once the threshold is fixed."""
+        what = "disagreement with the big model" if self.loss == "disagreement" else "accuracy drop"
+        if self.threshold >= 1.0:
+            return (f"threshold 1.0 (everything on tier 2): no lower threshold keeps the {what} within "
+                    f"{self.max_loss:g} at {self.confidence:g} confidence on this sample")
+        return (f"threshold {self.threshold:.6g}: {what} on the rest at most {self.bound:.4f} (target "
+                f"{self.max_loss:g}) at {self.confidence:g} confidence; {self.observed} of {self.sample_size} "
+                f"sample items over it (up to {self.allowed} allowed); expected tier-2 share {self.tier2_share:.1%}")
+
 
 @dataclass(frozen=True)
 class CalibrationPlan:
@@ -70,6 +83,14 @@ class CalibrationPlan:
     expected_saving: float
     gain: bool
     reason: str = ""
+
+    def describe(self, total: int) -> str:
+        """What the sample costs against what it is expected to save, in big-model item costs."""
+        if not self.size:
+            return f"{self.reason}: running every item on tier 2"
+        return (f"calibration sample {self.size} of {total} items through both tiers: it costs about "
+                f"{self.sample_cost:.0f} big-model items; expected saving {self.expected_saving:.0f} of {total} "
+                f"(the job about {self.expected_cost / total:.0%} of the big model alone)")
 
 
 def check_target(max_loss: float, confidence: float, loss: str = "disagreement") -> None:
@@ -148,13 +169,21 @@ def certify(confidence: np.ndarray, small_ids: np.ndarray, big_ids: np.ndarray, 
                      float(escalated[best]), int(counts[best]), allowed, loss, method)
 
 
+def certify_target(confidence: np.ndarray, small_ids: np.ndarray, big_ids: np.ndarray, total: int,
+                   target: QualityTarget, num_labels: int, gold_ids: np.ndarray | None = None) -> Guarantee:
+    """``certify`` as a job runs it: the user's target on the job's grid (what label, submit and sweep call)."""
+    return certify(confidence, small_ids, big_ids, total, target.max_loss, target.confidence, gold_ids=gold_ids,
+                   loss=target.loss, grid=threshold_grid(num_labels))
+
+
 def job_cost(total: int, size: int, tier2_share: float, cost_ratio: float) -> float:
     """The job's cost in big-model item costs: the sample through both tiers, the rest through the cascade."""
     return size * (cost_ratio + 1.0) + (total - size) * (cost_ratio + tier2_share)
 
 
 def plan_calibration(total: int, max_loss: float, confidence: float, cost_ratio: float, *, cap_share: float = 0.1,
-                     prior_tier2: float = 0.4, slope: float = 0.5, method: str = "exact") -> CalibrationPlan:
+                     prior_tier2: float = 0.4, slope: float = 0.5, method: str = "exact",
+                     loss: str = "disagreement") -> CalibrationPlan:
     """``--calibration auto``: the sample size that minimises the job's expected cost, sample included.
 
     The rule. A sample of n can certify thresholds whose sample loss count is
@@ -168,7 +197,7 @@ def plan_calibration(total: int, max_loss: float, confidence: float, cost_ratio:
     corpus grows. No gain (the cheapest plan costs at least N, the big model
     alone) or no useful sample under the cap: ``size`` 0, with the reason.
     """
-    check_target(max_loss, confidence)
+    check_target(max_loss, confidence, loss)
     _check_method(method)
     if not 0.0 <= cost_ratio < 1.0 or not 0.0 < cap_share < 1.0:
         raise GuaranteeError(f"the cost ratio must be in [0, 1) and the cap in (0, 1), got {cost_ratio}, {cap_share}")
@@ -196,18 +225,113 @@ def plan_calibration(total: int, max_loss: float, confidence: float, cost_ratio:
 
 
 def resolve_calibration(value: str | int, total: int, max_loss: float, confidence: float, cost_ratio: float,
-                        method: str = "exact", **plan_options: float) -> CalibrationPlan:
+                        method: str = "exact", loss: str = "disagreement", **plan_options: float) -> CalibrationPlan:
     """``--calibration N|auto`` to a plan: N is checked as given, ``auto`` is planned."""
-    if str(value).strip().lower() == "auto":
-        return plan_calibration(total, max_loss, confidence, cost_ratio, method=method, **plan_options)
-    try:
-        size = int(value)
-    except (TypeError, ValueError):
-        raise GuaranteeError(f"--calibration must be a number of items or 'auto', got {value!r}") from None
-    check_sample_size(size, total, max_loss, confidence, method)
+    size = calibration_value(value)
+    if size is None:
+        return plan_calibration(total, max_loss, confidence, cost_ratio, method=method, loss=loss, **plan_options)
+    check_sample_size(size, total, max_loss, confidence, method, loss)
     minimum = minimum_sample_size(total, max_loss, confidence, method) or size
     cost = job_cost(total, size, plan_options.get("prior_tier2", 0.4), cost_ratio)
-    return CalibrationPlan(size, minimum, total - 1, size * (cost_ratio + 1.0), cost, total - cost, cost < total)
+    reason = "" if cost < total else (f"a sample of {size} costs {size * (cost_ratio + 1.0):.0f} big-model items and "
+                                      f"the job would cost about {cost / total:.0%} of the big model alone")
+    return CalibrationPlan(size, minimum, total - 1, size * (cost_ratio + 1.0), cost, total - cost, cost < total,
+                           reason)
+
+
+def calibration_value(value: str | int) -> int | None:
+    """``--calibration`` as given: a positive number of items, or None for ``auto``."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        size = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise GuaranteeError(f"--calibration must be a number of items or 'auto', got {value!r}") from None
+    if size < 1:
+        raise GuaranteeError(f"--calibration must be at least 1 item (or 'auto'), got {size}")
+    return size
+
+
+@dataclass(frozen=True)
+class QualityTarget:
+    """A job's promise as its user states it (``--max-disagreement`` or ``--max-drop``, ``--confidence``,
+    ``--calibration``, ``--require-gain``), checked once so ``label``, ``submit`` and ``sweep`` agree."""
+
+    max_loss: float
+    confidence: float = DEFAULT_CONFIDENCE
+    calibration: str = "auto"
+    loss: str = "disagreement"
+    require_gain: bool = False
+
+    @property
+    def option(self) -> str:
+        return _option(self.loss)
+
+    def plan(self, total: int, cost_ratio: float) -> CalibrationPlan:
+        """The sample for a corpus of ``total`` items; no expected gain is refused under ``--require-gain``."""
+        plan = resolve_calibration(self.calibration, total, self.max_loss, self.confidence, cost_ratio,
+                                   loss=self.loss)
+        if self.require_gain and not plan.gain:
+            raise GuaranteeError(f"--require-gain: {plan.reason}")
+        return plan
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def quality_target(threshold: float | None, max_disagreement: float | None, max_drop: float | None,
+                   confidence: float | None, calibration: str | None, require_gain: bool) -> QualityTarget | None:
+    """The command line's target, or None for a job run at a threshold; each conflict is one line."""
+    if max_disagreement is not None and max_drop is not None:
+        raise GuaranteeError("--max-disagreement and --max-drop are exclusive: a job certifies one of them")
+    loss, max_loss = ("drop", max_drop) if max_drop is not None else ("disagreement", max_disagreement)
+    if max_loss is None:
+        extra = [name for name, given in (("--confidence", confidence is not None),
+                                          ("--calibration", calibration is not None),
+                                          ("--require-gain", require_gain)) if given]
+        if extra:
+            raise GuaranteeError(f"{extra[0]} needs a quality target: --max-disagreement D or --max-drop D")
+        return None
+    if threshold is not None:
+        raise GuaranteeError(f"{_option(loss)} and --threshold are exclusive: name the quality and the job "
+                             "certifies its threshold, or give the threshold")
+    target = QualityTarget(float(max_loss), DEFAULT_CONFIDENCE if confidence is None else float(confidence),
+                           "auto" if calibration is None else str(calibration).strip().lower(), loss, require_gain)
+    check_target(target.max_loss, target.confidence, loss)
+    calibration_value(target.calibration)
+    return target
+
+
+def threshold_grid(num_labels: int) -> np.ndarray:
+    """The grid a job certifies on: ``DEFAULT_GRID`` from 1/labels up, where every threshold is a valid
+    cascade threshold (below it tier 1 accepts every item anyway)."""
+    low = 1.0 / max(num_labels, 1)
+    return np.unique(np.append(DEFAULT_GRID[DEFAULT_GRID >= low], low))
+
+
+def model_cost_ratio(small_config: dict, big_config: dict) -> float:
+    """Tier 1's per-item cost over tier 2's, from the models' shapes (what ``auto`` plans with).
+
+    A transformer layer costs about 4h^2 + 2hi multiply-adds per token (the
+    attention projections and the feed-forward block), and both tiers see the
+    same tokens, so the ratio of those sums is the ratio of costs to first
+    order. A pure function of the two configs, so ``label`` and ``submit``
+    plan the same sample for the same pair; ``DEFAULT_COST_RATIO`` when a
+    config lacks the fields; at most 0.99 (a tier 1 as costly as tier 2
+    leaves no gain, which the plan then says).
+    """
+    def cost(config: dict) -> float | None:
+        layers = config.get("num_hidden_layers", config.get("n_layers"))
+        hidden = config.get("hidden_size", config.get("dim"))
+        inner = config.get("intermediate_size", config.get("hidden_dim", 4 * hidden if hidden else None))
+        if not all(isinstance(v, (int, float)) and v > 0 for v in (layers, hidden, inner)):
+            return None
+        return float(layers) * (4.0 * hidden * hidden + 2.0 * hidden * inner)
+
+    small, big = cost(small_config), cost(big_config)
+    if small is None or big is None:
+        return DEFAULT_COST_RATIO
+    return min(0.99, small / big)
 
 
 def _option(loss: str) -> str:

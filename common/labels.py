@@ -93,6 +93,17 @@ def _by_name(small: list[str], big: list[str]) -> LabelAlignment:
 def model_labels(name_or_path: str) -> list[str]:
     """A model's label names from its ``config.json`` alone (a local directory, else the hub's copy):
     no weights and no torch, so the CLI and a worker's pre-fork check learn a label set cheaply."""
+    config = model_config(name_or_path)
+    try:
+        id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        count = int(config.get("num_labels") or len(id2label) or 2)
+    except Exception as exc:  # noqa: BLE001 - malformed fields: "cannot load" as well
+        raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
+    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(count)]
+
+
+def model_config(name_or_path: str) -> dict:
+    """A model's ``config.json`` as a dict (a local directory, else the hub's copy), without weights."""
     local = Path(name_or_path) / "config.json"
     missing_directory(name_or_path)
     try:
@@ -101,11 +112,11 @@ def model_labels(name_or_path: str) -> list[str]:
 
             local = Path(hf_hub_download(name_or_path, "config.json"))
         config = json.loads(local.read_text(encoding="utf-8"))
-        id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
-        count = int(config.get("num_labels") or len(id2label) or 2)
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not an object")
     except Exception as exc:  # noqa: BLE001 - a missing repo, no network, bad JSON: all "cannot load"
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {first_line(exc)}") from None
-    return [str(id2label.get(i, f"LABEL_{i}")) for i in range(count)]
+    return config
 
 
 def missing_directory(name_or_path: str) -> None:

@@ -82,6 +82,22 @@ def job_audit(status: JobStatus, confidence: float = CONFIDENCE) -> AuditReport:
                         status.audit_agreed, confidence)
 
 
+def promise_line(guarantee, report: AuditReport | None) -> str:
+    """The certified bound on the rest (``common.guarantee.Guarantee``) beside what the audit measured there.
+
+    ``report`` counts the items outside the calibration sample only: the
+    bound is on their share, and the audit's whole-job disagreement is that share.
+    """
+    what = "disagreement with the big model" if guarantee.loss == "disagreement" else "accuracy drop"
+    line = (f"promise   {what} outside the sample at most {guarantee.bound:.4f} (target {guarantee.max_loss:g}, "
+            f"{guarantee.confidence:.0%} confidence)")
+    e = report.estimate if report else None
+    if e is None or not e.audited or e.job_low is None or e.job_high is None:
+        return line + "; the audit measured nothing (no checks)"
+    return (line + f"; the audit measured disagreement {1 - e.job_agreement:.4f} "
+            f"[{1 - e.job_high:.4f}, {1 - e.job_low:.4f}] ({e.confidence:.0%} interval)")
+
+
 def _interval(point: float | None, low: float | None, high: float | None) -> str:
     if point is None or low is None or high is None:
         return "n/a"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cli.label import label_items
+from common.queue.inprocess import Tally, label_items
 from common.data.corpus import CorpusSpec, read_corpus, summarize
 from common.errors import DataError, TangoError
 from common.queue.messages import Chunk, WorkItem
@@ -95,8 +95,7 @@ def carried(items) -> None:
 
 def labelled(cascade, items) -> None:
     """``tango label``'s own loop and writers: one result per item, in order, each output format readable."""
-    stats = {"tier2": 0, "items": 0}
-    records = list(label_items(cascade, iter(items), ("small", "big"), stats, 3))
+    records = list(label_items(cascade, iter(items), ("small", "big"), Tally(), 3))
     ids = [item.id for item in items]
     assert [r.id for r in records] == ids and all(r.label in LABELS for r in records)
     for fmt in ("jsonl", "csv"):
