@@ -90,18 +90,19 @@ def label_command(input_path: str, small: str, big: str, threshold: float | None
     summary = summarize(input_path, spec)
     chunk_size = resolve_chunk_size(chunk_size, summary.items)
     plan = target.plan(summary.items, model_cost_ratio(model_config(small), model_config(big))) if target else None
-    small_model = load_tier(small, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
-    big_model = load_tier(big, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
-    cascade = Cascade(small_model, big_model, threshold,
-                      align_labels(small_model.labels, big_model.labels, parse_label_map(label_map)))
 
     def corpus():
         return read_corpus(input_path, spec, duplicates=summary.duplicate_lines)
 
+    sample = _sample(corpus(), summary.items, target, plan, key, labels) if target else None
+    small_model = load_tier(small, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
+    big_model = load_tier(big, device=device, batch_size=batch_size, quantize=quantize, backend=backend)
+    cascade = Cascade(small_model, big_model, threshold,
+                      align_labels(small_model.labels, big_model.labels, parse_label_map(label_map)))
     start = time.perf_counter()
     guarantee, fixed = None, {}
     if target:
-        guarantee, fixed = _certify(cascade, corpus(), summary.items, target, plan, key, chunk_size, big)
+        guarantee, fixed = _certify(cascade, sample, summary.items, target, plan, key, chunk_size, big)
         cascade = Cascade(small_model, big_model, guarantee.threshold if guarantee else 1.0, cascade.alignment)
     tally = Tally()
     with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
@@ -120,18 +121,29 @@ def label_command(input_path: str, small: str, big: str, threshold: float | None
         click.echo(promise_line(guarantee, rest), err=True)
 
 
-def _certify(cascade, items, total: int, target, plan, key: str, chunk_size: int, big_name: str):
+def _sample(items, total: int, target, plan, key: str, labels: list[str]):
+    """The calibration sample's items and, for --max-drop, their gold ids: read, and checked, before any
+    weights load. None when the plan has no sample."""
+    from common.queue.inprocess import pick_sample, sample_gold
+
+    if not plan.size:
+        return None
+    sample = pick_sample(items, total, plan.size, key)
+    return sample, sample_gold(sample, labels) if target.loss == "drop" else None
+
+
+def _certify(cascade, sample, total: int, target, plan, key: str, chunk_size: int, big_name: str):
     """The calibration step: the sample through both tiers, then the certified threshold (None: no
     sample, everything on tier 2). Returns the guarantee and the sample's results by position."""
     from common.guarantee import certify_target
-    from common.queue.inprocess import calibrate, pick_sample
+    from common.queue.inprocess import calibrate
 
     click.echo(plan.describe(total) + (f" (seed {key})" if plan.size else ""), err=True)
-    if not plan.size:
+    if sample is None:
         return None, {}
-    sample = calibrate(cascade, pick_sample(items, total, plan.size, key), chunk_size, big_name,
-                       need_gold=target.loss == "drop")
-    guarantee = certify_target(sample.confidence, sample.small_ids, sample.big_ids, total, target,
-                               len(cascade.alignment.labels), sample.gold_ids)
+    items, gold = sample
+    done = calibrate(cascade, items, chunk_size, big_name, gold)
+    guarantee = certify_target(done.confidence, done.small_ids, done.big_ids, total, target,
+                               len(cascade.alignment.labels), done.gold_ids)
     click.echo(guarantee.describe(), err=True)
-    return guarantee, sample.records
+    return guarantee, done.records

@@ -66,7 +66,7 @@ class Guarantee:
         if self.threshold >= 1.0:
             return (f"threshold 1.0 (everything on tier 2): no lower threshold keeps the {what} within "
                     f"{self.max_loss:g} at {self.confidence:g} confidence on this sample")
-        return (f"threshold {self.threshold:.6g}: {what} on the rest at most {self.bound:.4f} (target "
+        return (f"threshold {self.threshold:.10g}: {what} on the rest at most {self.bound:.4f} (target "
                 f"{self.max_loss:g}) at {self.confidence:g} confidence; {self.observed} of {self.sample_size} "
                 f"sample items over it (up to {self.allowed} allowed); expected tier-2 share {self.tier2_share:.1%}")
 

@@ -98,10 +98,9 @@ def pick_sample(items: Iterable[Item], total: int, size: int, seed: str) -> list
 
 
 def calibrate(cascade: Cascade, sample: list[tuple[int, Item]], chunk_size: int, big_name: str,
-              need_gold: bool = False) -> Calibration:
-    """Both tiers on every sample item, chunked as the cluster feeds them; gold ids when ``need_gold``."""
+              gold: np.ndarray | None = None) -> Calibration:
+    """Both tiers on every sample item, chunked as the cluster feeds them (``gold``: ``sample_gold``'s ids)."""
     labels = cascade.alignment.labels
-    gold = _gold_ids(sample, labels) if need_gold else None
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     records: dict[int, ResultRecord] = {}
     for start in range(0, len(sample), chunk_size):
@@ -116,8 +115,8 @@ def calibrate(cascade: Cascade, sample: list[tuple[int, Item]], chunk_size: int,
     return Calibration(np.array([p for p, _ in sample], dtype=np.int64), *joined, gold, records)
 
 
-def _gold_ids(sample: list[tuple[int, Item]], labels: Sequence[str]) -> np.ndarray:
-    """--max-drop certifies against gold labels: every sample item needs one."""
+def sample_gold(sample: list[tuple[int, Item]], labels: Sequence[str]) -> np.ndarray:
+    """--max-drop certifies against gold labels: every sample item needs one (checked before any model runs)."""
     ids = []
     for _, item in sample:
         name = gold_names(item.label, list(labels)) if item.label is not None else None
