@@ -22,6 +22,9 @@ class SweepData:
     metric_name: str
     metric: Callable | None
     title: str
+    total: int = 0  # --unlabelled: the corpus's items (the sample is a job's calibration sample of them)
+    seed: str = "0"
+    chunk_size: int | None = None  # --unlabelled: scored in the job's chunks, so confidences match it exactly
 
 
 @click.command(context_settings=CONTEXT)
@@ -37,10 +40,13 @@ class SweepData:
               help="Labelled data to sweep on (tsv, csv, jsonl or parquet) instead of the task's dev set.")
 @click.option("--unlabelled", default=None, metavar="FILE",
               help="Sweep on a seeded random sample of this unlabelled corpus instead (read as `tango submit` "
-                   "reads it; labels are ignored): the loss is disagreement with the big model.")
+                   "reads it; labels are ignored): the loss is disagreement with the big model, and the "
+                   "threshold a job on FILE would certify on this sample is reported beside the table.")
 @click.option("--sample", type=int, default=2000, show_default=True, metavar="N",
-              help="With --unlabelled: how many items to sample.")
-@click.option("--seed", type=int, default=0, show_default=True, metavar="S", help="Seed of --sample and --folds.")
+              help="With --unlabelled: how many items to sample (at most all but one of the corpus).")
+@click.option("--seed", default="0", show_default=True, metavar="KEY",
+              help="Seed of --sample and --folds; with --unlabelled, the sample a job with this id (or "
+                   "`tango label --seed KEY`) calibrates on.")
 @click.option("--layer-num", type=int, default=None, metavar="N", help="Keep only the first N layers of the small model.")
 @click.option("--quantize-small", "quantize_small", is_flag=True,
               help="Run the small model int8 (dynamic quantization, CPU), as `tango worker tier1 --quantize` does, "
@@ -70,7 +76,7 @@ class SweepData:
               help="Where sweep.csv and sweep.png are written.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole table and the recommendation as JSON.")
 def sweep_command(small_model: str, big_model: str, task_name: str | None, data_dir: str | None,
-                  validation_file: str | None, unlabelled: str | None, sample: int, seed: int, layer_num: int | None,
+                  validation_file: str | None, unlabelled: str | None, sample: int, seed: str, layer_num: int | None,
                   quantize_small: bool, label_map: str | None, metric: str | None, max_drop: float, confidence: float,
                   loss: str | None, max_tier2: float | None, folds: int | None, fmt: str | None, text_column: str,
                   pair_column: str | None, id_column: str, label_column: str, device: str, batch_size: int,
@@ -89,7 +95,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
     """
     from common.errors import ConfigError
     from common.ml.calibration import calibration_overlap
-    from common.ml.sweep import fold_sweep, plot, recommendation_line, sweep, write_csv
+    from common.ml.sweep import fold_sweep, plot, recommendation_line, run_pair, sweep, write_csv
 
     if unlabelled and (task_name or validation_file or metric or loss == "drop"):
         raise ConfigError("--unlabelled sweeps on disagreement with the big model: drop --task, "
@@ -107,7 +113,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
         eval_data = load_eval_data(task_name or "sst2", validation_file, data_dir)
         small, big, alignment = _load(*models)
         data = _labelled(eval_data, task_name or "sst2", metric, alignment, small_model, big_model)
-    pair = _run_pair(small, big, alignment, data, progress=not as_json)
+    pair = run_pair(small, big, alignment, data.texts, data.pairs, progress=not as_json, chunk_size=data.chunk_size)
     overlap = calibration_overlap(small_model, data.texts, data.pairs) or 0
     if overlap:
         click.echo(f"warning: {small_model}'s calibration was fitted on {overlap} of these {len(data.texts)} items: "
@@ -119,14 +125,17 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
     report = None
     if folds is not None:
         report = replace(fold_sweep(pair.small_probs, pair.big_preds, data.gold, *pair.per_item(), folds=folds,
-                                    seed=seed, **options), calibration_overlap=overlap)
+                                    seed=_int_seed(seed), **options), calibration_overlap=overlap)
+    job = _job_guarantee(pair, data, max_drop, confidence, len(alignment.labels)) if unlabelled else None
     out = Path(output_dir)
     csv_path, png_path = write_csv(result, out / "sweep.csv"), plot(result, out / "sweep.png", data.title)
     if as_json:
         click.echo(json.dumps({**result.as_dict(), "folds": report.as_dict() if report else None,
-                               "csv": str(csv_path), "plot": str(png_path)}))
+                               "csv": str(csv_path), "plot": str(png_path), **({"job_guarantee": job} if job else {})}))
         return
     _print(result, report, f"wrote {csv_path} and {png_path}")
+    if job:
+        click.echo(_job_line(job, unlabelled, data))
     click.echo(recommendation_line(result))
 
 
@@ -163,28 +172,60 @@ def _labelled(data, task_name: str, metric: str | None, alignment, small_model: 
                      f"{data.task.name}: {_pair_name(small_model, big_model)} ({len(data)} items)")
 
 
-def _unlabelled(path: str, spec, sample: int, seed: int, small_model: str, big_model: str) -> SweepData:
-    """A seeded sample, read with the cluster's own corpus reader so ids, columns and errors match ``submit``."""
-    from common.data.corpus import read_corpus
-    from common.errors import DataError
-    from common.ml.sweep import sample_items
+def _unlabelled(path: str, spec, sample: int, seed: str, small_model: str, big_model: str) -> SweepData:
+    """The calibration sample a job with id ``seed`` draws (``common.sampling.calibration_sample``), read with
+    the cluster's own corpus reader so ids, columns and errors match ``submit``."""
+    from common.data.corpus import read_corpus, summarize
+    from common.errors import ConfigError, DataError
+    from common.queue.config import resolve_chunk_size
+    from common.queue.inprocess import pick_sample, texts_of
 
-    items = sample_items(read_corpus(path, spec), sample, seed)
-    if not items:
+    if sample < 1:
+        raise ConfigError(f"--sample must be at least 1, got {sample}")
+    total = summarize(path, spec).items
+    if not total:
         raise DataError(f"{path}: no items to sweep on")
-    pairs = [item.text_pair or "" for item in items] if any(item.text_pair for item in items) else None
-    return SweepData([item.text for item in items], pairs, None, "", None,
-                     f"{Path(path).name}: {_pair_name(small_model, big_model)} (sample of {len(items)}, seed {seed})")
+    items = [item for _, item in pick_sample(read_corpus(path, spec), total, min(sample, max(total - 1, 1)), seed)]
+    texts, pairs = texts_of(items)
+    return SweepData(texts, pairs, None, "", None,
+                     f"{Path(path).name}: {_pair_name(small_model, big_model)} (sample of {len(items)}, seed {seed})",
+                     total, seed, resolve_chunk_size(None, total))
+
+
+def _job_guarantee(pair, data: SweepData, max_drop: float, confidence: float, num_labels: int) -> dict:
+    """What ``tango label``/``submit --max-disagreement`` would certify on this very sample (``certify_target``
+    on the same triples), or why nothing can be."""
+    from common.errors import GuaranteeError
+    from common.guarantee import QualityTarget, certify_target, check_target
+
+    try:
+        target = QualityTarget(max_drop / 100.0, confidence, str(len(data.texts)))
+        check_target(target.max_loss, target.confidence)
+        g = certify_target(pair.small_probs.max(axis=1), pair.small_probs.argmax(axis=1), pair.big_preds,
+                           data.total, target, num_labels)
+    except GuaranteeError as exc:
+        return {"error": str(exc), "sample_size": len(data.texts), "total": data.total, "seed": data.seed}
+    return {**g.as_dict(), "seed": data.seed, "describe": g.describe()}
+
+
+def _job_line(job: dict, path: str, data: SweepData) -> str:
+    if "error" in job:
+        return f"job guarantee: none on this sample ({job['error']})"
+    return (f"job guarantee on {Path(path).name} ({job['sample_size']} of {job['total']} items, seed {job['seed']}): "
+            f"{job['describe']}; `tango label {path} --max-disagreement {job['max_loss']:g} --calibration "
+            f"{job['sample_size']} --seed {job['seed']}` certifies the same")
+
+
+def _int_seed(seed: str) -> int:
+    """--folds' numpy seed: the number itself, or a stable hash of a job id."""
+    import hashlib
+
+    return int(seed) if seed.isdigit() else int.from_bytes(hashlib.blake2b(seed.encode(), digest_size=8).digest(),
+                                                           "little")
 
 
 def _pair_name(small_model: str, big_model: str) -> str:
     return f"{Path(small_model).name} -> {Path(big_model).name}"
-
-
-def _run_pair(small, big, alignment, data: SweepData, progress: bool):
-    from common.ml.sweep import run_pair
-
-    return run_pair(small, big, alignment, data.texts, data.pairs, progress=progress)
 
 
 def _metric(task_name: str, metric: str | None, positive: int):

@@ -450,18 +450,31 @@ class PairRun:
 
 
 def run_pair(small, big, alignment, texts: Sequence[str], pairs: Sequence[str] | None,
-             progress: bool = True) -> PairRun:
-    """Run each tier once over all items (after a warm-up batch), timing each separately."""
+             progress: bool = True, chunk_size: int | None = None) -> PairRun:
+    """Run each tier once over all items (after a warm-up batch), timing each separately.
+
+    ``chunk_size``: score the items in runs of that many, as a job's chunks
+    are, so every model batch (formed by length within a call) holds the items
+    the job's would and the confidences match it to the last digit.
+    """
     import time
 
     for model in (small, big):
         model.warm_up(texts, pairs)
     start = time.perf_counter()
-    raw = small.probabilities(texts, pairs, progress="small model" if progress else None)
+    raw = _chunked(small, texts, pairs, chunk_size, "small model" if progress else None)
     small_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    big_probs = big.probabilities(texts, pairs, progress="big model" if progress else None)
+    big_probs = _chunked(big, texts, pairs, chunk_size, "big model" if progress else None)
     big_seconds = time.perf_counter() - start
     small_probs = np.empty_like(raw)
     small_probs[:, alignment.small_to_canonical] = raw
     return PairRun(small_probs, alignment.big_to_canonical[big_probs.argmax(axis=1)], small_seconds, big_seconds)
+
+
+def _chunked(model, texts: Sequence[str], pairs: Sequence[str] | None, size: int | None,
+             progress: str | None) -> np.ndarray:
+    if not size or size >= len(texts):
+        return model.probabilities(texts, pairs, progress=progress)
+    return np.concatenate([model.probabilities(texts[s:s + size], pairs[s:s + size] if pairs else None,
+                                               progress=progress) for s in range(0, len(texts), size)])

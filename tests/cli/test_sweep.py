@@ -100,3 +100,23 @@ def test_sweeping_on_the_calibration_items_is_flagged(tiny_models, glue_dir, tmp
     assert tango(*args) == 0
     captured = capsys.readouterr()
     assert "warning:" not in captured.err and "optimistic" not in captured.out
+
+
+def test_unlabelled_sweep_and_a_job_on_the_same_sample_certify_the_same_threshold(tiny_models, corpus, tmp_path,
+                                                                                 capsys):
+    args = ["sweep", "--small", tiny_models["small"], "--big", tiny_models["big"], "--unlabelled", corpus,
+            "--sample", 80, "--seed", "job-3", "--max-drop", 20, "--output-dir", tmp_path]
+    assert tango(*args, "--json") == 0
+    job = json.loads(capsys.readouterr().out)["job_guarantee"]
+    assert job["sample_size"] == 80 and job["total"] == 300 and job["seed"] == "job-3" and job["max_loss"] == 0.2
+    assert job["threshold"] < 1.0 and job["bound"] <= 0.2
+    assert tango(*args) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("job guarantee"))
+    assert f"--max-disagreement 0.2 --calibration 80 --seed job-3" in line
+    out = tmp_path / "labels.jsonl"
+    assert tango("label", corpus, "--small", tiny_models["small"], "--big", tiny_models["big"], "-o", out,
+                 "--max-disagreement", "0.2", "--calibration", "80", "--seed", "job-3") == 0
+    labelled = capsys.readouterr().err
+    assert f"threshold {job['threshold']:.10g}: disagreement with the big model on the rest at most " \
+           f"{job['bound']:.4f}" in labelled
+    assert f"{job['observed']} of 80 sample items over it (up to {job['allowed']} allowed)" in labelled
