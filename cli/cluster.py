@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 import click
 
 from cli.options import (CONTEXT, audit_option, chunk_size_option, corpus_options, corpus_spec, is_url, open_output,
-                         output_format, output_options, redis_errors, redis_option, window_option)
+                         output_format, output_options, redis_errors, redis_option, target_options, window_option)
 from cli.spool import spool, spool_path, spooled_paths
 from common.queue.config import DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
@@ -41,8 +41,10 @@ def interval_option(command: Callable) -> Callable:
 
 @click.command("submit", context_settings=CONTEXT)
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--threshold", type=float, default=0.9, show_default=True, metavar="T",
-              help="Items whose tier-1 confidence is at or above T stop at tier 1.")
+@click.option("--threshold", type=float, default=None, metavar="T",
+              help="Items whose tier-1 confidence is at or above T stop at tier 1 [default: 0.9, unless a quality "
+                   "target picks it].")
+@target_options
 @chunk_size_option
 @click.option("--job-id", default=None, metavar="ID", help="Name the job (default: time + random).")
 @click.option("--labels", default=None, metavar="A,B,...",
@@ -58,10 +60,11 @@ def interval_option(command: Callable) -> Callable:
 @window_option
 @corpus_options
 @redis_option
-def submit_command(input_path: str, threshold: float, chunk_size: int | None, job_id: str | None, labels: str | None,
-                   small: str | None, big: str | None, skip_invalid: bool, max_items: int, audit: float, window: int,
-                   fmt: str | None, text_column: str, pair_column: str | None, id_column: str, label_column: str,
-                   redis_url: str | None) -> None:
+def submit_command(input_path: str, threshold: float | None, max_disagreement: float | None, max_drop: float | None,
+                   confidence: float | None, calibration: str | None, require_gain: bool, chunk_size: int | None,
+                   job_id: str | None, labels: str | None, small: str | None, big: str | None, skip_invalid: bool,
+                   max_items: int, audit: float, window: int, fmt: str | None, text_column: str,
+                   pair_column: str | None, id_column: str, label_column: str, redis_url: str | None) -> None:
     """Validate INPUT (a file, or - for standard input, --format jsonl by default), record a job and queue
     its chunks for tier 1; prints the job id.
 
@@ -70,11 +73,17 @@ def submit_command(input_path: str, threshold: float, chunk_size: int | None, jo
     queued. Stopped before that (Ctrl-C, a lost broker), `tango resume JOB`
     queues the rest; killed, it is reported gone by `tango status` once its
     lease lapses, and the workers' sweep queues the rest a window at a time.
+
+    With --max-disagreement D (or --max-drop D) the job certifies its own threshold: a seeded sample of
+    INPUT (keyed by the job id; `tango label --seed JOB` draws the same) goes through both tiers first,
+    and submit queues the rest once the sample is answered and the threshold fixed.
     """
+    from common.guarantee import quality_target
     from common.queue.celery_app import make_app
     from common.queue.keys import new_job_id, validate_job_id
     from common.queue.submission import SubmitRequest, submit
 
+    target = quality_target(threshold, max_disagreement, max_drop, confidence, calibration, require_gain)
     settings, store = open_store(redis_url)
     incoming = keep = None
     if input_path == "-":  # a stream: spooled to this host's disk, never held in memory
@@ -84,7 +93,8 @@ def submit_command(input_path: str, threshold: float, chunk_size: int | None, jo
         input_path = str(incoming)
     spec = dataclasses.replace(corpus_spec(fmt, text_column, pair_column, id_column, label_column),
                                max_items=max_items)
-    request = SubmitRequest(path=input_path, spec=spec, threshold=threshold, chunk_size=chunk_size, job_id=job_id,
+    request = SubmitRequest(path=input_path, spec=spec, threshold=0.9 if threshold is None else threshold,
+                            target=target, chunk_size=chunk_size, job_id=job_id,
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
                             skip_invalid=skip_invalid, audit=audit, window=window, spool=keep)
     try:
@@ -192,8 +202,22 @@ def results_command(job: str, output: str, out_format: str | None, partial: bool
                     status = exporter.follow(status, partial, interval, lambda now, written: show(bar, now, written))
     if output != "-":
         drained = f"; {status.drained} of {status.total} now drained from Redis" if drain else ""
-        click.echo(f"wrote {exporter.written} results to {output}{drained}", err=True)
+        sidecar = _write_provenance(output, status)
+        click.echo(f"wrote {exporter.written} results to {output}{drained}" + (f" (provenance in {sidecar})"
+                                                                             if sidecar else ""), err=True)
     return outcome(status) if follow else None
+
+
+def _write_provenance(output: str, status: JobStatus) -> str | None:
+    """``OUT.provenance.json`` beside a local output: models, threshold, temperature, target and bound."""
+    from common.queue.calibration import provenance
+
+    if is_url(output):
+        return None
+    path = f"{output}.provenance.json"
+    with open_output(path) as out:
+        out.write(json.dumps(provenance(status), indent=1) + "\n")
+    return path
 
 
 @click.command("jobs", context_settings=CONTEXT)
@@ -311,7 +335,7 @@ def poll(store: ResultStore, job: str, settings: ClusterSettings) -> JobStatus:
 
 
 def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
-    from common.queue.audit import job_audit  # scipy: only the commands that report pay its import
+    from common.queue.audit import job_audit, quality_report  # scipy: only the commands that report pay its import
 
     return {"job": s.job, "state": s.state, "total": s.total, "done": s.done, "failed": s.failed,
             "tier1": s.tier1, "tier2": s.tier2, "rate": round(s.rate, 3), "elapsed": round(s.elapsed, 3),
@@ -319,12 +343,12 @@ def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:
             "accuracy": s.accuracy if s.is_final else None,
             "gold": s.gold, "truncated": int(s.extra.get("truncated") or 0), "rejected": s.rejected,
             "resumed": int(s.extra.get("resumed") or 0), "drained": s.drained, "queued": s.fed,
-            "submit_lost": s.feeder_lost, "audit": job_audit(s).to_dict(),
+            "submit_lost": s.feeder_lost, "audit": job_audit(s).to_dict(), "quality": quality_report(s),
             "rejects": [{"line": line, "reason": reason} for line, reason in rejects]}
 
 
 def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
-    from common.queue.audit import job_audit
+    from common.queue.audit import job_audit, quality_lines
 
     share = f" ({s.tier2 / s.done:.1%} escalated)" if s.done else ""
     waiting = " (waiting for workers: none has taken the job yet)" if s.waiting_for_workers else ""
@@ -340,6 +364,7 @@ def format_status(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> str:
              f"tiers     tier 1 {s.tier1}, tier 2 {s.tier2}{share}; threshold {s.threshold:g}",
              f"rate      {s.rate:.1f} items/s over {s.elapsed:.1f} s"]
     lines += job_audit(s).lines()
+    lines += quality_lines(s)
     if s.is_final and s.gold:
         lines.append(f"accuracy  {s.accuracy:.4f} on {s.gold} items with gold labels")
     if s.rejected:

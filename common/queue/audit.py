@@ -102,3 +102,54 @@ def _interval(point: float | None, low: float | None, high: float | None) -> str
     if point is None or low is None or high is None:
         return "n/a"
     return f"{point:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def quality_report(status: JobStatus) -> dict | None:
+    """A job's quality target and where it stands (``status --json``): its phase, the sample answered so
+    far, then the certified threshold, bound and expected tier-2 share; at the end the audit's interval on
+    the rest beside the bound. None for a job run at a given threshold."""
+    from common.queue.calibration import JobCalibration, guarantee_of
+
+    calibration = JobCalibration.of(status)
+    if calibration is None:
+        return None
+    phase = status.extra.get("phase") or ("no gain" if not calibration.size else "")
+    out = {"phase": phase, "target": calibration.target.as_dict(), "sample_size": calibration.size,
+           "sampled": min(status.answered, calibration.size) if phase == "calibrating" else calibration.size,
+           "sample_cost": calibration.sample_cost, "expected_saving": calibration.expected_saving,
+           "reason": calibration.reason, "guarantee": None, "audit": None}
+    guarantee = guarantee_of(status)
+    if guarantee is not None:
+        out["guarantee"] = guarantee.as_dict()
+        if status.is_final:
+            out["audit"] = rest_audit(status, calibration.size).to_dict()
+    return out
+
+
+def rest_audit(status: JobStatus, sample: int, confidence: float = CONFIDENCE) -> AuditReport:
+    """The audit's report on the items outside the calibration sample (all of whose answers are tier 2's)."""
+    return audit_report(status.audit, max(status.tier1, status.audited), max(status.tier2 - sample, 0),
+                        status.audited, status.audit_agreed, confidence)
+
+
+def quality_lines(status: JobStatus) -> list[str]:
+    """``status``'s lines for a job with a quality target."""
+    from common.queue.calibration import guarantee_of
+
+    report = quality_report(status)
+    if report is None:
+        return []
+    target = report["target"]
+    what = "disagreement" if target["loss"] == "disagreement" else "accuracy drop"
+    aim = f"{what} at most {target['max_loss']:g} at {target['confidence']:.0%} confidence"
+    if report["phase"] == "no gain":
+        return [f"quality   {aim}: no sample ({report['reason']}); every item runs on tier 2"]
+    if report["phase"] == "calibrating":
+        return [f"quality   {aim}: calibrating, {report['sampled']} of {report['sample_size']} sample items "
+                f"answered by both tiers (they cost about {report['sample_cost']:.0f} big-model items; expected "
+                f"saving {report['expected_saving']:.0f})"]
+    guarantee = guarantee_of(status)
+    lines = [f"quality   {aim}, sample of {report['sample_size']}: {guarantee.describe()}"]
+    if status.is_final:
+        lines.append(promise_line(guarantee, rest_audit(status, report["sample_size"])))
+    return lines

@@ -9,6 +9,9 @@ is when Celery acknowledges it), so no item can be lost between the tiers; the
 records go through the store's idempotent script, so a redelivered chunk
 changes nothing. Metrics hang on as hooks.
 
+A calibration chunk's triples (tier 2's, ``decisions``) are stored before its results, so every
+answered sample item has its triple when the job's threshold is certified from them.
+
 Tier 1's audit sample leaves as a tier-2 task of its own, not inside the one
 that carries the unsure items: those are then batched exactly as without an
 audit (so their scores stay bit for bit those of ``tango label``), and each
@@ -107,6 +110,8 @@ class ChunkProcessor:
         for items in (decision.forward, decision.audit):
             if items:
                 self.send(chunk.forward(items))
+        if decision.triples:  # before the results: an answered calibration item always has its triple
+            self.store.record_calibration(chunk.job, decision.triples)
         added = self._write(chunk.job, decision.entries)
         self._audit(chunk.job, decision.outcomes)
         agreed = sum(outcome.agrees for outcome in decision.outcomes)

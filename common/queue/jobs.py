@@ -45,6 +45,8 @@ class JobSpec:
     corpus: str = ""  # how the source was read (JSON), so ``resume`` can read it the same way
     audit: float = 0.0  # share of tier 1's answers that tier 2 checks
     window: int = 0  # most unanswered items of the job in the broker at once (0: no limit)
+    phase: str = ""  # a job with a quality target: "calibrating", then "certified" (``common.queue.calibration``)
+    calibration: str = ""  # its target, sample size and cutoff (``JobCalibration.to_json``)
 
 
 @dataclass
@@ -132,7 +134,8 @@ class JobRecords:
                   "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
                   "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit), "window": spec.window,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,
-                  "audit_agreed": 0, "drained": 0, "bitmap": 1}
+                  "audit_agreed": 0, "drained": 0, "bitmap": 1,
+                  **({"phase": spec.phase, "calibration": spec.calibration} if spec.calibration else {})}
         pipe = self.client.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.zadd(JOBS_INDEX, {spec.job: now})
@@ -172,9 +175,10 @@ class JobRecords:
         state, done, failed = self.client.hmget(meta_key(job), "state", "done", "failed")
         return state, int(done or 0) + int(failed or 0)
 
-    def mark_fed(self, job: str, items: int) -> None:
-        """Record how far into the corpus a feeder has queued (``tango status`` shows it while submitting)."""
-        self._fed(keys=[meta_key(job)], args=[items])
+    def mark_fed(self, job: str, items: int, phase: str = "") -> None:
+        """Record how far into the corpus a feeder has queued (``tango status`` shows it while submitting);
+        ``phase``: the calibration phase it fed in, so a sample feeder's late note is not taken for the rest's."""
+        self._fed(keys=[meta_key(job)], args=[items, phase])
 
     def status(self, job: str) -> JobStatus:
         pipe = self.client.pipeline(transaction=False)

@@ -87,6 +87,12 @@ def audited_key(job: str) -> str:
     return _job_key(job, "audited")
 
 
+def calibration_key(job: str) -> str:
+    """Hash: item index -> one calibration sample item's triple, "confidence TAB tier-1 label TAB tier-2
+    label TAB gold" (gold may be empty), written by tier 2 before it stores the item's result."""
+    return _job_key(job, "calibration")
+
+
 def workers_key(tier: int) -> str:
     """Hash: ``host:pid`` -> JSON of the model a worker of ``tier`` serves, with ``alive_until`` (Redis's
     clock), which the worker's heartbeat moves on: an entry past it is a worker that died without a word."""
@@ -106,4 +112,4 @@ def feeder_key(job: str) -> str:
 def job_keys(job: str) -> list[str]:
     """Every key of a job; the first five are the result script's KEYS, in that order."""
     return [meta_key(job), results_key(job), failures_key(job), answered_key(job), attempts_key(job),
-            rejected_key(job), audits_key(job), feeder_key(job), audited_key(job)]
+            rejected_key(job), audits_key(job), feeder_key(job), audited_key(job), calibration_key(job)]

@@ -184,14 +184,31 @@ end
 return current
 """
 
-# FED: move a job's queued mark forward, never back, never on a purged job.
-# KEYS: meta. ARGV: how many of the job's items a feeder has queued. Only moves forward (a resume
-# re-sends earlier items) and never recreates the record of a job that was purged meanwhile.
+# FED: move a job's queued mark forward, never back, never on a purged job, never from another phase.
+# KEYS: meta. ARGV: how many of the job's items a feeder has queued, and the calibration phase it fed
+# in ("" for a job without one). Only moves forward (a resume re-sends earlier items), never recreates
+# the record of a job that was purged meanwhile, and ignores a sample feeder's late note once the
+# threshold is fixed (``FIX_THRESHOLD`` starts the mark again at 0 for the rest of the corpus).
 FED = """
-if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('HGET', KEYS[1], 'fed') or '0') < tonumber(ARGV[1]) then
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if (redis.call('HGET', KEYS[1], 'phase') or '') ~= (ARGV[2] or '') then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'fed') or '0') < tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'fed', ARGV[1])
 end
 return 0
+"""
+
+# FIX_THRESHOLD: fix a calibrating job's certified threshold once; the first to fix it wins.
+# KEYS: meta. ARGV: the threshold (repr), its guarantee as JSON. While the job is ``calibrating`` this
+# sets both, moves it to ``certified`` and starts its queued mark again at 0 (the rest of the corpus is
+# fed from its start); after that it changes nothing. Every computation of it is deterministic, so a
+# later one agrees anyway. Returns {threshold, guarantee} as stored, or {} when the job is gone.
+FIX_THRESHOLD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+if redis.call('HGET', KEYS[1], 'phase') == 'calibrating' then
+  redis.call('HSET', KEYS[1], 'threshold', ARGV[1], 'guarantee', ARGV[2], 'phase', 'certified', 'fed', 0)
+end
+return redis.call('HMGET', KEYS[1], 'threshold', 'guarantee')
 """
 
 # REFUND: take back one counted start of a chunk (Redis was away, not a crash).

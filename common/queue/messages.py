@@ -42,6 +42,7 @@ class WorkItem(NamedTuple):
     text_pair: str | None = None
     gold: str | None = None
     audit: str | None = None  # tier 1's label, on an item it answered and sends to tier 2 only to be checked
+    calib: str | None = None  # a calibration sample item's tier-1 answer, "confidence TAB label", for tier 2
 
     @classmethod
     def decode(cls, raw: Any, where: Callable[[], str]) -> "WorkItem":
@@ -56,8 +57,18 @@ class WorkItem(NamedTuple):
                    _string(raw, "text_pair", where, optional=True), _string(raw, "gold", where, optional=True),
                    _string(raw, "audit", where, optional=True))
 
+    def tier1_answer(self) -> tuple[float, str]:
+        """A calibration item's tier-1 (confidence, label), as ``calibration_answer`` wrote it."""
+        confidence, label = (self.calib or "").split("\t", 1)
+        return float(confidence), label
 
-OPTIONAL_COLUMNS = ("pairs", "gold", "audited")  # WorkItem's last three fields, in their order
+
+def calibration_answer(confidence: float, label: str) -> str:
+    """Tier 1's answer on a calibration item, carried to tier 2 beside it (repr: the float comes back exact)."""
+    return f"{float(confidence)!r}\t{label}"
+
+
+OPTIONAL_COLUMNS = ("pairs", "gold", "audited", "calib")  # WorkItem's last four fields, in their order
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class Chunk:
     items: tuple[WorkItem, ...]
     part: str = ""  # which half of a split chunk, as a path of 0s and 1s ("" for a whole chunk)
     audit: float = 0.0  # the job's audit rate: the share of tier 1's answers that tier 2 checks
+    calibrate: bool = False  # a calibration sample chunk: both tiers answer every item, tier 2's answer stands
 
     @property
     def has_pairs(self) -> bool:
@@ -86,7 +98,7 @@ class Chunk:
     def name(self) -> str:
         """The chunk's name in logs and in the attempt count: ``12``, ``12a`` for its audit items (a
         task of its own, so its own count), or ``12/01`` for a part."""
-        base = f"{self.chunk}a" if self.is_audit else str(self.chunk)
+        base = f"{self.chunk}a" if self.is_audit else f"{self.chunk}c" if self.calibrate else str(self.chunk)
         return f"{base}/{self.part}" if self.part else base
 
     def encode(self) -> dict[str, Any]:
@@ -100,6 +112,8 @@ class Chunk:
             out["part"] = self.part
         if self.audit:
             out["audit"] = self.audit
+        if self.calibrate:
+            out["calibrate"] = True
         return out
 
     def describe(self) -> str:
@@ -136,10 +150,15 @@ class Chunk:
         if part != "" and not (isinstance(part, str) and _PART.match(part)):
             raise MessageError(f"'part' must be a string of up to 64 0s and 1s, got {part!r}")
         items = _columns(raw, job, chunk) if version == VERSION else _items(raw.get("items"), job, chunk)
-        if tier == 1 and items[0].audit is not None:
-            raise MessageError(f"job {job!r} chunk {chunk}: audit items go to tier 2 only")
+        if tier == 1 and (items[0].audit is not None or any(item.calib is not None for item in items)):
+            raise MessageError(f"job {job!r} chunk {chunk}: audit and calibration answers go to tier 2 only")
+        calibrate = raw.get("calibrate", False)
+        if not isinstance(calibrate, bool):
+            raise MessageError(f"'calibrate' must be true or false, got {calibrate!r}")
+        _check_calibration(items, calibrate and tier == 2, job, chunk)
         return cls(job=job, chunk=chunk, tier=tier, threshold=_unit(raw, "threshold"),
-                   labels=_labels(raw.get("labels"), tier), items=items, part=part, audit=_unit(raw, "audit", default=0.0))
+                   labels=_labels(raw.get("labels"), tier), items=items, part=part, audit=_unit(raw, "audit", default=0.0),
+                   calibrate=calibrate)
 
 
 def _items(raw: Any, job: str, chunk: int) -> tuple[WorkItem, ...]:
@@ -187,6 +206,23 @@ def _column(raw: dict, key: str, size: int, job: str, chunk: int, optional: bool
         raise MessageError(f"job {job!r} chunk {chunk} item {bad}: {key!r} must hold strings, "
                            f"got {type(values[bad]).__name__}")
     return values
+
+
+def _check_calibration(items: tuple[WorkItem, ...], needed: bool, job: str, chunk: int) -> None:
+    """A tier-2 calibration chunk carries every item's tier-1 answer, a confidence in [0, 1] and a label;
+    no other chunk carries any."""
+    for n, item in enumerate(items):
+        if (item.calib is not None) != needed:
+            raise MessageError(f"job {job!r} chunk {chunk} item {n}: tier-1 answers travel on every item of a "
+                               "tier-2 calibration chunk and on no other")
+        if needed:
+            try:
+                confidence, label = item.tier1_answer()
+            except ValueError:
+                confidence, label = -1.0, ""
+            if not 0.0 <= confidence <= 1.0 or not label:
+                raise MessageError(f"job {job!r} chunk {chunk} item {n}: 'calib' must be a confidence in [0, 1], "
+                                   f"a tab and a label, got {item.calib!r}")
 
 
 def _check_size(size: int) -> None:

@@ -1,6 +1,7 @@
 """The Redis result store: one object over a job's records, chunk attempts, results and the registry.
 
-Each concern lives in a module of its own (``jobs``, ``attempts``, ``answers``, ``registry``) as a
+Each concern lives in a module of its own (``jobs``, ``attempts``, ``answers``, ``registry``,
+``calibration``) as a
 part of ``ResultStore``; their Lua is in ``lua``. Every method is safe to repeat: delivery is
 at-least-once, so every write that must happen once is one Lua script that checks before it writes.
 """
@@ -14,6 +15,7 @@ from common.errors import ServiceUnavailable, first_line
 from common.queue import lua
 from common.queue.answers import READ_BLOCK, Answered, ResultTable, export_start
 from common.queue.attempts import ChunkAttempts
+from common.queue.calibration import CalibrationRecords
 from common.queue.config import DEFAULT_FEEDER_LEASE, ClusterSettings
 from common.queue.jobs import ACTIVE_STATES, FINAL_STATES, JobRecords, JobSpec, JobStatus
 from common.queue.registry import WorkerRegistry
@@ -24,7 +26,8 @@ __all__ = ["ACTIVE_STATES", "FINAL_STATES", "READ_BLOCK", "Answered", "JobSpec",
 # attribute -> script: what each part of the store calls
 SCRIPTS = {"_write": lua.WRITE, "_transition": lua.TRANSITION, "_begin": lua.BEGIN, "_refund": lua.REFUND,
            "_audit": lua.AUDIT, "_claim_labels": lua.CLAIM_LABELS, "_frontier": lua.FRONTIER, "_drain": lua.DRAIN,
-           "_fed": lua.FED, "_advertise": lua.ADVERTISE, "_live_workers": lua.LIVE_WORKERS}
+           "_fed": lua.FED, "_advertise": lua.ADVERTISE, "_live_workers": lua.LIVE_WORKERS,
+           "_fix_threshold": lua.FIX_THRESHOLD}
 
 
 def connect(settings: ClusterSettings, retries: int = 0) -> redis.Redis:
@@ -42,7 +45,7 @@ def connect(settings: ClusterSettings, retries: int = 0) -> redis.Redis:
         retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30, **tls)
 
 
-class ResultStore(JobRecords, ChunkAttempts, ResultTable, WorkerRegistry):
+class ResultStore(JobRecords, ChunkAttempts, ResultTable, WorkerRegistry, CalibrationRecords):
     """Job records and results in Redis; every method is safe to repeat."""
 
     def __init__(self, client: redis.Redis, url: str = "redis", feeder_lease: float = DEFAULT_FEEDER_LEASE) -> None:

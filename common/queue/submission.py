@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import redis
 from celery import Celery
@@ -37,6 +37,7 @@ from common.data.corpus import CorpusSpec, CorpusSummary, Item, read_corpus, sum
 from common.data.fingerprint import Fingerprint, PinnedFile
 from common.data.records import detect_format
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
+from common.queue import calibration
 from common.queue.broker import settled_in_broker
 from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
@@ -44,6 +45,9 @@ from common.queue.messages import TASK_TIER1, Chunk, WorkItem
 from common.queue.jobs import JobSpec, JobStatus
 from common.queue.store import ResultStore
 from common.queue.window import Window, validate_window
+
+if TYPE_CHECKING:
+    from common.guarantee import QualityTarget
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ class SubmitRequest:
     audit: float = DEFAULT_AUDIT_RATE  # share of tier 1's answers that tier 2 also checks (0: none)
     window: int = DEFAULT_WINDOW  # most unanswered items of the job in the broker at once (0: no limit)
     spool: Path | None = None  # where ``path`` (a private copy of a stream) is moved once the job holds its id
+    target: "QualityTarget | None" = None  # a quality target instead of a threshold (``common.queue.calibration``)
 
 
 @dataclass(frozen=True)
@@ -128,19 +133,32 @@ def plan_job(store: ResultStore, request: SubmitRequest, corpus: PinnedFile) -> 
     audit = validate_audit_rate(request.audit)
     window = validate_window(request.window, requested or 1)
     source = resolve_labels(request, store)
-    threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
+    threshold = validate_threshold(1.0 if request.target else request.threshold, len(source.labels) or None,
+                                   option="--threshold")
     spec = dataclasses.replace(request.spec, labels=tuple(source.labels),
                                fmt=detect_format(request.path, request.spec.fmt))
     digest = corpus.fingerprint()
     with corpus.naming():
         summary = summarize(corpus.path, spec, skip_invalid=request.skip_invalid)
+    plan = calibration.plan(request.target, job, (request.small, request.big), source.labels,
+                                  summary.items, _sample_reader(request, corpus, spec)) if request.target else None
     record = JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                      chunk_size=resolve_chunk_size(requested, summary.items, window),
                      source=str(request.spool or Path(request.path).resolve()), source_size=digest.size,
                      source_sha256=digest.sha256, small=source.small, big=source.big, labelled=summary.labelled,
                      truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
-                     corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": request.skip_invalid}))
+                     corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": request.skip_invalid}),
+                     phase=calibration.CALIBRATING if plan and plan.size else "",
+                     calibration=plan.to_json() if plan else "")
     return JobPlan(record, spec, summary, request.skip_invalid, request.spool)
+
+
+def _sample_reader(request: SubmitRequest, corpus: PinnedFile, spec: CorpusSpec) -> Callable[[], Iterator[Item]]:
+    """The corpus as submit reads it, for the calibration plan's check of the sample's gold labels."""
+    def read() -> Iterator[Item]:
+        with corpus.naming():
+            yield from read_corpus(corpus.path, spec, _skip if request.skip_invalid else None)
+    return read
 
 
 def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
@@ -150,14 +168,27 @@ def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
     if plan.spool:  # the id is this job's now: no other job's spool can be under its name
         os.replace(corpus.name, plan.spool)
     store.add_rejects(record.job, [(error.line or 0, str(corpus.named(error))) for error in summary.rejects])
-    items = read_corpus(corpus.path, plan.spec, _skip if plan.skip_invalid else None, summary.duplicate_lines)
-    chunks, _ = enqueue(store, app, record.job,
-                        chunked(corpus.reading(islice(items, record.total)), record.job, record.chunk_size,
-                                record.threshold, record.labels, record.audit),
-                        progress, Window(store, record.job, record.window))
+
+    def items() -> Iterator[Item]:
+        found = read_corpus(corpus.path, plan.spec, _skip if plan.skip_invalid else None, summary.duplicate_lines)
+        return corpus.reading(islice(found, record.total))
+
+    threshold, sample, chunks = record.threshold, None, 0
+    if record.phase == calibration.CALIBRATING:
+        sample = calibration.SampleMembers(record.job, calibration.JobCalibration.of(store.status(record.job)).cutoff)
+        sent, _ = enqueue(store, app, record.job, chunked(items(), record.job, record.chunk_size, 1.0, record.labels,
+                                                          keep=sample.__contains__, calibrate=True),
+                          progress, Window(store, record.job, record.window, calibration.CALIBRATING))
+        threshold, chunks = calibration.await_threshold(store, record.job), sent
+        if threshold is None:  # the job ended meanwhile
+            return chunks
+    rest = None if sample is None else (lambda index: index not in sample)
+    sent, _ = enqueue(store, app, record.job, chunked(items(), record.job, record.chunk_size, threshold,
+                                                      record.labels, record.audit, keep=rest),
+                      progress, Window(store, record.job, record.window, calibration.CERTIFIED if sample else ""))
     _unchanged(store, record.job, corpus, Fingerprint(record.source_size, record.source_sha256))
     store.mark_submitted(record.job)
-    return chunks
+    return chunks + sent
 
 
 @contextlib.contextmanager
@@ -198,24 +229,38 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     status = store.status(job)
     if status.is_final:
         raise JobError(f"job {job!r} is {status.state}: nothing to resume")
+    sampling = status.extra.get("phase") == calibration.CALIBRATING
+    if sampling and calibration.finish(store, status) is not None:  # its sample is answered: the rest is next
+        status, sampling, start = store.status(job), False, 0
     path, spec, skip_invalid = _reading(status)
     answered = store.answered(job)
     size = int(status.extra.get("chunk_size") or 1)
     expected = _recorded(status, path)
     with _bound_source(job, path, expected) as corpus:
         items = corpus.reading(islice(read_corpus(corpus.path, spec, _skip if skip_invalid else None), status.total))
+        if sampling:  # only the sample's unanswered items, in calibration chunks
+            members = calibration.SampleMembers(job, calibration.JobCalibration.of(status).cutoff)
+            source = chunked(items, job, size, 1.0, status.labels, keep=members.__contains__, calibrate=True)
+        else:
+            source = chunked(items, job, size, status.threshold, status.labels, status.audit)
         missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items
                                                           if i.index >= start and i.index not in answered))
-                   for chunk in chunked(items, job, size, status.threshold, status.labels, status.audit))
+                   for chunk in source)
         unsent = status.total - start - answered.count_from(start)
+        phase = status.extra.get("phase", "")
         chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
-                               window=Window(store, job, validate_window(window, size)))
+                               window=Window(store, job, validate_window(window, size), phase))
         _unchanged(store, job, corpus, expected)
-    if sent >= unsent:
+    log.info("job %r: resent %d of its %d unanswered items in %d chunks", job, sent, unsent, chunks)
+    if sampling and not limit:  # a feeder that may wait (``tango resume``): it sees the calibration through
+        if calibration.await_threshold(store, job) is None:
+            return Resumed(job, chunks, sent)
+        more = resume(store, app, job, window)
+        return Resumed(job, chunks + more.chunks, sent + more.items)
+    if not sampling and sent >= unsent:
         store.mark_submitted(job)  # a submit cut short (lost broker, killed) left it "submitting"
     else:
         store.end_feeding(job)
-    log.info("job %r: resent %d of its %d unanswered items in %d chunks", job, sent, unsent, chunks)
     return Resumed(job, chunks, sent)
 
 
@@ -325,18 +370,21 @@ def _skip(error: DataError) -> None:
 
 
 def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str],
-            audit: float = 0.0) -> Iterator[Chunk]:
+            audit: float = 0.0, keep: Callable[[int], bool] | None = None, calibrate: bool = False) -> Iterator[Chunk]:
     """Group items into tier-1 chunks; an item's index is its position among the valid items (and
-    so, with the job id, picks whether it is audited)."""
+    so, with the job id, picks whether it is audited). ``keep`` leaves the items it refuses out of the
+    chunks (their indices stay): a calibrating job's sample, then its rest, each chunked alone."""
     batch: list[WorkItem] = []
     number = 0
     for index, item in enumerate(items):
+        if keep is not None and not keep(index):
+            continue
         batch.append(WorkItem(index, item.id, item.text, item.text_pair, item.label))
         if len(batch) == size:
-            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit)
+            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
             batch, number = [], number + 1
     if batch:
-        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit)
+        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
 
 
 def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:

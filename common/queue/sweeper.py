@@ -22,6 +22,7 @@ from celery import Celery
 
 from common.errors import TangoError, first_line
 from common.queue.broker import settled_in_broker
+from common.queue.calibration import in_flight
 from common.queue.keys import SWEEPER_LOCK
 from common.queue.jobs import JobStatus
 from common.queue.store import ResultStore
@@ -79,8 +80,9 @@ class StallSweeper:
 
 def feed_room(status: JobStatus) -> int | None:
     """How many more items of a job whose submit is gone fit in its window now (0: no window, all of
-    them), or None when its queued and unanswered items (``fed - answered``) fill it."""
+    them), or None when its queued and unanswered items (``fed - answered`` for a job without a
+    calibration phase) fill it."""
     if not status.window:
         return 0
-    room = status.window - max(0, status.fed - status.answered)
+    room = status.window - max(0, in_flight(status))
     return room if room > 0 else None

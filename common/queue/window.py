@@ -39,6 +39,7 @@ class Window:
     store: ResultStore
     job: str
     limit: int
+    phase: str = ""  # the calibration phase fed ("" for a job without one): its notes of ``fed`` carry it
     sent: int = 0
     _answered: int = field(default=0, init=False)  # the job's answered count at the last look
     _base: int = field(default=0, init=False)  # ... and when this feeder started: resume starts mid-job
@@ -77,7 +78,7 @@ class Window:
 
     def record(self) -> None:
         if self._through > self._recorded[0]:
-            self.store.mark_fed(self.job, self._through)
+            self.store.mark_fed(self.job, self._through, self.phase)
             self._recorded = (self._through, time.monotonic())
 
     def _fits(self, items: int) -> bool:
