@@ -270,7 +270,7 @@ def _reading(status: JobStatus) -> tuple[str, CorpusSpec, bool]:
     try:
         corpus = json.loads(status.extra.get("corpus") or "{}")
         skip_invalid = bool(corpus.pop("skip_invalid", False))
-        spec = CorpusSpec(**corpus)
+        spec = CorpusSpec(**{**corpus, "labels": tuple(corpus.get("labels") or ())})  # JSON kept them as a list
         return path, dataclasses.replace(spec, fmt=detect_format(path, spec.fmt)), skip_invalid
     except (ValueError, TypeError, AttributeError, DataError):
         raise JobError(f"job {job!r} has no usable record of how to read its source {path!r}; "

@@ -35,6 +35,22 @@ def test_resume_resends_only_unanswered_items_read_as_submit_read_them(redis_ser
     assert queued_indices(client) == [[1], [6]]
 
 
+def test_resume_reads_gold_labels_against_the_jobs_label_set(redis_server, redis_url, tmp_path, capsys):
+    """The recorded corpus spec holds the label set as a JSON list: resume must check gold labels against
+    it as submit did (it once died on the cached label check, which cannot take a list)."""
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": "ab"[i % 2]}) + "\n" for i in range(4)))
+    assert run(cli, args=["submit", str(path), "--job-id", "g", "--chunk-size", "2", "--labels", "a,b",
+                          "--redis-url", redis_url]) == 0
+    client = redis_server.client()
+    client.delete("tier1")
+    capsys.readouterr()
+    assert run(cli, args=["resume", "g", "--redis-url", redis_url]) == 0
+    assert capsys.readouterr().out.strip() == "resent 4 unanswered items of g in 2 chunks"
+    assert [[item.gold for item in chunk.items] for chunk in queued_chunks(client, "tier1")] == [["a", "b"],
+                                                                                                ["a", "b"]]
+
+
 def test_purge_deletes_an_ended_job_and_refuses_a_running_one(redis_server, redis_url, tmp_path, capsys):
     path = tmp_path / "in.jsonl"
     path.write_text('{"text": "one"}\n{"text": "two"}\n')
