@@ -49,15 +49,16 @@ def offline_threshold(client, job: str) -> float:
     return guarantee.threshold
 
 
-def labelled_threshold(tiny_models, corpus, job: str, out) -> tuple[float, list[dict]]:
-    """What `tango label --seed JOB` certifies and writes, with the workers' one torch thread."""
+def labelled_threshold(tiny_models, corpus, job: str, out) -> tuple[str, list[dict]]:
+    """What `tango label --seed JOB` certifies (as it prints it: 10 significant digits) and writes, with the
+    workers' one torch thread."""
     threads = torch.get_num_threads()
     done = subprocess.run(tango_argv("label", str(corpus), *models(tiny_models), *TARGET, "--seed", job, "--threads",
                                      "1", "-o", str(out)), cwd=ROOT, env=cluster_env(), capture_output=True, text=True,
                           timeout=300)
     torch.set_num_threads(threads)
     assert done.returncode == 0, done.stderr
-    threshold = float(re.search(r"^threshold ([0-9.e-]+):", done.stderr, re.M).group(1))
+    threshold = re.search(r"^threshold ([0-9.e-]+):", done.stderr, re.M).group(1)
     return threshold, [json.loads(line) for line in out.read_text().splitlines()]
 
 
@@ -102,7 +103,7 @@ def test_a_job_calibrates_on_its_sample_and_agrees_with_label_and_offline_certif
     sample = calibration_sample(ITEMS, size, "cal-1")
     assert all(got[i]["tier"] == 2 for i in sample)
     threshold, labelled = labelled_threshold(tiny_models, corpus, "cal-1", tmp_path / "label.jsonl")
-    assert threshold == offline
+    assert threshold == f"{offline:.10g}"
     assert [(r["id"], r["label"], r["tier"]) for r in got] == [(r["id"], r["label"], r["tier"]) for r in labelled]
 
 
@@ -140,5 +141,5 @@ def test_a_submit_killed_mid_calibration_is_finished_by_the_sweep(tiny_models, g
     assert int(meta["resumed"]) == ITEMS - json.loads(meta["calibration"])["size"]  # the sweep fed the rest
     assert "job 'cut' lost its submit" in logs
     threshold, labelled = labelled_threshold(tiny_models, corpus, "cut", tmp_path / "label.jsonl")
-    assert threshold == offline
+    assert threshold == f"{offline:.10g}"
     assert [(r["label"], r["tier"]) for r in got] == [(r["label"], r["tier"]) for r in labelled]
