@@ -65,12 +65,22 @@ def test_a_bad_line_stops_submit_with_nothing_enqueued(redis_server, redis_url, 
     (["--audit", "1.5", "--labels", "a,b"], "--audit must be between 0 and 1"),
     (["--audit", "-0.1", "--labels", "a,b"], "--audit must be between 0 and 1"),
     (["--threshold", "0"], "--threshold must be between"),
+    (["--max-disagreement", "0.1", "--threshold", "0.8", "--labels", "a,b"],
+     "--max-disagreement and --threshold are exclusive"),
+    (["--max-disagreement", "1.2", "--labels", "a,b"], "--max-disagreement must be a share between 0 and 1"),
+    (["--max-disagreement", "0.1", "--confidence", "0.4", "--labels", "a,b"], "--confidence must be between 0.5"),
+    (["--max-disagreement", "0.5", "--calibration", "10", "--labels", "a,b"],
+     "--calibration must be between 1 and 9 (the corpus has 10 items), got 10"),
+    (["--max-disagreement", "0.5", "--calibration", "1", "--labels", "a,b"], "--calibration 1 is too small"),
+    (["--max-disagreement", "0.01", "--require-gain", "--labels", "a,b"], "--require-gain: corpus too small"),
+    (["--max-drop", "0.5", "--calibration", "5", "--labels", "a,b"],
+     "--max-drop needs a gold label on every calibration item"),
 ])
 def test_submit_refuses_bad_options_before_enqueueing(redis_server, redis_url, corpus, args, message):
     done = run_tango("submit", str(corpus), *args, redis_url=redis_url)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    assert redis_server.client().llen("tier1") == 0
+    assert redis_server.client().llen("tier1") == 0 and redis_server.client().keys("tango:{*") == []
 
 
 @pytest.mark.parametrize("items, args, size, chunks", [
