@@ -140,8 +140,9 @@ def plan_job(store: ResultStore, request: SubmitRequest, corpus: PinnedFile) -> 
     digest = corpus.fingerprint()
     with corpus.naming():
         summary = summarize(corpus.path, spec, skip_invalid=request.skip_invalid)
-    plan = calibration.plan(request.target, job, (request.small, request.big), source.labels,
-                                  summary.items, _sample_reader(request, corpus, spec)) if request.target else None
+        plan = calibration.plan(request.target, job, (request.small, request.big), source.labels, summary.items,
+                                lambda: read_corpus(corpus.path, spec, _skip if request.skip_invalid else None)
+                                ) if request.target else None
     record = JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                      chunk_size=resolve_chunk_size(requested, summary.items, window),
                      source=str(request.spool or Path(request.path).resolve()), source_size=digest.size,
@@ -153,17 +154,10 @@ def plan_job(store: ResultStore, request: SubmitRequest, corpus: PinnedFile) -> 
     return JobPlan(record, spec, summary, request.skip_invalid, request.spool)
 
 
-def _sample_reader(request: SubmitRequest, corpus: PinnedFile, spec: CorpusSpec) -> Callable[[], Iterator[Item]]:
-    """The corpus as submit reads it, for the calibration plan's check of the sample's gold labels."""
-    def read() -> Iterator[Item]:
-        with corpus.naming():
-            yield from read_corpus(corpus.path, spec, _skip if request.skip_invalid else None)
-    return read
-
-
 def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
           progress: Callable[[int], None] | None) -> int:
-    """Queue a recorded job's corpus, as workers make room in its window; returns the chunks sent."""
+    """Queue a recorded job's corpus, as workers make room in its window; returns the chunks sent. A job
+    with a quality target queues its sample first, waits for its threshold, then queues the rest."""
     record, summary = plan.record, plan.summary
     if plan.spool:  # the id is this job's now: no other job's spool can be under its name
         os.replace(corpus.name, plan.spool)
@@ -175,7 +169,7 @@ def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
 
     threshold, sample, chunks = record.threshold, None, 0
     if record.phase == calibration.CALIBRATING:
-        sample = calibration.SampleMembers(record.job, calibration.JobCalibration.of(store.status(record.job)).cutoff)
+        sample = calibration.SampleMembers(record.job, json.loads(record.calibration)["cutoff"])
         sent, _ = enqueue(store, app, record.job, chunked(items(), record.job, record.chunk_size, 1.0, record.labels,
                                                           keep=sample.__contains__, calibrate=True),
                           progress, Window(store, record.job, record.window, calibration.CALIBRATING))
