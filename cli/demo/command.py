@@ -33,6 +33,10 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
                    "(90% confidence) on held-out items neither model trained on.")
 @click.option("--max-drop", "max_drop", type=click.FloatRange(0.0, 100.0), default=1.0, show_default=True,
               metavar="POINTS", help="Accuracy points the cascade may lose when the threshold is chosen for you.")
+@click.option("--max-disagreement", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=0.03,
+              show_default=True, metavar="D",
+              help="The job-level promise shown at the end: what `tango label --max-disagreement D` would certify "
+                   "on a seeded sample of this corpus, what the sample costs and what it buys.")
 @click.option("--batch-size", "batch_size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Inference batch size of both tiers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for data splits and training.")
@@ -43,7 +47,8 @@ DEFAULT_CACHE = Path.home() / ".cache" / "tango" / "demo"
                    "The speedup is then the job's wall time against the big model alone in-process.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object on stdout.")
 def demo_command(data_dir: str | None, cache_dir: str, quick: bool, max_train_samples: int | None,
-                 max_corpus_items: int | None, threshold: float | None, max_drop: float, batch_size: int, seed: int,
+                 max_corpus_items: int | None, threshold: float | None, max_drop: float, max_disagreement: float,
+                 batch_size: int, seed: int,
                  redis_url: str | None, as_json: bool) -> None:
     """Build a MiniLM cascade and label a sample corpus with it, offline.
 
@@ -53,7 +58,9 @@ def demo_command(data_dir: str | None, cache_dir: str, quick: bool, max_train_sa
     Both are cached. Then the corpus is labelled through the cascade and by the
     big model alone, side by side: the demo prints how many items each tier
     decided, the speedup, the accuracy against the known labels, and the bound
-    on the accuracy drop the threshold was chosen with.
+    on the accuracy drop the threshold was chosen with. Last, the job-level
+    promise: what a job that names its quality (--max-disagreement) would
+    certify on a sample of this corpus, what the sample costs and buys.
 
     With --redis-url the corpus goes through a real cluster (Celery workers on
     that Redis) instead, with the same labels as in-process, plus the job id.
@@ -62,7 +69,8 @@ def demo_command(data_dir: str | None, cache_dir: str, quick: bool, max_train_sa
 
     settings = DemoSettings(cache_dir=Path(cache_dir), data_dir=data_dir, quick=quick,
                             max_train_samples=max_train_samples, max_corpus_items=max_corpus_items,
-                            threshold=threshold, max_drop=max_drop, seed=seed, batch_size=batch_size)
+                            threshold=threshold, max_drop=max_drop, max_disagreement=max_disagreement, seed=seed,
+                            batch_size=batch_size)
 
     def say(line: str) -> None:
         click.echo(line, err=True)

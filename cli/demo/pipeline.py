@@ -47,6 +47,7 @@ class DemoSettings:
     max_corpus_items: int | None = None
     threshold: float | None = None  # None: the fastest certified within ``max_drop`` on the held-out part
     max_drop: float = 1.0
+    max_disagreement: float = 0.03  # the job-level promise's target (``cli.demo.promise``)
     seed: int = 0
     batch_size: int = 32
 
@@ -104,6 +105,7 @@ class DemoResult:
     mode: str = "embedded"  # or "cluster": ``cascade_seconds`` is then the cluster job's wall time
     job: str | None = None  # the cluster job's id
     choice: dict = field(default_factory=dict)  # how the threshold was chosen: its bound, estimate, items
+    promise: dict = field(default_factory=dict)  # what a job with a quality target would do (``cli.demo.promise``)
 
     @property
     def drop(self) -> float | None:
@@ -241,6 +243,9 @@ def run_demo(settings: DemoSettings, say: Callable[[str], None],
 
 def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_dir: Path,
                  say: Callable[[str], None] = lambda _: None, through: CorpusLabeller | None = None) -> DemoResult:
+    import time
+
+    from cli.demo.promise import job_promise
     from common.cascade import TIER_SMALL, Cascade, ideal_speedup, run_single
     from common.labels import align_labels
     from common.ml.models import load_tier
@@ -259,7 +264,10 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
     else:
         out = through(data, small_dir, big_dir, threshold, alignment)
     alone = run_single(big, alignment.big_to_canonical, alignment.labels, texts, progress="big model alone")
-    small_alone = alignment.small_to_canonical[small.logits(texts).argmax(axis=1)]
+    start = time.perf_counter()
+    small_probs = small.probabilities(texts)  # routing confidences; the argmax is the small model's own answer
+    small_seconds = time.perf_counter() - start
+    small_alone = alignment.small_to_canonical[small_probs.argmax(axis=1)]
     gold = _gold(data, alignment)
     tier1 = int((out.tiers == TIER_SMALL).sum())
     seconds = out.extra.get("wall_seconds", out.seconds)
@@ -270,7 +278,9 @@ def label_corpus(settings: DemoSettings, data: DemoData, big_dir: Path, small_di
                       _accuracy(out.label_ids, gold), _accuracy(alone.label_ids, gold),
                       _accuracy(small_alone, gold), {"small": str(small_dir), "big": str(big_dir)},
                       [alignment.labels[int(i)] for i in out.label_ids],
-                      "embedded" if through is None else "cluster", out.extra.get("job"), choice)
+                      "embedded" if through is None else "cluster", out.extra.get("job"), choice,
+                      job_promise(small_probs.max(axis=1), small_alone, alone.label_ids, len(alignment.labels),
+                                  settings.max_disagreement, 0.9, small_seconds / max(alone.seconds, 1e-9)))
 
 
 def choose_threshold(small, big, alignment, held_out: TrainingData, max_drop: float,
@@ -326,6 +336,8 @@ def _guarantee_lines(result: DemoResult) -> list[str]:
 
 
 def format_result(result: DemoResult) -> str:
+    from cli.demo.promise import promise_lines
+
     share = 100.0 / result.items
     lines = [f"labelled {result.items} items from {result.source} at threshold {result.threshold:.3f}",
              f"  tier 1 (small, MiniLM 1 layer) decided {result.tier1_items:5d} items ({result.tier1_items * share:.1f}%)",
@@ -341,5 +353,6 @@ def format_result(result: DemoResult) -> str:
         lines.append(f"  accuracy: cascade {result.cascade_accuracy:.1f}%, big alone {result.big_accuracy:.1f}%, "
                      f"small alone {result.small_accuracy:.1f}%")
     lines += _guarantee_lines(result)
+    lines += promise_lines(result.promise)
     lines.append(f"models: small {result.models['small']}  big {result.models['big']}")
     return "\n".join(lines)
