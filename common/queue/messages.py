@@ -74,10 +74,6 @@ class Chunk:
     audit: float = 0.0  # the job's audit rate: the share of tier 1's answers that tier 2 checks
 
     @property
-    def has_pairs(self) -> bool:
-        return any(item.text_pair is not None for item in self.items)
-
-    @property
     def is_audit(self) -> bool:
         """Whether the chunk holds audit items (a chunk never mixes them with items to answer)."""
         return bool(self.items) and self.items[0].audit is not None
