@@ -1,7 +1,7 @@
 """Find the ids a stream of records repeats, exactly, in memory that does not grow with the stream.
 
-A set of every id (or of 64-bit hashes, ~70 bytes an item in Python) made ``tango submit`` grow
-by ~700 MB at 10 million items, and a hash collision rejected a valid file. Instead, one pass
+A set of every id (or of their 64-bit hashes) made ``tango submit`` grow with the corpus
+(bench/RESULTS.md, section (8)), and a hash collision rejected a valid file. Instead, one pass
 puts every id through a Bloom filter of fixed size: an id that hits it *may* repeat an earlier
 one, and an id that repeats always hits it. Only those few candidates are kept, as strings, and
 ``RepeatedIds`` then decides each record exactly while the file is read again: the filter's false
