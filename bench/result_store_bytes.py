@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.queue.config import ClusterSettings  # noqa: E402
 from common.queue.results import ResultRecord  # noqa: E402
-from common.queue.store import JobSpec, ResultStore  # noqa: E402
+from common.queue.jobs import JobSpec
+from common.queue.store import ResultStore  # noqa: E402
 from common.testing.cluster import start_redis  # noqa: E402
 
 

@@ -48,7 +48,7 @@ def time_steps(messages: list[str], model_dir: Path, batch: int) -> dict[str, fl
     from common.ml.models import load_tier
     from common.queue.decisions import decide_tier1, output_map
     from common.queue.messages import Chunk
-    from common.queue.store import _entry_line
+    from common.queue.answers import entry_line
 
     torch.set_num_threads(1)
     model = load_tier(str(model_dir), batch_size=batch)
@@ -71,7 +71,7 @@ def time_steps(messages: list[str], model_dir: Path, batch: int) -> dict[str, fl
         marks.append(time.perf_counter())
         decision = decide_tier1(chunk, probs, outputs, "steps")
         marks.append(time.perf_counter())
-        "\n".join(_entry_line(i, record, correct) for i, record, correct in decision.entries)  # what leaves: timed,
+        "\n".join(entry_line(i, record, correct) for i, record, correct in decision.entries)  # what leaves: timed,
         json.dumps(chunk.forward(decision.forward).encode())  # not sent
         marks.append(time.perf_counter())
         for step, begun, ended in zip(STEPS, marks, marks[1:]):

@@ -39,8 +39,8 @@ from common.testing.cluster import (Process, free_port, start_redis, start_worke
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
 from common.ml.models import load_tier  # noqa: E402
-from common.queue.store import JobStatus  # noqa: E402
-from common.queue.submission import queued_chunks  # noqa: E402
+from common.queue.jobs import JobStatus  # noqa: E402
+from common.queue.broker import queued_chunks  # noqa: E402
 from common.queue.waiting import wait_final  # noqa: E402
 from tier2_worker.app import GATHER_BATCHES  # noqa: E402
 

@@ -19,7 +19,8 @@ from cli.spool import spool, spool_path, spooled_paths
 from common.queue.config import DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
 from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
-from common.queue.store import JobStatus, ResultStore
+from common.queue.jobs import JobStatus
+from common.queue.store import ResultStore
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -168,7 +169,7 @@ def results_command(job: str, output: str, out_format: str | None, partial: bool
     """Write every item's result in input order: id, label, score, tier, model (and error for a failed item)."""
     from common.queue.export import Exporter
     from common.queue.results import open_sink
-    from common.queue.store import export_start
+    from common.queue.answers import export_start
     from common.queue.waiting import poll
 
     if drain and (output == "-" or is_url(output)):
@@ -333,7 +334,7 @@ def queues_command(as_json: bool, redis_url: str | None) -> None:
     mean the GPU fleet should start; the workers' /metrics export the same as
     tango_queue_waiting and tango_queue_in_flight.
     """
-    from common.queue.depth import queue_depths
+    from common.queue.broker import queue_depths
 
     settings, store = open_store(redis_url)
     with redis_errors(settings):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from common.queue.messages import Chunk, WorkItem
-from common.queue.submission import queued_chunks
+from common.queue.broker import queued_chunks
 from common.queue.store import JobSpec, ResultStore
 from common.ml.models import load_for_worker
 from common.queue.decisions import decide_tier1, decide_tier2

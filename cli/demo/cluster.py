@@ -26,7 +26,8 @@ from common.errors import JobError, TangoError, WorkerError
 from common.labels import LabelAlignment
 from common.ml.training import TrainingData
 from common.queue.config import ClusterSettings
-from common.queue.store import JobStatus, ResultStore
+from common.queue.jobs import JobStatus
+from common.queue.store import ResultStore
 from common.testing.cluster import Process, start_worker, wait_ready
 
 log = logging.getLogger(__name__)

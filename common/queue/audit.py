@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.queue.store import JobStatus
+from common.queue.jobs import JobStatus
 from common.risk import AuditEstimate, audit_estimate
 
 CONFIDENCE = 0.95

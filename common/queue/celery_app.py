@@ -16,7 +16,7 @@ from kombu import Queue
 
 from common.queue.config import ClusterSettings
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2, TASK_TIER1, TASK_TIER2, Chunk
-from common.queue.transport import JOB_HEADER
+from common.queue.keys import JOB_HEADER
 
 ROLES = ("client", "tier1", "tier2")
 TRANSPORT = "common.queue.transport:Transport"

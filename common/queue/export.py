@@ -19,7 +19,9 @@ from typing import Callable, Iterator
 
 from common.errors import JobError
 from common.queue.results import RecordSink
-from common.queue.store import READ_BLOCK, JobStatus, ResultStore, export_start
+from common.queue.answers import READ_BLOCK, export_start
+from common.queue.jobs import JobStatus
+from common.queue.store import ResultStore
 
 Progress = Callable[[JobStatus, int], None]  # the job's latest status and how many records are written
 

@@ -19,6 +19,7 @@ JOBS_INDEX = f"{PREFIX}:jobs"  # sorted set: job id -> created time
 # leaves it when a reader finds it ended. ACTIVE_INDEXED marks that jobs from before it were added once.
 ACTIVE_INDEX = f"{PREFIX}:active"
 ACTIVE_INDEXED = f"{PREFIX}:active:indexed"
+JOB_HEADER = "tango_job"  # the message header naming the job a chunk belongs to (``send_chunk`` sets it)
 UNACKED = "unacked"  # kombu's hash of the messages workers hold (its default ``unacked_key``)
 CLAIMS = f"{PREFIX}:claims"  # counts the broker's claims, so each delivery of a message has a tag of its own
 SWEEPER_LOCK = f"{PREFIX}:sweeper"  # held by the one worker sweeping for stalled jobs this interval

@@ -34,7 +34,7 @@ from common.queue.faults import Scorer, shut_down_worker
 from common.queue.messages import TASKS, Chunk
 from common.queue.store import ResultStore
 from common.queue.sweeper import StallSweeper
-from common.queue.depth import queue_depths
+from common.queue.broker import queue_depths
 from common.queue.telemetry import WorkerMetrics
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,6 @@ the submit puts other texts under the job's indices. No pass queues an index at 
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import json
@@ -35,16 +34,16 @@ from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
 from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size, validate_chunk_size
 from common.data.batches import batched
-from common.data.corpus import CorpusSpec, Item, read_corpus, summarize
+from common.data.corpus import CorpusSpec, CorpusSummary, Item, read_corpus, summarize
 from common.data.fingerprint import Fingerprint, PinnedFile
 from common.data.records import detect_format
 from common.errors import ConfigError, DataError, Interrupted, JobError, ServiceUnavailable, first_line
-from common.queue.depth import QUEUES, in_broker
+from common.queue.broker import settled_in_broker
 from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
 from common.queue.messages import TASK_TIER1, Chunk, WorkItem
-from common.queue.store import JobSpec, JobStatus, ResultStore
-from common.queue.transport import settle_counts
+from common.queue.jobs import JobSpec, JobStatus
+from common.queue.store import ResultStore
 from common.queue.window import Window, validate_window
 
 log = logging.getLogger(__name__)
@@ -87,44 +86,79 @@ class LabelSource:
     big: str = ""
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """A submit request once every check has passed: what will be recorded, and how the corpus is read.
+    Nothing is in Redis yet; building one is the only place a request is validated."""
+
+    record: JobSpec
+    spec: CorpusSpec
+    summary: CorpusSummary
+    skip_invalid: bool
+    spool: Path | None
+
+    @property
+    def job(self) -> str:
+        return self.record.job
+
+
 def submit(store: ResultStore, app: Celery, request: SubmitRequest,
            progress: Callable[[int], None] | None = None) -> Submitted:
     """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue, which
-    for a corpus larger than the window is once workers have answered all but a window of it."""
+    for a corpus larger than the window is once workers have answered all but a window of it.
+
+    Three steps, in this order: ``plan`` checks everything and reads the corpus once; the record
+    claims the job id; ``_feed`` queues the corpus. A refusal in the first step leaves nothing behind.
+    """
     start = time.perf_counter()
+    with PinnedFile(request.path) as corpus:
+        plan = plan_job(store, request, corpus)
+        store.create_job(plan.record)
+        with _feeding(store, plan.job):
+            chunks = _feed(store, app, plan, corpus, progress)
+    record, summary = plan.record, plan.summary
+    log.info("job %r: %d items in %d chunks submitted", record.job, record.total, chunks)
+    return Submitted(record.job, record.total, chunks, record.labels, time.perf_counter() - start, summary.truncated,
+                     summary.rejected)
+
+
+def plan_job(store: ResultStore, request: SubmitRequest, corpus: PinnedFile) -> JobPlan:
+    """Every check of a submit request, in one place, and the corpus's validating pass; records nothing."""
     job = validate_job_id(request.job_id, error=ConfigError) if request.job_id else new_job_id()
     requested = validate_chunk_size(request.chunk_size)
     audit = validate_audit_rate(request.audit)
     window = validate_window(request.window, requested or 1)
     source = resolve_labels(request, store)
     threshold = validate_threshold(request.threshold, len(source.labels) or None, option="--threshold")
-    spec = dataclasses.replace(request.spec, labels=tuple(source.labels), fmt=detect_format(request.path,
-                                                                                          request.spec.fmt))
-    with PinnedFile(request.path) as corpus:
-        digest = corpus.fingerprint()
-        with corpus.naming():
-            summary = summarize(corpus.path, spec, skip_invalid=request.skip_invalid)
-        chunk_size = resolve_chunk_size(requested, summary.items, window)
-        store.create_job(JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
-                                 chunk_size=chunk_size, source=str(request.spool or Path(request.path).resolve()),
-                                 source_size=digest.size, source_sha256=digest.sha256,
-                                 small=source.small, big=source.big, labelled=summary.labelled,
-                                 truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
-                                 corpus=json.dumps({**dataclasses.asdict(spec),
-                                                    "skip_invalid": request.skip_invalid})))
-        with _feeding(store, job):
-            if request.spool:  # the id is this job's now: no other job's spool can be under its name
-                os.replace(request.path, request.spool)
-            store.add_rejects(job, [(error.line or 0, str(corpus.named(error))) for error in summary.rejects])
-            items = read_corpus(corpus.path, spec, _skip if request.skip_invalid else None, summary.duplicate_lines)
-            chunks, _ = enqueue(store, app, job, chunked(corpus.reading(islice(items, summary.items)), job, chunk_size,
-                                                         threshold, source.labels, audit),
-                                progress, Window(store, job, window))
-            _unchanged(store, job, corpus, digest)
-            store.mark_submitted(job)
-    log.info("job %r: %d items in %d chunks submitted", job, summary.items, chunks)
-    return Submitted(job, summary.items, chunks, source.labels, time.perf_counter() - start, summary.truncated,
-                     summary.rejected)
+    spec = dataclasses.replace(request.spec, labels=tuple(source.labels),
+                               fmt=detect_format(request.path, request.spec.fmt))
+    digest = corpus.fingerprint()
+    with corpus.naming():
+        summary = summarize(corpus.path, spec, skip_invalid=request.skip_invalid)
+    record = JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
+                     chunk_size=resolve_chunk_size(requested, summary.items, window),
+                     source=str(request.spool or Path(request.path).resolve()), source_size=digest.size,
+                     source_sha256=digest.sha256, small=source.small, big=source.big, labelled=summary.labelled,
+                     truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
+                     corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": request.skip_invalid}))
+    return JobPlan(record, spec, summary, request.skip_invalid, request.spool)
+
+
+def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
+          progress: Callable[[int], None] | None) -> int:
+    """Queue a recorded job's corpus, as workers make room in its window; returns the chunks sent."""
+    record, summary = plan.record, plan.summary
+    if plan.spool:  # the id is this job's now: no other job's spool can be under its name
+        os.replace(corpus.name, plan.spool)
+    store.add_rejects(record.job, [(error.line or 0, str(corpus.named(error))) for error in summary.rejects])
+    items = read_corpus(corpus.path, plan.spec, _skip if plan.skip_invalid else None, summary.duplicate_lines)
+    chunks, _ = enqueue(store, app, record.job,
+                        chunked(corpus.reading(islice(items, record.total)), record.job, record.chunk_size,
+                                record.threshold, record.labels, record.audit),
+                        progress, Window(store, record.job, record.window))
+    _unchanged(store, record.job, corpus, Fingerprint(record.source_size, record.source_sha256))
+    store.mark_submitted(record.job)
+    return chunks
 
 
 @contextlib.contextmanager
@@ -250,34 +284,13 @@ def _up_to(chunks: Iterator[Chunk], limit: int) -> Iterator[Chunk]:
         items += len(chunk.items)
 
 
-def queued_payloads(client, queue: str) -> list[dict]:
-    """The chunk payloads waiting on a queue, read from kombu's Redis list as stored (newest first;
-    workers pop from the other end). For inspection (tests, benchmarks): nothing is consumed."""
-    return [envelope_payload(json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
-
-
-def queued_chunks(client, queue: str) -> list[Chunk]:
-    """The chunks waiting on a queue, decoded, in the order workers take them. For inspection."""
-    return [Chunk.decode(payload) for payload in reversed(queued_payloads(client, queue))]
-
-
-def envelope_payload(envelope: dict) -> dict:
-    """The chunk payload inside one of kombu's message envelopes."""
-    body = envelope["body"]
-    if envelope.get("properties", {}).get("body_encoding") == "base64":
-        body = base64.b64decode(body)
-    args, _, _ = json.loads(body)
-    return args[0]
-
-
 def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
     """A running job (or one whose submit is gone) that did not move between two looks while no message of
     it is queued or held: nothing will ever answer its remaining items unless they are sent again. Other
-    jobs' messages do not matter, and no message body is read (``common.queue.depth.in_broker``)."""
+    jobs' messages do not matter, and no message body is read (``common.queue.broker``)."""
     if now.is_final or now.answered != before.answered or now.being_fed:
         return False
-    settle_counts(store.client, list(QUEUES))  # an empty broker is known empty, whatever was deleted behind it
-    return in_broker(store.client, [now.job])[now.job] == 0
+    return settled_in_broker(store.client, [now.job])[now.job] == 0
 
 
 def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],

@@ -8,7 +8,7 @@ Every worker's main process runs ``sweep`` on a timer (``ClusterSettings.sweep_e
 visibility timeout); a Redis lock lets one of them sweep per interval. A job counts as stalled when
 its answered count did not change since the previous sweep and no message of *it* is queued or held:
 another job keeping the queues busy holds nothing back. What is queued or held comes from the broker's
-counts (``common.queue.depth.in_broker``), never from message bodies, and only the jobs in the index
+counts (``common.queue.broker.in_broker``), never from message bodies, and only the jobs in the index
 of active ones are read. Re-sending is always safe: results are written only once per item. What a
 sweep did goes to the log, to the job's record (``resumed``: items sent again) and to a hook (metrics).
 """
@@ -21,11 +21,11 @@ from typing import Callable
 from celery import Celery
 
 from common.errors import TangoError, first_line
-from common.queue.depth import QUEUES, in_broker
-from common.queue.keys import SWEEPER_LOCK, meta_key
-from common.queue.store import JobStatus, ResultStore
+from common.queue.broker import settled_in_broker
+from common.queue.keys import SWEEPER_LOCK
+from common.queue.jobs import JobStatus
+from common.queue.store import ResultStore
 from common.queue.submission import resume
-from common.queue.transport import settle_counts
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +43,13 @@ class StallSweeper:
         client = self.store.client
         if not client.set(SWEEPER_LOCK, self.owner, nx=True, px=max(1, int(self.interval * 900))):
             return {}
-        settle_counts(client, list(QUEUES))
         active = self.store.active_jobs()
         if not active:
             return {}
-        queued = in_broker(client, [status.job for status in active])
+        queued = settled_in_broker(client, [status.job for status in active])
         sent = {}
         for status in active:
-            before = self._mark(status.job, status.answered)
+            before = self.store.mark_swept(status.job, status.answered)
             if status.being_fed:
                 continue
             if before == status.answered and not queued[status.job]:
@@ -58,14 +57,6 @@ class StallSweeper:
             elif status.feeder_lost and (room := feed_room(status)) is not None:
                 sent[status.job] = self._resume(status, start=status.fed, limit=room)
         return {job: items for job, items in sent.items() if items}
-
-    def _mark(self, job: str, answered: int) -> int | None:
-        """Record this sweep's answered count for the job; returns the previous sweep's."""
-        pipe = self.store.client.pipeline()
-        pipe.hget(meta_key(job), "swept")
-        pipe.hset(meta_key(job), "swept", answered)
-        before, _ = pipe.execute()
-        return None if before is None else int(before)
 
     def _resume(self, status: JobStatus, start: int, limit: int) -> int:
         job, answered, total = status.job, status.answered, status.total
@@ -75,7 +66,7 @@ class StallSweeper:
             log.error("job %r is stalled at %d of %d items and cannot be resumed here: %s", job, answered, total,
                       first_line(exc))
             return 0
-        self.store.client.hincrby(meta_key(job), "resumed", done.items)
+        self.store.count_resumed(job, done.items)
         self.on_resumed(done.items)
         if status.state == "submitting":
             log.warning("job %r lost its submit after %d of %d items were queued (its lease lapsed): "

@@ -16,7 +16,7 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
-from common.queue.depth import QueueDepth
+from common.queue.broker import QueueDepth
 
 log = logging.getLogger(__name__)
 

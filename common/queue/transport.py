@@ -55,68 +55,8 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from common.queue.keys import CLAIMS, HELD, HELD_BY_QUEUE, IN_BROKER, UNACKED
-
-JOB_HEADER = "tango_job"  # the message header naming the job a chunk belongs to (``send_chunk`` sets it)
-
-# KEYS: the queue, unacked, unacked_index, the claim counter, HELD, HELD_BY_QUEUE. ARGV: the raw
-# message, the time now. Returns the message as delivered (with this claim's own delivery tag), or
-# false when another consumer took it first. The tag is the publisher's with ``~N`` (N counts claims)
-# put in place of any earlier claim's suffix; the message text is otherwise left exactly as it was.
-_CLAIM = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then
-  return false
-end
-local message = cjson.decode(ARGV[1])
-local properties = message['properties']
-local tag = properties['delivery_tag']
-local fresh = (string.match(tag, '^(.*)~%d+$') or tag) .. '~' .. redis.call('INCR', KEYS[4])
-local old = '"delivery_tag": ' .. cjson.encode(tag)
-local at = string.find(ARGV[1], old, 1, true)
-if not at then return redis.error_reply('no delivery tag in the message') end
-local item = string.sub(ARGV[1], 1, at - 1) .. '"delivery_tag": ' .. cjson.encode(fresh) .. string.sub(ARGV[1], at + #old)
-local info = properties['delivery_info']
-redis.call('ZADD', KEYS[3], ARGV[2], fresh)
-redis.call('HSET', KEYS[2], fresh,
-           '[' .. item .. ',' .. cjson.encode(info['exchange']) .. ',' .. cjson.encode(info['routing_key']) .. ']')
-local headers = message['headers']
-local job = type(headers) == 'table' and headers['""" + JOB_HEADER + """'] or ''
-redis.call('HSET', KEYS[5], fresh, KEYS[1] .. '\t' .. (type(job) == 'string' and job or ''))
-redis.call('HINCRBY', KEYS[6], KEYS[1], 1)
-return item
-"""
-
-# KEYS: unacked, unacked_index, HELD, HELD_BY_QUEUE, IN_BROKER. ARGV: the delivery tag, "1" when the
-# message leaves the broker (acknowledged, or rejected for good), "0" when it goes back to its queue.
-# Removes the unacked record; only if there was one does it settle the held count and, for a message
-# that leaves, its job's count. Returns 1 when it settled, 0 when the tag was not held (any more).
-_SETTLE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
-local entry = redis.call('HGET', KEYS[3], ARGV[1])
-if not entry then return 1 end
-redis.call('HDEL', KEYS[3], ARGV[1])
-local queue, job = string.match(entry, '^(.-)\t(.*)$')
-if redis.call('HINCRBY', KEYS[4], queue, -1) <= 0 then redis.call('HDEL', KEYS[4], queue) end
-if ARGV[2] == '1' and job ~= '' and redis.call('HINCRBY', KEYS[5], job, -1) <= 0 then
-  redis.call('HDEL', KEYS[5], job)
-end
-return 1
-"""
-
-# KEYS: unacked, HELD, HELD_BY_QUEUE, IN_BROKER, then every queue. With nothing held, no message is in
-# a worker's hands, so the held counts are reset; with every queue empty too, so are the jobs' counts.
-# Returns 1 when the broker was empty.
-_SETTLE_COUNTS = """
-if redis.call('HLEN', KEYS[1]) > 0 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
-for n = 5, #KEYS do
-  if redis.call('LLEN', KEYS[n]) > 0 then return 0 end
-end
-redis.call('DEL', KEYS[4])
-return 1
-"""
-
+from common.queue import lua
+from common.queue.keys import CLAIMS, HELD, HELD_BY_QUEUE, IN_BROKER, JOB_HEADER, UNACKED
 
 def job_of(message: dict) -> str | None:
     """The job a message belongs to, from its header (None for a message without one)."""
@@ -128,7 +68,7 @@ def job_of(message: dict) -> str | None:
 def settle_counts(client, queues: list[str]) -> bool:
     """Reset the broker's counts where they are known without a look (see the module docstring): the
     held ones when nothing is held, the jobs' ones when the whole broker is empty. True when it was."""
-    return bool(client.register_script(_SETTLE_COUNTS)(keys=[UNACKED, HELD, HELD_BY_QUEUE, IN_BROKER, *queues]))
+    return bool(client.register_script(lua.SETTLE_COUNTS)(keys=[UNACKED, HELD, HELD_BY_QUEUE, IN_BROKER, *queues]))
 
 
 class QoS(kombu_redis.QoS):
@@ -165,7 +105,7 @@ class QoS(kombu_redis.QoS):
     def _settle(self, delivery_tag, final: bool, client=None):
         with self.channel.conn_or_acquire() as own:
             if self._settle_script is None:
-                self._settle_script = own.register_script(_SETTLE)
+                self._settle_script = own.register_script(lua.SETTLE)
             return self._settle_script(keys=[self.unacked_key, self.unacked_index_key, HELD, HELD_BY_QUEUE,
                                              IN_BROKER], args=[delivery_tag, "1" if final else "0"],
                                        client=client or own)
@@ -237,7 +177,7 @@ class Channel(kombu_redis.Channel):
         message to deliver, or None when another consumer took it first."""
         with self.conn_or_acquire() as client:
             if self._claim_script is None:
-                self._claim_script = client.register_script(_CLAIM)
+                self._claim_script = client.register_script(lua.CLAIM)
             return self._claim_script(keys=[queue, self.unacked_key, self.unacked_index_key, CLAIMS, HELD,
                                             HELD_BY_QUEUE], args=[item, time.time()], client=client)
 

@@ -12,7 +12,8 @@ from typing import Callable
 import redis
 
 from common.errors import JobError, JobGoneError, ServiceUnavailable, first_line
-from common.queue.store import JobStatus, ResultStore
+from common.queue.jobs import JobStatus
+from common.queue.store import ResultStore
 
 OUTAGE_GRACE = 60.0  # seconds a waiter rides out an unreachable Redis (a restart) before giving up
 

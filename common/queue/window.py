@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from common.errors import ConfigError
-from common.queue.store import FINAL_STATES, ResultStore
+from common.queue.jobs import FINAL_STATES
+from common.queue.store import ResultStore
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from typing import Callable
 
 import redis
 
-from common.queue.depth import in_broker
+from common.queue.broker import in_broker
 from common.queue.keys import UNACKED, failures_key, meta_key, results_key
-from common.queue.store import ACTIVE_STATES, ResultStore
+from common.queue.jobs import ACTIVE_STATES
+from common.queue.store import ResultStore
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
 from common.testing.cluster import (MODEL_READY, ROOT, START_TIMEOUT, Process, RedisServer, cluster_env, run_tango,
                                     start_celery_worker, start_redis, tango_argv, wait_ready)

@@ -7,7 +7,7 @@ import pytest
 
 from bench.harness import job_store, wait_done
 from common.queue.results import ResultRecord
-from common.queue.store import JobSpec
+from common.queue.jobs import JobSpec
 
 
 def submitted(url: str) -> None:

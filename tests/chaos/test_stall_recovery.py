@@ -77,6 +77,16 @@ def test_the_sweep_refuses_a_source_swapped_in_the_jobs_record_and_queues_nothin
         meta = client.hgetall(meta_key("forged"))
         queued = client.llen(QUEUE_TIER1)
         logs = "".join(worker.log_text() for worker in workers)
+    finally:
+        for worker in workers:
+            worker.kill()
+        server.stop()
+    assert (meta["state"], meta["done"], meta["failed"], int(meta.get("resumed") or 0)) == \
+        ("running", str(ITEMS - CHUNK), "0", 0)
+    assert queued == 0 and "secret line" not in logs and "unanswered items again" not in logs
+    assert all(line.endswith("refusing to queue any of it") for line in logs.splitlines() if refusal in line)
+
+
 def write_corpus(path, items: int, word: str = "review"):
     path.write_text("".join(json.dumps({"id": f"{word}{i}", "text": f"a plain {word} number {i}"}) + "\n"
                             for i in range(items)))
@@ -157,9 +167,5 @@ def test_a_stalled_job_is_sent_again_while_another_job_keeps_the_queue_busy(tiny
         for worker in workers:
             worker.kill()
         server.stop()
-    assert (meta["state"], meta["done"], meta["failed"], int(meta.get("resumed") or 0)) == \
-        ("running", str(ITEMS - CHUNK), "0", 0)
-    assert queued == 0 and "secret line" not in logs and "unanswered items again" not in logs
-    assert all(line.endswith("refusing to queue any of it") for line in logs.splitlines() if refusal in line)
     assert busy_queued > 0, "the other job's tasks must still have been queued when the stalled one was resent"
     assert (meta["done"], meta["failed"], meta["resumed"]) == ("20", "0", "20")

@@ -12,7 +12,7 @@ import pytest
 from cli.cluster import format_status, status_dict
 from common.queue.keys import meta_key
 from common.queue.store import JobStatus
-from common.queue.submission import queued_chunks
+from common.queue.broker import queued_chunks
 from common.sampling import audit_mask
 from common.testing.cluster import ROOT, cluster_env, free_port, run_tango
 

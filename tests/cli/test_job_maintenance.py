@@ -9,7 +9,7 @@ from common.queue.config import ClusterSettings
 from common.queue.keys import job_keys, meta_key
 from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
-from common.queue.submission import queued_chunks
+from common.queue.broker import queued_chunks
 
 
 def queued_indices(client) -> list[list[int]]:

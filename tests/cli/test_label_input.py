@@ -95,7 +95,7 @@ def test_the_real_cli_refuses_a_bad_file_of_each_format_in_one_line(tiny_models,
 
 
 def test_submit_skip_invalid_rejects_a_csv_row_with_an_extra_field_alone(redis_server, redis_url, tmp_path, capsys):
-    from common.queue.submission import queued_chunks
+    from common.queue.broker import queued_chunks
 
     path = tmp_path / "in.csv"
     path.write_bytes(b"id,text\na,fine\nb,one,extra\nc,also fine\n")

@@ -11,7 +11,7 @@ from cli.main import cli, run
 from common.data.corpus import DEFAULT_MAX_CHARS
 from common.queue.keys import meta_key
 from common.queue.messages import WorkItem
-from common.queue.submission import queued_chunks
+from common.queue.broker import queued_chunks
 
 GOOD = '{"id": "a", "text": "a fine film"}\n'
 BAD_LINES = {  # name: (line 2 of a .jsonl file, what the error says)

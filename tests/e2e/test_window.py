@@ -11,7 +11,7 @@ import redis
 
 from common.queue.keys import meta_key
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2
-from common.queue.submission import queued_chunks
+from common.queue.broker import queued_chunks
 from common.testing.chaos import until
 from common.testing.cluster import ROOT, cluster_env, run_tango, start_worker, tango_argv, wait_ready
 from tests.e2e.jobs import read_jsonl

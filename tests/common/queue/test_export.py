@@ -18,7 +18,8 @@ from common.queue.keys import answered_key, audits_key, failures_key, job_keys, 
 from common.queue.messages import QUEUE_TIER1
 from common.queue.results import AuditOutcome, ParquetSink, ResultRecord, TextSink
 from common.queue.store import JobSpec, ResultStore
-from common.queue.submission import SubmitRequest, queued_chunks, resume, submit
+from common.queue.broker import queued_chunks
+from common.queue.submission import SubmitRequest, resume, submit
 
 LABELS = ["negative", "positive"]
 

@@ -13,12 +13,13 @@ from common.data.corpus import CorpusSpec
 from common.data.fingerprint import fingerprint
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
-from common.queue.depth import QueueDepth, queue_depths
+from common.queue.broker import QueueDepth, queue_depths
 from common.queue.keys import SWEEPER_LOCK, meta_key
 from common.queue.messages import QUEUE_TIER1
 from common.queue.results import ResultRecord
 from common.queue.store import JobSpec, ResultStore
-from common.queue.submission import SubmitRequest, queued_chunks, resume, submit
+from common.queue.broker import queued_chunks
+from common.queue.submission import SubmitRequest, resume, submit
 from common.queue.sweeper import StallSweeper
 
 

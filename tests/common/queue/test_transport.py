@@ -123,8 +123,9 @@ def test_consume_ack_and_a_consumer_without_acks(redis_url, client):
 def test_the_broker_counts_each_jobs_messages_through_claims_acks_redeliveries_and_late_acks(redis_url, client):
     """What the stall sweep and the metrics read instead of message bodies: per job, its messages queued
     or held; per queue, the held ones. Each moves with its message in one step, whatever happens to it."""
-    from common.queue.depth import in_broker, queue_depths
-    from common.queue.transport import JOB_HEADER, settle_counts
+    from common.queue.broker import in_broker, queue_depths
+    from common.queue.keys import JOB_HEADER
+    from common.queue.transport import settle_counts
 
     def publish_for(conn, job):
         conn.Producer(serializer="json").publish({"job": job}, exchange=Exchange(QUEUE, type="direct"),

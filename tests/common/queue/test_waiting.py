@@ -10,7 +10,8 @@ import pytest
 from common.errors import JobGoneError, ServiceUnavailable
 from common.queue.config import ClusterSettings
 from common.queue.results import ResultRecord
-from common.queue.store import JobSpec, JobStatus, ResultStore
+from common.queue.jobs import JobSpec, JobStatus
+from common.queue.store import ResultStore
 from common.queue.waiting import wait_final
 from common.testing.cluster import start_redis
 

@@ -8,8 +8,9 @@ from kombu import Connection, Exchange, Queue
 from prometheus_client import generate_latest
 
 from cli.main import cli, run
-from common.queue.depth import QueueDepth, queue_depths
-from common.queue.transport import JOB_HEADER, Transport
+from common.queue.broker import QueueDepth, queue_depths
+from common.queue.keys import JOB_HEADER
+from common.queue.transport import Transport
 from common.queue.telemetry import WorkerMetrics
 
 
