@@ -247,7 +247,10 @@ def main() -> None:
     import ray
 
     cores = len(os.sched_getaffinity(0))
-    # as many logical CPUs as cores, as Ray's docs advise; the stages share them through fractional num_cpus
+    # as many logical CPUs as cores, as Ray's docs advise; the stages share them through fractional num_cpus.
+    # Ray runs its workers at nice 15 unless told otherwise (its job manager sets 0 for submitted jobs);
+    # ours run at 0, so on a machine that other work shares Ray's actors would lose the cores to it
+    os.environ["RAY_worker_niceness"] = "0"
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = context.print_on_execution_start = False
