@@ -135,7 +135,7 @@ def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, s
     out the start-up that dwarfs a sweep run's work yet cancels out of the sizes' difference."""
     import ray
 
-    def pool(actors: tuple[int, int]) -> "ray.data.ActorPoolStrategy":
+    def pool(actors: tuple[int, int]) -> ray.data.ActorPoolStrategy:
         return ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1],
                                           max_tasks_in_flight_per_actor=settings.in_flight,
                                           max_concurrent_calls_per_actor=settings.calls)

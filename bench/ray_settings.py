@@ -16,14 +16,21 @@ Ray's docs advise, for CPU batch inference with ``map_batches``:
   and outputs while the model runs (``ActorPoolStrategy``);
 - ``preserve_order`` left off ("Execution configurations": on, it may decrease performance);
 - as many logical CPUs as the node has cores (``ray.init(num_cpus=...)``), the stages sharing them
-  through their fractional requests.
+  through their fractional requests (Ray Core "Pattern: Using resources to limit the number of
+  concurrently running tasks": resources are logical, requests set what runs at once).
+
+Pages (docs.ray.io/en/latest/...): data/performance-tips.html, data/execution-configurations.html,
+data/transforming-data.html, data/api/doc/ray.data.ActorPoolStrategy.html,
+data/api/doc/ray.data.Dataset.map_batches.html, data/api/doc/ray.data.read_json.html,
+ray-core/patterns/limit-running-tasks.html. Not a tuning knob but set in ``peer_ray.py``: Ray runs its
+workers at nice 15 (ray-project/ray#24928) unless ``RAY_worker_niceness`` says otherwise.
 
 No Ray import here: the settings and the sweep are plain data, tested without a Ray cluster.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 Pool = tuple[int, int]  # (min, max) actors; equal ends: a fixed pool
 
@@ -39,9 +46,9 @@ class RaySettings:
     io_cpus: float = 0.25  # each read task and each write task
     batch: int = 1000
     model_batch: int = 256
-    blocks: Optional[int] = None  # override_num_blocks on the read; None: Ray picks
-    in_flight: Optional[int] = None  # max_tasks_in_flight_per_actor; None: Ray's default (2)
-    calls: Optional[int] = None  # max_concurrent_calls_per_actor; None: Ray's default (1)
+    blocks: int | None = None  # override_num_blocks on the read; None: Ray picks
+    in_flight: int | None = None  # max_tasks_in_flight_per_actor; None: Ray's default (2)
+    calls: int | None = None  # max_concurrent_calls_per_actor; None: Ray's default (1)
 
     def fits(self, cores: int) -> bool:
         """Whether both pools at their least and one read or write task fit ``cores`` logical CPUs:
@@ -50,7 +57,7 @@ class RaySettings:
         return self.tier1[0] <= self.tier1[1] and self.tier2[0] <= self.tier2[1] and held + self.io_cpus <= cores
 
     def describe(self) -> str:
-        pool = lambda p: str(p[0]) if p[0] == p[1] else f"{p[0]}-{p[1]}"  # noqa: E731
+        pool = lambda p: str(p[0]) if p[0] == p[1] else f"{p[0]}-{p[1]}"
         return (f"tier 1 {pool(self.tier1)} x {self.tier1_cpus:g} CPU, tier 2 {pool(self.tier2)} x "
                 f"{self.tier2_cpus:g} CPU, read/write {self.io_cpus:g} CPU, {self.batch}-row batches, model "
                 f"batch {self.model_batch}, blocks {self.blocks or 'auto'}, in flight {self.in_flight or 'default'}, "
@@ -76,7 +83,7 @@ AXES: dict[str, tuple] = {
 
 
 def tune(run: Callable[[RaySettings], float], cores: int, start: RaySettings = ADVISED,
-         axes: Optional[dict[str, Iterable]] = None) -> tuple[RaySettings, dict[RaySettings, float]]:
+         axes: dict[str, Iterable] | None = None) -> tuple[RaySettings, dict[RaySettings, float]]:
     """Coordinate descent from ``start``: for each axis in turn, time every value that fits ``cores``
     with the other settings at the best so far, and keep the fastest. Each configuration runs once
     (a repeat comes from the cache). Returns the fastest and every configuration's seconds.
