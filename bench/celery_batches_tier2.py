@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from common.data.batches import pair_texts
 from common.queue.config import PRECISIONS, ClusterSettings
 from common.errors import MessageError
 from common.queue.faults import Scorer
@@ -58,10 +59,11 @@ class PooledRows:
                 chunks.append(Chunk.decode(payload))
             except MessageError:
                 continue  # TierRuntime.run rejects and logs it
-        for has_pairs in (False, True):
-            keys = [_key(chunk) for chunk in chunks if chunk.has_pairs == has_pairs]
-            if keys:
-                self._pool(keys)
+        keys = [_key(chunk) for chunk in chunks]
+        for with_pairs in (False, True):
+            pooled = [key for key in keys if (key[1] is not None) == with_pairs]
+            if pooled:
+                self._pool(pooled)
 
     def _pool(self, keys: list[Key]) -> None:
         texts = [t for key in keys for t in key[0]]
@@ -82,8 +84,8 @@ class PooledRows:
 
 def _key(chunk: Chunk) -> Key:
     """What ``ChunkProcessor.process`` passes its scorer for this chunk."""
-    texts = tuple(item.text for item in chunk.items)
-    return texts, tuple(item.text_pair or "" for item in chunk.items) if chunk.has_pairs else None
+    pairs = pair_texts(chunk.items)
+    return tuple(item.text for item in chunk.items), None if pairs is None else tuple(pairs)
 
 
 def make_app(flush_every: int, flush_interval: float):

@@ -21,6 +21,8 @@ from typing import Iterator
 import redis
 
 from common.queue.keys import meta_key
+from common.queue.store import ResultStore
+from common.queue.waiting import wait_final
 from common.testing.cluster import (ROOT, Process, RedisServer, cluster_env, start_redis, start_worker, stop_all,
                                     tango_argv, wait_ready)
 
@@ -70,16 +72,20 @@ def peak_rss_mb(process: Process) -> float:
     return sum(_hwm_kb(pid) for pid in [process.pid, *_children(process.pid)]) / 1024
 
 
-def wait_done(client: redis.Redis, job: str, timeout: float = 3600.0) -> float:
-    """Poll the job's record until it is final; returns the time.time() it finished."""
-    key = meta_key(job)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state, finished = client.hmget(key, "state", "finished")
-        if state in (b"done", b"failed", "done", "failed"):
-            return float(finished)
-        time.sleep(0.02)
-    sys.exit(f"job {job} did not finish within {timeout:.0f} s")
+def job_store(url: str) -> ResultStore:
+    """The store of the cluster at ``url``: what a benchmark reads its jobs' records through."""
+    return ResultStore(redis.Redis.from_url(url, decode_responses=True), url)
+
+
+def wait_done(url: str, job: str, timeout: float = 3600.0, interval: float = 0.05) -> float:
+    """Wait for the job to end; returns the time.time() it finished, as its record says (so ``interval``
+    costs no precision). A job cancelled, or not final within ``timeout`` seconds, ends the benchmark."""
+    store = job_store(url)
+    status = wait_final(store, store.status(job), interval, timeout)
+    if status.state not in ("done", "failed"):
+        sys.exit(f"job {job} ended {status.state}" if status.is_final else
+                 f"job {job} did not finish within {timeout:.0f} s")
+    return status.finished
 
 
 LAST_CPU = [0.0]  # CPU seconds of the last peak_of command
@@ -136,7 +142,7 @@ def run_exported(url: str, corpus: Path, job: str, out: Path, submit_options: li
         time.sleep(0.01)
     export_args = ["results", job, "--follow", *(["--drain"] if drain else []), "-o", str(out)]
     export = start_measured(export_args, url)
-    finished = wait_done(client, job)
+    finished = wait_done(url, job)
     submit_mb, _ = finish_measured(submit, submit_args)
     export_mb, _ = finish_measured(export, export_args)
     return ExportedJob(finished - start, time.time() - start, submit_mb, export_mb)

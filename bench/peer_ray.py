@@ -13,11 +13,22 @@ corpus (SST-2 train sentences, cycled), threshold and cores, and run back to bac
 stop when the last result is in the output file (ours: ``tango results --follow`` writing beside
 the job). Start-up cancels out: each side runs ``--sizes`` (two corpus sizes) and its rate is the
 difference of items over the difference of seconds, the median over ``--repeats`` interleaved runs.
-Each side's settings are swept first on the smaller size and its fastest kept: Ray's tier-1 actor
-count, batch size and rows per model call, our tier-1 process count, rows per model call and chunk
-size. Prints each side's rate, the ratio, and how many items the two labelled differently (float
-sums differ with batch composition, so an item on the threshold may change tier); ``--onnx`` adds
-our cluster on ONNX Runtime, tier by tier.
+
+Each side's settings are swept first on the smaller size and its fastest kept. Ray's side is set up
+as Ray's docs advise for CPU batch inference (``bench/ray_settings.py`` lists the advice and its
+pages): as many logical CPUs as cores, and fractional ``num_cpus`` on the read tasks, both actor
+pools and the write tasks, so that reading, both tiers and writing run at once on the cores;
+1,000-row batches; 256-row model calls. From there the sweep moves one setting at a time and keeps
+the fastest: the tier-1 pool (fixed or autoscaling ``min-max``), each stage's CPU share, the tier-2
+pool, ``batch_size``, rows per model call, the read's ``override_num_blocks``,
+``max_tasks_in_flight_per_actor`` and ``max_concurrent_calls_per_actor`` (the knobs those pages name
+for throughput; a full product would be thousands of runs). A sweep run is timed from the first batch
+reaching tier 1, since Ray's start-up (worker processes, model loads) dwarfs the smaller size's work
+yet cancels out of the rates. ``--ray-sweep advised`` runs the advice alone. Our side sweeps the
+tier-1 process count, rows per model call and chunk size. Prints every setting tried with its time,
+each side's rate, the ratio, and how many items the two labelled differently (float sums differ
+with batch composition, so an item on the threshold may change tier); ``--onnx`` adds our cluster on
+ONNX Runtime, tier by tier.
 
     python bench/peer_ray.py --sizes 100000 300000            # the near-free model (the pipeline's cost)
     python bench/peer_ray.py --pair --sizes 1000 3000 --model-batches 32 256 --ray-model-batches 32 256
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import statistics
@@ -43,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import build_corpus, fresh_cluster, machine, run_exported  # noqa: E402
 from bench.queue_ceiling import near_free_model  # noqa: E402
+from bench.ray_settings import ADVISED, AXES, RaySettings, tune  # noqa: E402
 
 
 def plain_probabilities(tier, texts: list[str], batch: int):
@@ -83,13 +96,16 @@ class RayTier:
 class Tier1(RayTier):
     """A Ray actor: the small model labels a batch and marks the rows below the threshold."""
 
-    def __init__(self, model: str, threshold: float, code: str, model_batch: int) -> None:
+    def __init__(self, model: str, threshold: float, code: str, model_batch: int, started: str = "") -> None:
         super().__init__(model, code, model_batch)
-        self.threshold = threshold
+        self.threshold, self.started = threshold, started
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
+        if self.started:  # a directory: the wall time of this actor's first batch goes there, once
+            Path(self.started, str(os.getpid())).write_text(repr(time.time()))
+            self.started = ""
         probs = self.probabilities(list(batch["text"]))
         batch["label"] = np.asarray(self.model.labels)[probs.argmax(axis=1)]
         batch["score"] = probs.max(axis=1)
@@ -112,19 +128,28 @@ class Tier2(RayTier):
         return {"id": batch["id"], "label": label, "score": score, "tier": batch["tier"]}
 
 
-def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, actors: int, batch: int,
-            model_batch: int, code: str) -> float:
-    """Seconds for the whole pipeline, actor start-up included (a fresh pipeline per run)."""
+def run_ray(corpus: Path, out: Path, small: Path, big: Path, threshold: float, settings: RaySettings,
+            code: str, started: Path | None = None) -> float:
+    """Seconds for the whole pipeline, actor start-up included (a fresh pipeline per run); given an
+    empty directory ``started``, seconds from the first batch reaching tier 1 instead, which leaves
+    out the start-up that dwarfs a sweep run's work yet cancels out of the sizes' difference."""
     import ray
 
+    def pool(actors: tuple[int, int]) -> ray.data.ActorPoolStrategy:
+        return ray.data.ActorPoolStrategy(min_size=actors[0], max_size=actors[1],
+                                          max_tasks_in_flight_per_actor=settings.in_flight,
+                                          max_concurrent_calls_per_actor=settings.calls)
+
     start = time.perf_counter()
-    (ray.data.read_json(str(corpus))
-     .map_batches(Tier1, fn_constructor_args=(str(small), threshold, code, model_batch), batch_size=batch, concurrency=actors,
-                  num_cpus=1, batch_format="numpy")
-     .map_batches(Tier2, fn_constructor_args=(str(big), code, model_batch), batch_size=batch, concurrency=1, num_cpus=1,
+    (ray.data.read_json(str(corpus), num_cpus=settings.io_cpus, override_num_blocks=settings.blocks)
+     .map_batches(Tier1, fn_constructor_args=(str(small), threshold, code, settings.model_batch, str(started or "")),
+                  batch_size=settings.batch, compute=pool(settings.tier1), num_cpus=settings.tier1_cpus,
                   batch_format="numpy")
-     .write_json(str(out)))
-    return time.perf_counter() - start
+     .map_batches(Tier2, fn_constructor_args=(str(big), code, settings.model_batch), batch_size=settings.batch,
+                  compute=pool(settings.tier2), num_cpus=settings.tier2_cpus, batch_format="numpy")
+     .write_json(str(out), ray_remote_args={"num_cpus": settings.io_cpus}))
+    seconds, end = time.perf_counter() - start, time.time()
+    return seconds if started is None else end - min(float(f.read_text()) for f in started.iterdir())
 
 
 def chunk_size_arg(value: str) -> str:
@@ -149,6 +174,31 @@ def fastest(options: list[tuple], run: Callable[..., float], name: str) -> tuple
     return min(seconds, key=seconds.get)
 
 
+def tune_ray(run: Callable[[RaySettings], float], cores: int, axes: dict, name: str) -> RaySettings:
+    """The fastest Ray settings of the sweep (``bench/ray_settings.py``), each printed with its time;
+    with no axes, the advised settings alone, run once to warm Ray up as the sweep does."""
+    if not axes:
+        seconds = {ADVISED: run(ADVISED)}
+        best = ADVISED
+    else:
+        best, seconds = tune(run, cores, axes=axes)
+    print(f"{name} settings swept (one at a time from Ray's advice; seconds from the first batch at tier 1):")
+    for settings, s in seconds.items():
+        print(f"  {s:.1f} s  {settings.describe()}" + ("  <- fastest" if settings == best else ""))
+    return best
+
+
+def sweep_dir(root: Path, kind: str) -> Path:
+    """A fresh directory for one sweep run's output or start markers."""
+    return Path(tempfile.mkdtemp(prefix=f"sweep-{kind}-", dir=root))
+
+
+def pool_arg(value: str) -> tuple[int, int]:
+    """An actor pool: ``N`` (fixed) or ``MIN-MAX`` (autoscaling)."""
+    low, _, high = value.partition("-")
+    return int(low), int(high or low)
+
+
 RAY = {"transformers": "Ray Data", "tango": "Ray Data with tango's inference code"}
 
 
@@ -170,10 +220,14 @@ def main() -> None:
     parser.add_argument("--small", type=Path, help="a small model directory (with --big and --threshold)")
     parser.add_argument("--big", type=Path, help="a big model directory")
     parser.add_argument("--threshold", type=float, default=0.9, help="with --pair or --small/--big")
-    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray tier-1 actor counts to sweep")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1000, 4096], help="Ray batch sizes to sweep")
-    parser.add_argument("--ray-model-batches", type=int, nargs="+", default=[64, 256],
+    parser.add_argument("--actors", type=pool_arg, nargs="+", default=list(AXES["tier1"]),
+                        help="Ray tier-1 actor pools to sweep: N (fixed) or MIN-MAX (autoscaling)")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(AXES["batch"]), help="Ray batch sizes to sweep")
+    parser.add_argument("--ray-model-batches", type=int, nargs="+", default=list(AXES["model_batch"]),
                         help="rows per model call inside Ray's actors, swept (fewer rows pad less in the plain loop)")
+    parser.add_argument("--ray-sweep", choices=["docs", "advised"], default="docs",
+                        help="docs: every setting Ray's docs advise tuning, one at a time from their advice "
+                             "(bench/ray_settings.py); advised: their advice alone, unswept")
     parser.add_argument("--chunk-sizes", type=chunk_size_arg, nargs="+", default=["1000", "4096"],
                         help="our chunk sizes (--chunk-size: numbers or auto, the product's default), swept: a "
                              "worker sorts a chunk by length, so a larger one pads less, as Ray's batch rows are swept")
@@ -193,10 +247,14 @@ def main() -> None:
     import ray
 
     cores = len(os.sched_getaffinity(0))
-    # logical CPUs for Ray's scheduler: with as many as cores, the actors hold them all and the read and
-    # write tasks never run (the pipeline hangs); the OS shares the real cores, as it does for our processes
-    ray.init(num_cpus=4 * cores, include_dashboard=False, log_to_driver=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    # as many logical CPUs as cores, as Ray's docs advise; the stages share them through fractional num_cpus.
+    # Ray runs its workers at nice 15 unless told otherwise (its job manager sets 0 for submitted jobs);
+    # ours run at 0, so on a machine that other work shares Ray's actors would lose the cores to it
+    os.environ["RAY_worker_niceness"] = "0"
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="tango-peer-") as tmp:
         root = Path(tmp)
@@ -216,10 +274,10 @@ def main() -> None:
         for n, path in corpora.items():
             build_corpus(path, n)
         first = args.sizes[0]
-        ray_settings = {code: fastest(list(product(args.actors, args.batches, args.ray_model_batches)),
-                                      lambda a, b, m, c=code: run_ray(corpora[first], root / f"sweep-{c}-{a}-{b}-{m}",
-                                                                      small, big, threshold, a, b, m, c),
-                                      f"Ray ({code} code): {{}} actor(s) x {{}} rows, model batch {{}}")
+        axes = {**AXES, "tier1": args.actors, "batch": args.batches, "model_batch": args.ray_model_batches}
+        ray_settings = {code: tune_ray(lambda s, c=code: run_ray(corpora[first], sweep_dir(root, "out"), small, big,
+                                                                   threshold, s, c, sweep_dir(root, "started")),
+                                       cores, axes if args.ray_sweep == "docs" else {}, f"Ray ({code} code)")
                         for code in args.ray_code}
         processes, model_batch, chunk_size = fastest(
             list(product(args.tier1_processes, args.model_batches, args.chunk_sizes)),
@@ -227,9 +285,9 @@ def main() -> None:
                                       p, m, c), "ours: {} tier-1 process(es), model batch {}, chunk {}")
         variants = {"ours": lambda n, out: run_tango(root, corpora[n], out, small, big, threshold, processes,
                                                      model_batch, chunk_size)}
-        for code, (actors, batch, model_batch) in ray_settings.items():
-            variants[RAY[code]] = (lambda n, out, c=code, a=actors, b=batch, m=model_batch:
-                                   run_ray(corpora[n], out, small, big, threshold, a, b, m, c))
+        for code, settings in ray_settings.items():
+            variants[RAY[code]] = (lambda n, out, c=code, s=settings:
+                                   run_ray(corpora[n], out, small, big, threshold, s, c))
         for backends in ([("onnx", "torch"), ("torch", "onnx"), ("onnx", "onnx")] if args.onnx else []):
             variants["ours, tier 1 on %s, tier 2 on %s" % backends] = (
                 lambda n, out, b=backends: run_tango(root, corpora[n], out, small, big, threshold, processes,
@@ -247,8 +305,7 @@ def main() -> None:
     median = {name: statistics.median(r) for name, r in rates.items()}
     print(f"{'near-free model' if small == big else f'pair {small.name} / {big.name}'}, threshold {threshold:.4f}, "
           f"{cores} cores; ours: {processes} tier-1 process(es), model batch {model_batch}, chunk {chunk_size}; "
-          + "; ".join(f"{RAY[c]}: {a} tier-1 actor(s), {b}-row batches, model batch {m}"
-                      for c, (a, b, m) in ray_settings.items())
+          + "; ".join(f"{RAY[c]}: {s.describe()}" for c, s in ray_settings.items())
           + f"; {args.repeats} interleaved run(s)")
     for name in variants:
         runs = "; ".join(f"{a:.1f} s / {b:.1f} s" for a, b in zip(seconds[name][first], seconds[name][last]))

@@ -112,7 +112,7 @@ def run_job(root: Path, items: int, args: argparse.Namespace, model: Path, thres
         submit_cpu = LAST_CPU[0]
         import redis
 
-        finished = wait_done(redis.Redis.from_url(url), job)
+        finished = wait_done(url, job)
         commands = redis.Redis.from_url(url).info("commandstats")
         wait_mb, _ = peak_of(["wait", job], url)
         results_mb, _ = peak_of(["results", job, "-o", str(root / f"results-{items}.jsonl")], url)

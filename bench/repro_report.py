@@ -22,7 +22,8 @@ from common.cascade import ideal_speedup
 from common.data.glue import gold_label_ids, load_eval_data
 from common.labels import align_labels
 from common.ml.models import TierModel, load_tier
-from common.ml.sweep import SweepResult, accuracy_points, plot, recommendation_line, sweep, write_csv
+from common.ml.sweep import accuracy_points, sweep
+from common.ml.sweep_report import SweepResult, plot, recommendation_line, write_csv
 
 log = logging.getLogger("reproduce_sst2")
 

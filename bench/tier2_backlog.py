@@ -33,13 +33,15 @@ import redis  # noqa: E402
 
 from common.queue.config import PRECISIONS  # noqa: E402
 from common.queue.keys import meta_key  # noqa: E402
-from bench.harness import build_corpus, machine, peak_of, scrape, scrape_batches, wait_done  # noqa: E402
+from bench.harness import build_corpus, job_store, machine, peak_of, scrape, scrape_batches, wait_done  # noqa: E402
 from common.testing.cluster import (Process, free_port, start_redis, start_worker, stop_all, tango_argv,  # noqa: E402
                                     wait_ready)
 from bench.pairs import Pair, choose_pair, pick_threshold  # noqa: E402
 from common.queue.messages import QUEUE_TIER1, QUEUE_TIER2  # noqa: E402
 from common.ml.models import load_tier  # noqa: E402
-from common.queue.submission import queued_chunks  # noqa: E402
+from common.queue.jobs import JobStatus  # noqa: E402
+from common.queue.broker import queued_chunks  # noqa: E402
+from common.queue.waiting import wait_final  # noqa: E402
 from tier2_worker.app import GATHER_BATCHES  # noqa: E402
 
 VARIANTS = ("batcher", "celery-batches", "celery-batches-prefetch1")
@@ -119,9 +121,8 @@ def run_variant(variant: str, root: Path, pair: Pair, corpus: Path, args: argpar
         processes.append(tier2)
         wait_ready([tier2])
         start = time.time()
-        client = redis.Redis.from_url(url)
-        polls = poll_batches(port, client, job, args.poll_ms / 1000)
-        run = Run(variant, backlog, wait_done(client, job) - start, polls)
+        polls = poll_batches(port, url, job, args.poll_ms / 1000)
+        run = Run(variant, backlog, wait_done(url, job) - start, polls)
         busy, = scrape(port, "tango_inference_seconds_sum")
         print(f"  {variant}: model busy {busy:.2f} s of {run.seconds:.2f} s ({busy / run.seconds:.0%}), "
               f"{busy / len(backlog.indices) * 1000:.1f} ms per item")
@@ -136,18 +137,21 @@ def run_variant(variant: str, root: Path, pair: Pair, corpus: Path, args: argpar
         stop_all(processes)
 
 
-def poll_batches(port: int, client: redis.Redis, job: str, every: float) -> list[tuple[int, int]]:
-    """New (batches, items) per scrape until the job is final: exact sizes when one batch per poll."""
+def poll_batches(port: int, url: str, job: str, every: float) -> list[tuple[int, int]]:
+    """New (batches, items) per scrape until the job is final: exact sizes when one batch per poll.
+    Each scrape follows a look at the job, so the last one comes after it ended."""
     seen, polls = (0, 0), []
-    while True:
-        final = client.hget(meta_key(job), "state") in (b"done", b"failed")
+
+    def scrape_new(now: JobStatus, before: JobStatus | None) -> None:
+        nonlocal seen
         batches, items = (int(x) for x in scrape_batches(port))
         if batches > seen[0]:
             polls.append((batches - seen[0], items - seen[1]))
             seen = (batches, items)
-        if final:
-            return polls
-        time.sleep(every)
+
+    store = job_store(url)
+    wait_final(store, store.status(job), every, watch=scrape_new)
+    return polls
 
 
 def report(run: Run, batch_size: int, total: int) -> None:

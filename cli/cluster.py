@@ -17,16 +17,13 @@ from cli.options import (CONTEXT, audit_option, chunk_size_option, corpus_option
                          output_format, output_options, redis_errors, redis_option, target_options, window_option)
 from cli.spool import spool, spool_path, spooled_paths
 from common.queue.config import DEFAULT_MAX_ITEMS, ENV_MAX_ITEMS, ClusterSettings
-from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError, JobError, JobGoneError, ServiceUnavailable, first_line
+from common.errors import EXIT_FAILURE, EXIT_OK, ConfigError
 from common.queue.results import BINARY_FORMATS, OUTPUT_FORMATS
 from common.queue.jobs import JobStatus
 from common.queue.store import ResultStore
 
 if TYPE_CHECKING:
     from tqdm import tqdm
-
-OUTAGE_GRACE = 60.0  # seconds `wait` rides out an unreachable Redis (a restart) before giving up
-
 
 def open_store(redis_url: str | None) -> tuple[ClusterSettings, ResultStore]:
     settings = ClusterSettings.from_env(redis_url)
@@ -140,27 +137,26 @@ def wait_command(job: str, interval: float, timeout: float | None, resume_stalle
     """Show a live progress bar until JOB ends; exit 0 when every item succeeded, 1 otherwise."""
     from common.queue.celery_app import make_app
     from common.queue.submission import resume, stalled
+    from common.queue.waiting import wait_final
 
     settings, store = open_store(redis_url)
-    deadline = None if timeout is None else time.monotonic() + timeout
     with redis_errors(settings):
         status = store.status(job)
         told = False
         with progress_bar(status) as bar:
-            while True:
-                show(bar, status)
-                if status.is_final or (deadline is not None and time.monotonic() > deadline):
-                    break
-                time.sleep(interval)
-                status, before = poll(store, job, settings), status
-                if resume_stalled and stalled(store, before, status):
-                    resumed = resume(store, make_app("client", settings), job, window=status.window)
+            def watch(now: JobStatus, before: JobStatus | None) -> None:
+                nonlocal told
+                if before is not None and resume_stalled and stalled(store, before, now):
+                    resumed = resume(store, make_app("client", settings), job, window=now.window)
                     bar.write(f"tango: job {job!r} stalled; resent {resumed.items} unanswered items", file=sys.stderr)
-                elif status.feeder_lost and not (told or resume_stalled):
-                    bar.write(f"tango: the submit of job {job!r} is gone after queueing {status.fed} of "
-                              f"{status.total} items; `tango resume {job}` (or wait --resume-stalled) queues the rest",
+                elif before is not None and now.feeder_lost and not (told or resume_stalled):
+                    bar.write(f"tango: the submit of job {job!r} is gone after queueing {now.fed} of "
+                              f"{now.total} items; `tango resume {job}` (or wait --resume-stalled) queues the rest",
                               file=sys.stderr)
                     told = True
+                show(bar, now)
+
+            status = wait_final(store, status, interval, timeout, watch)
     return outcome(status)
 
 
@@ -184,6 +180,7 @@ def results_command(job: str, output: str, out_format: str | None, partial: bool
     from common.queue.export import Exporter
     from common.queue.results import open_sink
     from common.queue.answers import export_start
+    from common.queue.waiting import poll
 
     if drain and (output == "-" or is_url(output)):
         raise ConfigError("--drain needs -o with a local file: it deletes results from Redis once they are "
@@ -194,7 +191,7 @@ def results_command(job: str, output: str, out_format: str | None, partial: bool
         status = store.status(job)
         export_start(status, partial, follow)  # refused before any output file is made
         with open_output(output, fmt in BINARY_FORMATS, live=follow, new=drain) as out:
-            exporter = Exporter(store, job, open_sink(out, fmt), drain=drain, poll=lambda: poll(store, job, settings))
+            exporter = Exporter(store, job, open_sink(out, fmt), drain=drain, poll=lambda: poll(store, job))
             if not follow:
                 status = exporter.once(status, partial)
             else:
@@ -308,30 +305,6 @@ def outcome(status: JobStatus) -> int:
     click.echo(f"tango: job {status.job!r} " + (f"is still {status.state}" if not status.is_final else
                                                 f"ended {status.state} ({status.failed} failed items)"), err=True)
     return EXIT_FAILURE
-
-
-def poll(store: ResultStore, job: str, settings: ClusterSettings) -> JobStatus:
-    """The job's status once more, riding out a Redis restart; a job that vanished is an error.
-
-    ``wait`` has seen the job, so a missing record now means it was lost
-    (a restart without persistence), never that it finished.
-    """
-    import redis
-
-    give_up = time.monotonic() + OUTAGE_GRACE
-    while True:
-        try:
-            return store.status(job)
-        except JobGoneError:
-            raise
-        except JobError:
-            raise JobGoneError(f"the records of job {job!r} are gone from Redis at {settings.masked_url} "
-                               f"while it ran{store.volatility()}; its results are lost: submit it again") from None
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if time.monotonic() > give_up:
-                raise ServiceUnavailable(f"lost Redis at {settings.masked_url} for over {OUTAGE_GRACE:.0f} s: "
-                                         f"{first_line(exc)}") from None
-            time.sleep(1.0)
 
 
 def status_dict(s: JobStatus, rejects: list[tuple[int, str]] = ()) -> dict:

@@ -39,8 +39,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def setup_logging(verbose: int = 0, models: bool = True) -> None:
-    """Log to stderr; ``models`` also quiets transformers, which costs its import (~0.5 s), so the
-    cluster client's commands, which never load a model, skip it (a job's clock starts with submit)."""
+    """Log to stderr; ``models`` also quiets transformers, which costs its import, so the cluster
+    client's commands, which never load a model, skip it (a job's clock starts with submit:
+    bench/RESULTS.md, section (3), session 3)."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("tango.progress").setLevel(min(level, logging.INFO))  # long work reports off a terminal too

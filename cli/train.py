@@ -119,6 +119,7 @@ def _load(task_name: str | None, data_dir: str | None, train_file: str | None, t
 
 def load_train_file(path: str, text_field: str | None = None):
     """A labelled corpus as training data, read by the shared corpus parser; every item needs a label."""
+    from common.data.batches import pair_texts
     from common.data.corpus import CorpusSpec, read_corpus
     from common.errors import DataError
     from common.ml.training import TrainingData, label_ids_for
@@ -130,7 +131,7 @@ def load_train_file(path: str, text_field: str | None = None):
     if unlabelled is not None:
         raise DataError(f"{path}, line {unlabelled.line}: missing label (training needs a 'label' field)")
     ids, names = label_ids_for([item.label for item in items])
-    pairs = [item.text_pair or "" for item in items] if any(item.text_pair for item in items) else None
+    pairs = pair_texts(items)
     return TrainingData([item.text for item in items], pairs, ids, names)
 
 

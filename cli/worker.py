@@ -54,7 +54,7 @@ def worker_command(tier: str, model: str, device: str, batch_size: int, concurre
         raise ConfigError("--max-wait-ms batches tier 2's forwarded items; tier 1's chunks are batches already")
     pool = choose_pool(pool, device, max_wait_ms)
     # batching: one message in hand per batch slot, so a pool refills while the model runs
-    # (bench/tier2_backlog.py: batch/2 threads gave 94% full batches with a backlog, batch-size threads 98%)
+    # (bench/RESULTS.md, section (2b): with fewer threads than slots, pools went out partly empty)
     concurrency = concurrency or (max(8, batch_size) if max_wait_ms else 1)
     processes = concurrency if pool == "prefork" else 1
     if metrics_port and processes > 1:

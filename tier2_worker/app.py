@@ -5,8 +5,7 @@ model sits behind a ``Batcher``: run the worker with the threads pool, each
 thread holding one message, and the batcher merges their items into full
 batches (see ``tier2_worker.batching``). It gathers ``GATHER_BATCHES`` model
 batches at a time: the model sorts what it gets by length, so a bigger pool pads
-each batch less (bench/batch_cost.py: 1.45x the throughput of one 16-item call
-per batch, for a 6-layer BERT on one CPU thread).
+each batch less (bench/RESULTS.md, section (2), on why the batcher pays on a CPU).
 """
 from __future__ import annotations
 

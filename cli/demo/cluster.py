@@ -108,23 +108,28 @@ class ClusterLabeller:
         """Poll the job with a progress bar until it ends; our own workers must stay alive meanwhile."""
         from tqdm import tqdm
 
+        from common.queue.waiting import wait_final
+
         status = self.store.status(job)
         moved = time.monotonic()
         with tqdm(total=status.total, desc=f"job {job}", unit="item", file=sys.stderr, leave=False,
                   disable=None) as bar:
-            while not status.is_final:
+            def watch(now: JobStatus, before: JobStatus | None) -> None:
+                nonlocal moved
+                if before is not None and now.answered != before.answered:
+                    moved = time.monotonic()
+                bar.n = now.answered
+                bar.set_postfix_str(f"tier 2 {now.tier2}", refresh=False)
+                bar.refresh()
+                if now.is_final:
+                    return
                 for worker in self.started:
                     worker.check_alive()
                 if time.monotonic() - moved > STALL_TIMEOUT:
                     raise WorkerError(f"job {job!r} answered no item for {STALL_TIMEOUT:.0f} s: are the workers "
                                       f"on {self.settings.masked_url} alive?")
-                time.sleep(POLL)
-                status, before = self.store.status(job), status
-                if status.answered != before.answered:
-                    moved = time.monotonic()
-                bar.n = status.answered
-                bar.set_postfix_str(f"tier 2 {status.tier2}", refresh=False)
-                bar.refresh()
+
+            status = wait_final(self.store, status, POLL, watch=watch)
         self.say(f"  job {job} {status.state}: tier 1 {status.tier1}, tier 2 {status.tier2} items "
                  f"in {status.elapsed:.2f} s")
         return status

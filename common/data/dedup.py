@@ -1,7 +1,7 @@
 """Find the ids a stream of records repeats, exactly, in memory that does not grow with the stream.
 
-A set of every id (or of 64-bit hashes, ~70 bytes an item in Python) made ``tango submit`` grow
-by ~700 MB at 10 million items, and a hash collision rejected a valid file. Instead, one pass
+A set of every id (or of their 64-bit hashes) made ``tango submit`` grow with the corpus
+(bench/RESULTS.md, section (8)), and a hash collision rejected a valid file. Instead, one pass
 puts every id through a Bloom filter of fixed size: an id that hits it *may* repeat an earlier
 one, and an id that repeats always hits it. Only those few candidates are kept, as strings, and
 ``RepeatedIds`` then decides each record exactly while the file is read again: the filter's false
@@ -14,10 +14,12 @@ alone has ruled duplicates out; only a file with a candidate is read once more, 
 """
 from __future__ import annotations
 
-from itertools import compress, islice
-from typing import Callable, Iterable, Iterator
+from itertools import compress
+from typing import Callable, Iterable
 
 import numpy as np
+
+from common.data.batches import batched
 
 BITS_PER_ID = 12  # with HASHES = 8: under 0.2% false positives when the filter is full
 HASHES = 8
@@ -41,7 +43,7 @@ def possibly_repeated(read_ids: Callable[[], Iterable[str]], bound: int) -> set[
     found: set[str] = set()
     for part in range(rounds):
         bloom = BloomFilter(bits)
-        for batch in _batches(read_ids(), BATCH):
+        for batch in batched(read_ids(), BATCH):
             found.update(bloom.add(batch, part, rounds))
     return found
 
@@ -139,9 +141,3 @@ class RepeatedIds:
             return False
         self._seen[item_id] = True
         return seen
-
-
-def _batches(values: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(values)
-    while batch := list(islice(iterator, size)):
-        yield batch

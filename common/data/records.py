@@ -101,7 +101,7 @@ _JSON_SPACE = " \t\n\r"
 def _json_line(line: str) -> str | dict | list | int | float | bool | None:
     """``json.loads(line)``, through the C scanner directly for a line that is one clean value.
 
-    ``loads``'s Python layers cost more than the scan itself (3.2 vs 1.3 us a line), and
+    ``loads``'s Python layers cost more than the scan itself (bench/RESULTS.md, section (3)), and
     submit parses every line twice; anything unusual takes ``loads`` for its exact result or error.
     """
     try:

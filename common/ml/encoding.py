@@ -2,12 +2,12 @@
 
 ``tokenizer(texts, padding=True, truncation=True, return_tensors="pt")`` on a fast
 tokenizer spends more time turning each ``Encoding`` into Python lists and lists
-into tensors than the Rust code spends tokenizing (measured: ~60% of tier 1's
-tokenize time for a near-free model, bench/queue_ceiling.py). ``FastEncoder`` asks
+into tensors than the Rust code spends tokenizing (most of tier 1's tokenize time
+for a near-free model: bench/RESULTS.md, section (3)). ``FastEncoder`` asks
 the same backend for the same truncated encodings and builds the padded arrays with
 numpy; the ids are identical (tests/common/test_encoding.py). Padding is one masked
-numpy fill per field: the Rust padder cost more per item (~4 of ~24 us for a short
-sentence) than filling the arrays from unpadded encodings.
+numpy fill per field: the Rust padder cost more per item than filling the arrays
+from unpadded encodings (section (3), session 3).
 """
 from __future__ import annotations
 

@@ -342,8 +342,8 @@ def import_model_code(settings: ServedModel) -> None:
     """Import the code of the worker's model class in the parent process, before it forks.
 
     transformers imports a model's module on first use, and for a small model
-    that costs more than reading its weights (about 3 s of a 1-layer BERT's
-    start). Imported once before the fork, every pool process, and every one
+    that costs more than reading its weights (bench/RESULTS.md, section (12),
+    "Worker start"). Imported once before the fork, every pool process, and every one
     that replaces a process that died, starts with it. Nothing is built here:
     no weights, no tokenizer, no thread pool a fork would break. An ONNX
     worker with a fresh export never runs the torch model, so it skips this."""

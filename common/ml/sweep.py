@@ -31,10 +31,8 @@ estimate and says so.
 """
 from __future__ import annotations
 
-import csv
 import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
@@ -44,6 +42,10 @@ from common.errors import ConfigError
 from common.metrics import accuracy
 from common.risk import (Selection, accuracy_drop_losses, budget_threshold, disagreement_losses, fastest_valid,
                          harm_losses, select_threshold)
+from common.ml.sweep_report import (BUDGET, GUARANTEE, POINT, FoldReport, FoldRow, SweepResult, SweepRow, percent)
+# the report's names cli/sweep.py imports from here (it is to import them from common.ml.sweep_report)
+from common.ml.sweep_report import (fold_summary, format_fold, format_row, plot,  # noqa: F401
+                                    recommendation_line, write_csv)
 
 log = logging.getLogger(__name__)
 
@@ -52,45 +54,6 @@ T = TypeVar("T")
 
 LOSSES = ("drop", "disagreement")
 AGREEMENT = "agreement with the big model"
-GUARANTEE, POINT, BUDGET = "guarantee", "point estimate", "budget"
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    """The simulated cascade at one threshold; ``loss`` and ``bound`` are in points."""
-
-    threshold: float
-    metric: float
-    tier2_fraction: float
-    speedup: float
-    loss: float = 0.0  # estimated: the accuracy drop, or the disagreement with the big model
-    bound: float = 0.0  # upper confidence bound on that loss at the sweep's confidence
-
-
-@dataclass
-class SweepResult:
-    """A full sweep plus the reference points a reader compares it with."""
-
-    rows: list[SweepRow]
-    metric_name: str
-    big_metric: float
-    small_metric: float
-    small_seconds_per_item: float
-    big_seconds_per_item: float
-    max_drop: float
-    recommended: SweepRow | None
-    loss_name: str = "drop"
-    confidence: float = 0.9
-    rule: str = POINT  # how ``recommended`` was chosen: GUARANTEE, POINT or BUDGET
-    max_tier2: float | None = None
-    items: int = 0
-    reason: str = ""  # why nothing is recommended, else ""
-    calibration_overlap: int = 0  # items the small model's calibration was fitted on: figures are optimistic
-
-    def as_dict(self) -> dict:
-        data = asdict(self)
-        data["recommended"] = asdict(self.recommended) if self.recommended else None
-        return data
 
 
 def accuracy_points(preds: np.ndarray, refs: np.ndarray) -> float:
@@ -198,14 +161,10 @@ def _no_recommendation(result: SweepResult, any_certified: bool) -> str:
         return (f"no threshold beats the big model alone within {result.max_drop:g} points of "
                 f"{result.metric_name} {items} (point estimate)")
     reason = (f"no threshold beats the big model alone within {result.max_drop:g} points at "
-              f"{_percent(result.confidence)} confidence {items}")
+              f"{percent(result.confidence)} confidence {items}")
     if not any_certified:
         reason += ": too few to certify even the big model alone, use more items or a larger --max-drop"
     return reason
-
-
-def _percent(fraction: float) -> str:
-    return f"{100.0 * fraction:g}%"
 
 
 def _speedup(small_cost: float, big_cost: float, fraction: float) -> float:
@@ -249,39 +208,6 @@ def _check_options(confidence: float, loss: str, max_tier2: float | None) -> Non
         raise ConfigError(f"--max-tier2 must be a share between 0 and 1, got {max_tier2}")
 
 
-@dataclass(frozen=True)
-class FoldRow:
-    """One held-out fold: the threshold chosen on the other folds and what it did here."""
-
-    fold: int
-    fitted_on: int
-    items: int
-    threshold: float | None  # None: nothing recommended, so the big model alone
-    drop: float  # points of the metric lost against the big model alone, on this fold
-    speedup: float
-
-
-@dataclass
-class FoldReport:
-    """K-fold check of the recommendation rule: does the threshold hold on items it was not chosen on?"""
-
-    folds: list[FoldRow]
-    metric_name: str
-    max_drop: float
-    calibration_overlap: int = 0
-
-    @property
-    def mean_drop(self) -> float:
-        return float(np.mean([f.drop for f in self.folds]))
-
-    @property
-    def worst_drop(self) -> float:
-        return float(max(f.drop for f in self.folds))
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "mean_drop": self.mean_drop, "worst_drop": self.worst_drop}
-
-
 def fold_sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray | None, small_seconds_per_item: float,
                big_seconds_per_item: float, folds: int = 5, seed: int = 0, **options: Any) -> FoldReport:
     """Choose a threshold on K-1 seeded folds with ``sweep``'s rule (``options``), measure it on the K-th."""
@@ -302,22 +228,6 @@ def fold_sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray 
     return FoldReport(rows, test.metric_name, float(options.get("max_drop", 0.5)))
 
 
-def format_fold(row: FoldRow, metric_name: str) -> str:
-    chosen = "none (big model alone)" if row.threshold is None else f"{row.threshold:.4f}"
-    return (f"fold {row.fold}: threshold {chosen} chosen on {row.fitted_on} items; on its {row.items} held-out "
-            f"items {metric_name} drop {row.drop:.2f} points, speedup {row.speedup:.2f}x")
-
-
-def fold_summary(report: FoldReport) -> str:
-    line = (f"folds: mean drop {report.mean_drop:.2f}, worst drop {report.worst_drop:.2f} points "
-            f"(budget {report.max_drop:g})")
-    return line + (_optimistic(report.calibration_overlap) if report.calibration_overlap else "")
-
-
-def _optimistic(overlap: int) -> str:
-    return f" [optimistic: the calibration saw {overlap} of these items]"
-
-
 def sample_items(items: Iterable[T], size: int, seed: int = 0) -> list[T]:
     """A seeded uniform sample of ``size`` items in their input order, in one pass and O(size) memory.
 
@@ -336,100 +246,6 @@ def sample_items(items: Iterable[T], size: int, seed: int = 0) -> list[T]:
         if slot < size:
             kept[slot] = (index, item)
     return [item for _, item in sorted(kept, key=lambda pair: pair[0])]
-
-
-def write_csv(result: SweepResult, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["threshold", result.metric_name, "tier2_fraction", "speedup", "loss", "bound"])
-        for row in result.rows:
-            writer.writerow([f"{row.threshold:.6f}", f"{row.metric:.4f}", f"{row.tier2_fraction:.4f}",
-                             f"{row.speedup:.4f}", f"{row.loss:.4f}", f"{row.bound:.4f}"])
-    return path
-
-
-def plot(result: SweepResult, path: str | Path, title: str = "") -> Path:
-    """Three panels: metric and tier-2 fraction, then the loss and its bound, against threshold; metric
-    against speedup."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    thresholds = [r.threshold for r in result.rows]
-    metrics = [r.metric for r in result.rows]
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.2))
-    left.plot(thresholds, metrics, color="tab:blue", label=result.metric_name)
-    left.axhline(result.big_metric, color="tab:red", linestyle="--", label="big model alone")
-    left.set_xlabel("confidence threshold")
-    left.set_ylabel(result.metric_name)
-    share = left.twinx()
-    share.plot(thresholds, [r.tier2_fraction for r in result.rows], color="tab:orange", label="tier-2 fraction")
-    share.set_ylabel("fraction sent to tier 2")
-    share.set_ylim(0, 1.02)
-    _legend(left, share)
-    middle.plot(thresholds, [r.loss for r in result.rows], color="tab:blue", label=f"{_loss_label(result)} (estimate)")
-    middle.plot(thresholds, [r.bound for r in result.rows], color="tab:purple",
-                label=f"upper bound at {_percent(result.confidence)} confidence")
-    middle.axhline(result.max_drop, color="tab:red", linestyle="--", label="--max-drop")
-    middle.set_xlabel("confidence threshold")
-    middle.set_ylabel("points")
-    right.plot([r.speedup for r in result.rows], metrics, color="tab:blue", label="cascade")
-    right.scatter([1.0], [result.big_metric], color="tab:red", zorder=3, label="big model alone")
-    right.set_xlabel("speedup over the big model alone (x)")
-    right.set_ylabel(result.metric_name)
-    if result.recommended:
-        best = result.recommended
-        for ax, x, y in ((left, best.threshold, best.metric), (middle, best.threshold, best.bound),
-                         (right, best.speedup, best.metric)):
-            ax.scatter([x], [y], color="tab:green", marker="*", s=140, zorder=4, label="recommended")
-    middle.legend(loc="upper right", fontsize=8)
-    right.legend(loc="lower left", fontsize=8)
-    fig.suptitle(title or "cascade threshold sweep")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _legend(*axes) -> None:
-    handles, labels = [], []
-    for ax in axes:
-        h, lab = ax.get_legend_handles_labels()
-        handles += h
-        labels += lab
-    axes[0].legend(handles, labels, loc="lower left", fontsize=8)
-
-
-def _loss_label(result: SweepResult) -> str:
-    return "disagreement with the big model" if result.loss_name == "disagreement" else "accuracy drop"
-
-
-def format_row(row: SweepRow, metric_name: str) -> str:
-    return (f"threshold {row.threshold:.4f}  {metric_name} {row.metric:.2f}  "
-            f"tier-2 fraction {row.tier2_fraction:.3f}  speedup {row.speedup:.2f}x  "
-            f"loss {row.loss:.2f} (bound {row.bound:.2f})")
-
-
-def recommendation_line(result: SweepResult) -> str:
-    """The one line scripts grep for: the estimate and its bound, and which rule chose it."""
-    if result.recommended is None:
-        return f"recommended threshold: none ({result.reason}; run the big model alone, threshold 1.0)"
-    r = result.recommended
-    flag = _optimistic(result.calibration_overlap) if result.calibration_overlap else ""
-    bound = f"at most {r.bound:.2f} at {_percent(result.confidence)} confidence"
-    rule = bound
-    if result.rule == POINT:
-        rule += f"; chosen on the point estimate of {result.metric_name}: the guarantee covers accuracy and agreement"
-    elif result.rule == BUDGET:
-        rule += f"; the most accurate with at most {result.max_tier2:g} to tier 2"
-    return (f"recommended threshold {r.threshold:.4f}{flag}: {result.metric_name} {r.metric:.2f} "
-            f"(big alone {result.big_metric:.2f}), {_loss_label(result)} {r.loss:.2f} points ({rule}), "
-            f"tier-2 fraction {r.tier2_fraction:.3f}, speedup {r.speedup:.2f}x")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Callable, Protocol, Sequence
 import redis
 from kombu.exceptions import OperationalError
 
+from common.data.batches import pair_texts
 from common.errors import JobError, JobGoneError, LabelMismatchError, first_line
 from common.queue.decisions import Decide, output_map
 from common.queue.faults import Scorer, attempts_exhausted, item_probabilities, should_split
@@ -99,7 +100,7 @@ class ChunkProcessor:
         except LabelMismatchError as exc:
             return self.fail(chunk, f"tier {self.tier} model {self.model} does not fit the job: {exc}")
         texts = [item.text for item in chunk.items]
-        pairs = [item.text_pair or "" for item in chunk.items] if chunk.has_pairs else None
+        pairs = pair_texts(chunk.items)
         probs, ok, errors = item_probabilities(self.scorer, texts, pairs)
         if errors:
             self._fail_items(chunk, errors)

@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from common.cascade import TIER_BIG, TIER_SMALL, Cascade, answers, run_single
+from common.data.batches import pair_texts
 from common.data.corpus import Item
 from common.errors import GuaranteeError
 from common.labels import gold_names
@@ -82,9 +83,8 @@ class Calibration:
 
 
 def texts_of(batch: Sequence[Item]) -> tuple[list[str], list[str] | None]:
-    """A batch's texts and, where any item has a second text, its pairs ("" for the others)."""
-    pairs = [item.text_pair or "" for item in batch] if any(i.text_pair is not None for i in batch) else None
-    return [item.text for item in batch], pairs
+    """A batch's texts and, where any item has a second text, its pairs (``pair_texts``)."""
+    return [item.text for item in batch], pair_texts(batch)
 
 
 def pick_sample(items: Iterable[Item], total: int, size: int, seed: str) -> list[tuple[int, Item]]:

@@ -86,10 +86,6 @@ class Chunk:
     calibrate: bool = False  # a calibration sample chunk: both tiers answer every item, tier 2's answer stands
 
     @property
-    def has_pairs(self) -> bool:
-        return any(item.text_pair is not None for item in self.items)
-
-    @property
     def is_audit(self) -> bool:
         """Whether the chunk holds audit items (a chunk never mixes them with items to answer)."""
         return bool(self.items) and self.items[0].audit is not None

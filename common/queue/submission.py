@@ -33,6 +33,7 @@ from kombu.exceptions import OperationalError
 from common.cascade import validate_audit_rate, validate_threshold
 from common.queue.celery_app import send_chunk
 from common.queue.config import DEFAULT_AUDIT_RATE, DEFAULT_WINDOW, resolve_chunk_size, validate_chunk_size
+from common.data.batches import batched
 from common.data.corpus import CorpusSpec, CorpusSummary, Item, read_corpus, summarize
 from common.data.fingerprint import Fingerprint, PinnedFile
 from common.data.records import detect_format
@@ -368,16 +369,9 @@ def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels
     """Group items into tier-1 chunks; an item's index is its position among the valid items (and
     so, with the job id, picks whether it is audited). ``keep`` leaves the items it refuses out of the
     chunks (their indices stay): a calibrating job's sample, then its rest, each chunked alone."""
-    batch: list[WorkItem] = []
-    number = 0
-    for index, item in enumerate(items):
-        if keep is not None and not keep(index):
-            continue
-        batch.append(WorkItem(index, item.id, item.text, item.text_pair, item.label))
-        if len(batch) == size:
-            yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
-            batch, number = [], number + 1
-    if batch:
+    work = (WorkItem(index, item.id, item.text, item.text_pair, item.label) for index, item in enumerate(items)
+            if keep is None or keep(index))
+    for number, batch in enumerate(batched(work, size)):
         yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
 
 

@@ -79,7 +79,7 @@ def test_bad_input_from_the_script_is_one_line_and_exit_2(tiny_models, glue_dir)
     ("layer_num", ["--layer_num", "9"], "--layer_num on eval) must be between 1 and 1"),
     ("labels", ["--big_model_name_or_path", "{other_names}"], "labels differ"),
     ("label count", ["--big_model_name_or_path", "{other}"], "different label counts"),
-    ("missing model", ["--small_model_name_or_path", "/nonexistent/model"], "cannot load model"),
+    ("missing model", ["--small_model_name_or_path", "/nonexistent/model"], "model directory /nonexistent/model does not exist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_models, glue_dir, capsys, case, extra, message):
     """In-process, as the script's ``__main__`` calls it: a Python start per case would cost seconds each."""

@@ -8,8 +8,9 @@ import pytest
 
 from common.errors import ConfigError
 from common.metrics import accuracy
-from common.ml.sweep import (AGREEMENT, BUDGET, GUARANTEE, POINT, candidate_thresholds, fold_sweep, format_fold,
-                             fold_summary, plot, recommend, recommendation_line, sample_items, sweep, write_csv)
+from common.ml.sweep import AGREEMENT, candidate_thresholds, fold_sweep, recommend, sample_items, sweep
+from common.ml.sweep_report import (BUDGET, GUARANTEE, POINT, fold_summary, format_fold, plot, recommendation_line,
+                                    write_csv)
 from common.risk import hb_upper
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
