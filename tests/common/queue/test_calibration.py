@@ -12,6 +12,7 @@ import pytest
 from common.errors import MessageError
 from common.guarantee import QualityTarget, certify_target
 from common.queue import calibration
+from common.queue.audit import quality_lines, quality_report
 from common.queue.broker import queued_chunks
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
@@ -93,6 +94,10 @@ def test_resume_sends_only_the_sample_until_it_is_answered_then_fixes_the_thresh
     status = store.status("cal")
     size = calibration.JobCalibration.of(status).size
     assert status.extra["phase"] == "calibrating" and status.threshold == 1.0 and 0 < size < 300
+    assert quality_lines(status) == [f"quality   disagreement at most 0.2 at 90% confidence: calibrating, 0 of {size} "
+                                     f"sample items answered by both tiers (they cost about "
+                                     f"{quality_report(status)['sample_cost']:.0f} big-model items; expected saving "
+                                     f"{quality_report(status)['expected_saving']:.0f})"]
     assert resume(store, app, "cal", limit=1000).items == size  # the sweep's call: only the sample, no wait
     sent = [chunk for chunk in queued_chunks(store.client, "tier1")]
     assert all(chunk.calibrate and chunk.threshold == 1.0 for chunk in sent)
@@ -106,6 +111,9 @@ def test_resume_sends_only_the_sample_until_it_is_answered_then_fixes_the_thresh
                               np.array([1] * size), 300, QualityTarget(0.2), 2)
     assert status.extra["phase"] == "certified" and status.threshold == expected.threshold
     assert resumed.items == 300 - size and status.state == "running"
+    report = quality_report(status)
+    assert report["phase"] == "certified" and report["guarantee"]["threshold"] == expected.threshold
+    assert quality_lines(status)[0].endswith(expected.describe())
     rest = [chunk for chunk in queued_chunks(store.client, "tier1")]
     assert all(not chunk.calibrate and chunk.threshold == expected.threshold for chunk in rest)
     late = store.fix_threshold("cal", dataclasses.replace(expected, threshold=0.5))
