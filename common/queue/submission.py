@@ -168,19 +168,19 @@ def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
         found = read_corpus(corpus.path, plan.spec, _skip if plan.skip_invalid else None, summary.duplicate_lines)
         return corpus.reading(islice(found, record.total))
 
-    threshold, sample, chunks = record.threshold, None, 0
-    if record.phase == calibration.CALIBRATING:
+    threshold, keep, phase, chunks = record.threshold, None, "", 0
+    if record.phase == calibration.CALIBRATING:  # the sample alone first, then its threshold fixed
         sample = calibration.SampleMembers(record.job, json.loads(record.calibration)["cutoff"])
-        sent, _ = enqueue(store, app, record.job, chunked(items(), record.job, record.chunk_size, 1.0, record.labels,
-                                                          keep=sample.__contains__, calibrate=True),
-                          progress, Window(store, record.job, record.window, calibration.CALIBRATING))
-        threshold, chunks = calibration.await_threshold(store, record.job), sent
+        chunks, _ = enqueue(store, app, record.job, _sample_chunks(items(), record.job, record.chunk_size,
+                                                                   record.labels, sample),
+                            progress, Window(store, record.job, record.window, calibration.CALIBRATING))
+        threshold = calibration.await_threshold(store, record.job)
         if threshold is None:  # the job ended meanwhile
             return chunks
-    rest = None if sample is None else (lambda index: index not in sample)
+        keep, phase = (lambda index: index not in sample), calibration.CERTIFIED
     sent, _ = enqueue(store, app, record.job, chunked(items(), record.job, record.chunk_size, threshold,
-                                                      record.labels, record.audit, keep=rest),
-                      progress, Window(store, record.job, record.window, calibration.CERTIFIED if sample else ""))
+                                                      record.labels, record.audit, keep=keep),
+                      progress, Window(store, record.job, record.window, phase))
     _unchanged(store, record.job, corpus, Fingerprint(record.source_size, record.source_sha256))
     store.mark_submitted(record.job)
     return chunks + sent
@@ -219,7 +219,9 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     without one it sends them at once. A ``limit`` sends at most about that many (whole chunks) and
     returns: the workers' sweep, which must not block, feeds a job that lost its submit one window
     per sweep this way, and the job stays ``submitting`` while items remain unsent. ``start`` leaves
-    the items before it alone: the sweep feeds such a job on from what its submit already queued.
+    the items before it alone: the sweep feeds such a job on from what its submit already queued. A job
+    still calibrating gets only its sample's items; once they are all answered, its threshold is fixed
+    here (``calibration.finish``) and the rest follows; without a ``limit`` it waits for the sample first.
     """
     status = store.status(job)
     if status.is_final:
@@ -233,18 +235,15 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     expected = _recorded(status, path)
     with _bound_source(job, path, expected) as corpus:
         items = corpus.reading(islice(read_corpus(corpus.path, spec, _skip if skip_invalid else None), status.total))
-        if sampling:  # only the sample's unanswered items, in calibration chunks
-            members = calibration.SampleMembers(job, calibration.JobCalibration.of(status).cutoff)
-            source = chunked(items, job, size, 1.0, status.labels, keep=members.__contains__, calibrate=True)
-        else:
-            source = chunked(items, job, size, status.threshold, status.labels, status.audit)
+        source = (_sample_chunks(items, job, size, status.labels,
+                                 calibration.SampleMembers(job, calibration.JobCalibration.of(status).cutoff))
+                  if sampling else chunked(items, job, size, status.threshold, status.labels, status.audit))
         missing = (dataclasses.replace(chunk, items=tuple(i for i in chunk.items
                                                           if i.index >= start and i.index not in answered))
                    for chunk in source)
         unsent = status.total - start - answered.count_from(start)
-        phase = status.extra.get("phase", "")
         chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
-                               window=Window(store, job, validate_window(window, size), phase))
+                               window=Window(store, job, validate_window(window, size), status.extra.get("phase", "")))
         _unchanged(store, job, corpus, expected)
     log.info("job %r: resent %d of its %d unanswered items in %d chunks", job, sent, unsent, chunks)
     if sampling and not limit:  # a feeder that may wait (``tango resume``): it sees the calibration through
@@ -373,6 +372,12 @@ def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels
             if keep is None or keep(index))
     for number, batch in enumerate(batched(work, size)):
         yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
+
+
+def _sample_chunks(items: Iterator[Item], job: str, size: int, labels: list[str],
+                   sample: calibration.SampleMembers) -> Iterator[Chunk]:
+    """A calibrating job's sample alone, in calibration chunks (both tiers answer every item)."""
+    return chunked(items, job, size, 1.0, labels, keep=sample.__contains__, calibrate=True)
 
 
 def resolve_labels(request: SubmitRequest, store: ResultStore) -> LabelSource:
