@@ -75,7 +75,7 @@ def submit_command(input_path: str, threshold: float | None, max_disagreement: f
     INPUT (keyed by the job id; `tango label --seed JOB` draws the same) goes through both tiers first,
     and submit queues the rest once the sample is answered and the threshold fixed.
     """
-    from common.guarantee import quality_target
+    from common.target import quality_target
     from common.queue.celery_app import make_app
     from common.queue.keys import new_job_id, validate_job_id
     from common.queue.submission import SubmitRequest, submit

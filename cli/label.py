@@ -65,7 +65,8 @@ def label_command(input_path: str, small: str, big: str, threshold: float | None
     with probability at least --confidence.
     """
     from common.cascade import Cascade, validate_audit_rate, validate_threshold
-    from common.guarantee import model_cost_ratio, quality_target
+    from common.guarantee import model_cost_ratio
+    from common.target import quality_target
     from common.labels import align_labels, model_config, model_labels, parse_label_map
     from common.ml.models import load_tier
     from common.queue.inprocess import LabelAudit, Tally, label_items

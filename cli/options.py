@@ -145,7 +145,7 @@ def audit_option(command: Callable) -> Callable:
 
 def target_options(command: Callable) -> Callable:
     """A job's quality target, shared by ``submit`` and ``label`` so that the same options and seed pick
-    the same sample and threshold (checked together by ``common.guarantee.quality_target``)."""
+    the same sample and threshold (checked together by ``common.target.quality_target``)."""
     options = [
         click.option("--max-disagreement", type=float, default=None, metavar="D",
                      help="Quality target instead of --threshold: at most this share of the items outside the "

@@ -1,7 +1,7 @@
 """tango's library, in rooms drawn by what each may import.
 
 - ``common`` itself (``errors``, ``cascade``, ``labels``, ``metrics``, ``risk``,
-  ``wor_bounds``, ``guarantee``,
+  ``wor_bounds``, ``guarantee``, ``target``,
   ``sampling``): the rules every room shares. Standard library, numpy and
   scipy only.
 - ``common.data``: reading corpora and GLUE tasks. Never torch, transformers,

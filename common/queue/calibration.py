@@ -34,7 +34,8 @@ if TYPE_CHECKING:  # common.guarantee imports scipy: a worker (which stores trip
     from redis.commands.core import Script
 
     from common.data.corpus import Item
-    from common.guarantee import Guarantee, QualityTarget
+    from common.guarantee import Guarantee
+    from common.target import QualityTarget
     from common.queue.jobs import JobStatus
     from common.queue.decisions import Triple
 
@@ -61,7 +62,7 @@ class JobCalibration:
     @classmethod
     def of(cls, status: "JobStatus") -> "JobCalibration | None":
         """The job's calibration, or None for a job run at a given threshold."""
-        from common.guarantee import QualityTarget
+        from common.target import QualityTarget
 
         raw = status.extra.get("calibration")
         if not raw:

@@ -48,7 +48,7 @@ from common.queue.store import ResultStore
 from common.queue.window import Window, validate_window
 
 if TYPE_CHECKING:
-    from common.guarantee import QualityTarget
+    from common.target import QualityTarget
 
 log = logging.getLogger(__name__)
 
