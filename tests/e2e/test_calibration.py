@@ -143,3 +143,41 @@ def test_a_submit_killed_mid_calibration_is_finished_by_the_sweep(tiny_models, g
     threshold, labelled = labelled_threshold(tiny_models, corpus, "cut", tmp_path / "label.jsonl")
     assert threshold == f"{offline:.10g}"
     assert [(r["label"], r["tier"]) for r in got] == [(r["label"], r["tier"]) for r in labelled]
+
+
+def test_a_redis_restart_with_aof_mid_calibration_loses_neither_the_sample_nor_the_threshold(tiny_models, glue_dir,
+                                                                                           tmp_path):
+    """Redis is killed while the sample waits for workers; with an append-only file the job's record and its
+    queued sample survive, the waiting submit rides the restart out, and once workers come the job ends
+    certified at the threshold its stored triples give."""
+    corpus = write_corpus(glue_dir, tmp_path / "in.jsonl")
+    server = start_redis(tmp_path, "--appendonly", "yes", "--appendfsync", "always")
+    client = server.client()
+    submit = subprocess.Popen(tango_argv("submit", str(corpus), *models(tiny_models), *TARGET, "--job-id", "aof"),
+                              cwd=ROOT, env=cluster_env(server.url, TANGO_FEEDER_LEASE="2"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers = []
+    try:
+        until(lambda: client.hget(meta_key("aof"), "phase") == "calibrating"
+              and int(client.hget(meta_key("aof"), "fed") or 0) > 0, "the sample to be queued", 120)
+        server.crash()
+        server.restart()
+        client = server.client()
+        assert client.hget(meta_key("aof"), "phase") == "calibrating" and client.llen("tier1") > 0
+        env = {"TANGO_SWEEP_INTERVAL": "2"}
+        workers = [start_celery_worker(1, "t1", tiny_models["small"], server.url, tmp_path, **env),
+                   start_celery_worker(2, "t2", tiny_models["big"], server.url, tmp_path, **env)]
+        wait_ready(workers)
+        out, err = submit.communicate(timeout=300)
+        until(lambda: client.hget(meta_key("aof"), "state") == "done", "the job to finish", 240)
+        meta = client.hgetall(meta_key("aof"))
+        offline = offline_threshold(client, "aof")
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+        for worker in workers:
+            worker.kill()
+        server.stop()
+    assert submit.returncode == 0 and out.strip() == "aof", err
+    assert (meta["phase"], meta["done"], meta["failed"]) == ("certified", str(ITEMS), "0")
+    assert float(meta["threshold"]) == offline
