@@ -3,8 +3,8 @@
 A thin command over ``common.queue.inprocess``. With the same ``--chunk-size`` as
 ``submit`` (``auto`` picks the same for the same corpus, unless submit's
 ``--window`` is below it) every model batch holds the same items as in the
-cluster, so scores match bit for bit; other sizes change only float rounding
-(about 1e-6), since padding a batch to another length perturbs float32 sums.
+cluster, so scores match bit for bit; other sizes change only float rounding,
+since padding a batch to another length perturbs float32 sums.
 
 ``--audit R`` runs the big model also on the audit sample of the items the
 small one accepted, the very sample a cluster job with id ``--seed`` draws; the

@@ -95,7 +95,8 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
     """
     from common.errors import ConfigError
     from common.ml.calibration import calibration_overlap
-    from common.ml.sweep import fold_sweep, plot, recommendation_line, run_pair, sweep, write_csv
+    from common.ml.sweep import fold_sweep, run_pair, sweep
+    from common.ml.sweep_report import plot, recommendation_line, write_csv
 
     if unlabelled and (task_name or validation_file or metric or loss == "drop"):
         raise ConfigError("--unlabelled sweeps on disagreement with the big model: drop --task, "
@@ -140,7 +141,7 @@ def sweep_command(small_model: str, big_model: str, task_name: str | None, data_
 
 
 def _print(result, report, wrote: str) -> None:
-    from common.ml.sweep import fold_summary, format_fold, format_row
+    from common.ml.sweep_report import fold_summary, format_fold, format_row
 
     click.echo(f"big model alone: {result.metric_name} {result.big_metric:.2f}; "
                f"small model alone: {result.small_metric:.2f} ({result.items} items)")

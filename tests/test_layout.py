@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,41 @@ def test_importing_a_room_whole_loads_nothing_it_forbids(room: str, banned: tupl
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == [], f"{room} pulls in what its rule forbids"
+
+
+# -- the CLI's rooms and the core's libraries --------------------------------------------------
+
+CLI_FORBIDDEN = {"cli": ("common.testing", "tier1_worker", "tier2_worker"), "demo": ("tier1_worker", "tier2_worker"),
+                 "worker": ("common.testing",)}  # `tango worker` starts the worker apps it names
+CORE_ALLOWED = ("numpy", "scipy", "sklearn", "huggingface_hub", "common")
+
+
+def cli_room(path: Path) -> str:
+    parts = path.relative_to(ROOT).parts
+    return "demo" if parts[:2] == ("cli", "demo") else "worker" if parts == ("cli", "worker.py") else "cli"
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("cli/**/*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_cli_module_imports_what_its_room_forbids(path: Path):
+    banned = CLI_FORBIDDEN[cli_room(path)]
+    found = [module for _, module in imported(path.read_text(encoding="utf-8"))
+             if any(module == b or module.startswith(b + ".") for b in banned)]
+    assert found == [], f"{path.relative_to(ROOT)} imports {found}"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in ROOT.glob("common/*.py")), ids=lambda p: p.name)
+def test_the_core_uses_only_the_standard_library_and_its_named_libraries(path: Path):
+    outside = [module for _, module in imported(path.read_text(encoding="utf-8"))
+               if module.split(".")[0] not in sys.stdlib_module_names and module.split(".")[0] not in CORE_ALLOWED]
+    assert outside == [], f"{path.name} imports {outside}"
+    project = [module for _, module in imported(path.read_text(encoding="utf-8"))
+               if module.startswith("common.") and module.count(".") > 1]
+    assert project == [], f"{path.name} reaches into a room: {project}"
+
+
+def test_the_architecture_page_names_every_module():
+    page = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    paths = [*ROOT.glob("common/**/*.py"), *ROOT.glob("cli/**/*.py"), *ROOT.glob("tier*_worker/*.py")]
+    missing = sorted(str(p.relative_to(ROOT)) for p in paths
+                     if p.stem != "__init__" and not re.search(rf"`{p.stem}`|\b{p.stem}\.py\b|`[^`]*\b{p.stem}\b[^`]*`", page))
+    assert missing == [], f"docs/ARCHITECTURE.md does not name {missing}"

@@ -43,9 +43,6 @@ from common.metrics import accuracy
 from common.risk import (Selection, accuracy_drop_losses, budget_threshold, disagreement_losses, fastest_valid,
                          harm_losses, select_threshold)
 from common.ml.sweep_report import (BUDGET, GUARANTEE, POINT, FoldReport, FoldRow, SweepResult, SweepRow, percent)
-# the report's names cli/sweep.py imports from here (it is to import them from common.ml.sweep_report)
-from common.ml.sweep_report import (fold_summary, format_fold, format_row, plot,  # noqa: F401
-                                    recommendation_line, write_csv)
 
 log = logging.getLogger(__name__)
 

@@ -49,6 +49,7 @@ from common.queue.window import Window, validate_window
 
 if TYPE_CHECKING:
     from common.target import QualityTarget
+from common.queue.source import bound_source, reading, recorded, unchanged
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def _feed(store: ResultStore, app: Celery, plan: JobPlan, corpus: PinnedFile,
     sent, _ = enqueue(store, app, record.job, chunked(items(), record.job, record.chunk_size, threshold,
                                                       record.labels, record.audit, keep=keep),
                       progress, Window(store, record.job, record.window, phase))
-    _unchanged(store, record.job, corpus, Fingerprint(record.source_size, record.source_sha256))
+    unchanged(store, record.job, corpus, Fingerprint(record.source_size, record.source_sha256))
     store.mark_submitted(record.job)
     return chunks + sent
 
@@ -229,11 +230,11 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     sampling = status.extra.get("phase") == calibration.CALIBRATING
     if sampling and calibration.finish(store, status) is not None:  # its sample is answered: the rest is next
         status, sampling, start = store.status(job), False, 0
-    path, spec, skip_invalid = _reading(status)
+    path, spec, skip_invalid = reading(status)
     answered = store.answered(job)
     size = int(status.extra.get("chunk_size") or 1)
-    expected = _recorded(status, path)
-    with _bound_source(job, path, expected) as corpus:
+    expected = recorded(status, path)
+    with bound_source(job, path, expected) as corpus:
         items = corpus.reading(islice(read_corpus(corpus.path, spec, _skip if skip_invalid else None), status.total))
         source = (_sample_chunks(items, job, size, status.labels,
                                  calibration.SampleMembers(job, calibration.JobCalibration.of(status).cutoff))
@@ -244,7 +245,7 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
         unsent = status.total - start - answered.count_from(start)
         chunks, sent = enqueue(store, app, job, _up_to((chunk for chunk in missing if chunk.items), limit),
                                window=Window(store, job, validate_window(window, size), status.extra.get("phase", "")))
-        _unchanged(store, job, corpus, expected)
+        unchanged(store, job, corpus, expected)
     log.info("job %r: resent %d of its %d unanswered items in %d chunks", job, sent, unsent, chunks)
     if sampling and not limit:  # a feeder that may wait (``tango resume``): it sees the calibration through
         if calibration.await_threshold(store, job) is None:
@@ -256,60 +257,6 @@ def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: in
     else:
         store.end_feeding(job)
     return Resumed(job, chunks, sent)
-
-
-def _reading(status: JobStatus) -> tuple[str, CorpusSpec, bool]:
-    """The job's source and how submit read it, from its record."""
-    job, path = status.job, status.extra.get("source", "")
-    try:
-        corpus = json.loads(status.extra.get("corpus") or "{}")
-        skip_invalid = bool(corpus.pop("skip_invalid", False))
-        spec = CorpusSpec(**{**corpus, "labels": tuple(corpus.get("labels") or ())})  # JSON kept them as a list
-        return path, dataclasses.replace(spec, fmt=detect_format(path, spec.fmt)), skip_invalid
-    except (ValueError, TypeError, AttributeError, DataError):
-        raise JobError(f"job {job!r} has no usable record of how to read its source {path!r}; "
-                       "submit it again") from None
-
-
-def _recorded(status: JobStatus, path: str) -> Fingerprint:
-    """The size and digest the job's source had at submit.
-
-    A job without them (recorded by an older tango, or with them deleted from Redis) is refused,
-    not resumed with a warning: whoever can write Redis could otherwise drop them to lift the check.
-    """
-    size, digest = status.extra.get("source_size", ""), status.extra.get("source_sha256", "")
-    if not size.isdigit() or len(digest) != 64:
-        raise JobError(f"job {status.job!r} has no record of the size and digest of its source {path} (an older "
-                       "tango recorded it), so nothing shows that the file is the one it was submitted from; "
-                       "submit it again")
-    return Fingerprint(int(size), digest)
-
-
-@contextlib.contextmanager
-def _bound_source(job: str, path: str, expected: Fingerprint) -> Iterator[PinnedFile]:
-    """The job's source, opened and found to hold the bytes it was submitted with, before anything of it
-    is read for queueing; refused in one line naming the job and the file otherwise."""
-    try:
-        corpus = PinnedFile(path)
-    except DataError as exc:
-        raise JobError(f"job {job!r}: {exc}") from None
-    with corpus:
-        size = corpus.size()
-        if size != expected.size or corpus.fingerprint() != expected:
-            raise JobError(f"job {job!r}: {path} is not the file it was submitted from ({size} bytes now, "
-                           f"recorded {expected}): refusing to queue any of it")
-        yield corpus
-
-
-def _unchanged(store: ResultStore, job: str, corpus: PinnedFile, expected: Fingerprint) -> None:
-    """The file read for queueing still holds the job's bytes: an edit in place while it was read (which
-    takes write access to the file) could have put other texts under some indices, so the job is cancelled."""
-    found = corpus.fingerprint()
-    if found != expected:
-        ended = "cancelled it" if store.cancel(job) else "it had already ended"
-        raise JobError(f"job {job!r}: {corpus.name} changed while it was read for queueing ({found}, recorded "
-                       f"{expected}); {ended}, since items queued from it may not be the ones recorded: "
-                       "submit it again")
 
 
 def _up_to(chunks: Iterator[Chunk], limit: int) -> Iterator[Chunk]:

@@ -112,7 +112,7 @@ def test_unlabelled_sweep_and_a_job_on_the_same_sample_certify_the_same_threshol
     assert job["threshold"] < 1.0 and job["bound"] <= 0.2
     assert tango(*args) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("job guarantee"))
-    assert f"--max-disagreement 0.2 --calibration 80 --seed job-3" in line
+    assert "--max-disagreement 0.2 --calibration 80 --seed job-3" in line
     out = tmp_path / "labels.jsonl"
     assert tango("label", corpus, "--small", tiny_models["small"], "--big", tiny_models["big"], "-o", out,
                  "--max-disagreement", "0.2", "--calibration", "80", "--seed", "job-3") == 0

@@ -17,7 +17,6 @@ from common.queue.broker import queued_chunks
 from common.queue.celery_app import make_app
 from common.queue.config import ClusterSettings
 from common.queue.decisions import decide_tier1, decide_tier2
-from common.queue.keys import meta_key
 from common.queue.messages import Chunk, WorkItem
 from common.queue.results import ResultRecord
 from common.queue.store import ResultStore
