@@ -17,6 +17,7 @@ make the certified bound more conservative.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -189,14 +190,18 @@ def plan(target: "QualityTarget", job: str, models: tuple[str | None, str | None
 
 def await_threshold(store, job: str) -> float | None:
     """Wait, renewing the feeder's lease, until the job's sample is answered; then certify and fix its
-    threshold (or find it fixed). None when the job ended first."""
+    threshold (or find it fixed). None when the job ended first. The wait may be long (the sample waits
+    for workers), so it rides out a Redis restart as ``tango wait`` does, rather than leaving the job to
+    the sweep."""
+    from common.queue.waiting import poll
     from common.queue.window import MAX_POLL, Window
 
     window = Window(store, job, 0, CALIBRATING)
     delay = 0.005
     while True:
-        window.beat()
-        status = store.status(job)
+        with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):  # the poll below waits it out
+            window.beat()
+        status = poll(store, job)
         if status.is_final:
             return None
         threshold = finish(store, status)
