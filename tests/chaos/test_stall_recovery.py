@@ -153,14 +153,22 @@ def test_a_stalled_job_is_sent_again_while_another_job_keeps_the_queue_busy(tiny
         assert run_tango("submit", str(write_corpus(tmp_path / "a.jsonl", 20)), "--job-id", "stuck", "--chunk-size",
                          "10", "--labels", "negative,positive", redis_url=server.url).returncode == 0
         take_and_ack(server.url, 2)  # its tasks left the broker unanswered
-        assert run_tango("submit", str(write_corpus(tmp_path / "b.jsonl", 3000, "busy")), "--job-id", "busy",
-                         "--chunk-size", "3", "--window", "0", "--labels", "negative,positive",
+        # long enough to outlast the two sweeps a stall takes, however fast the host: 6,000 tasks
+        assert run_tango("submit", str(write_corpus(tmp_path / "b.jsonl", 12000, "busy")), "--job-id", "busy",
+                         "--chunk-size", "2", "--window", "0", "--labels", "negative,positive",
                          redis_url=server.url).returncode == 0
         workers = [start_celery_worker(1, "t1", tiny_models["small"], server.url, tmp_path, **env),
                    start_celery_worker(2, "t2", tiny_models["big"], server.url, tmp_path, **env)]
         wait_ready(workers)
-        until(lambda: client.hget(meta_key("stuck"), "resumed") is not None, "the sweep to send the job again", 120)
-        busy_queued = client.llen(QUEUE_TIER1)
+        seen = []  # the busy job's queue at the moment the stalled job is found resent
+
+        def resent() -> bool:
+            seen.append(client.llen(QUEUE_TIER1))
+            return client.hget(meta_key("stuck"), "resumed") is not None
+
+        until(resent, "the sweep to send the job again", 120)
+        busy_queued = seen[-1]
+        assert run_tango("cancel", "busy", redis_url=server.url).returncode == 0  # its rest is skipped, fast
         until(lambda: client.hget(meta_key("stuck"), "state") == "done", "the stalled job to finish", 300)
         meta = client.hgetall(meta_key("stuck"))
     finally:
