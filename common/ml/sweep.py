@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -47,7 +47,6 @@ from common.ml.sweep_report import (BUDGET, GUARANTEE, POINT, FoldReport, FoldRo
 log = logging.getLogger(__name__)
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
-T = TypeVar("T")
 
 LOSSES = ("drop", "disagreement")
 AGREEMENT = "agreement with the big model"
@@ -223,26 +222,6 @@ def fold_sweep(small_probs: np.ndarray, big_preds: np.ndarray, refs: np.ndarray 
         drop, speedup = (test.big_metric - row.metric, row.speedup) if chosen else (0.0, 1.0)
         rows.append(FoldRow(number, len(fit), len(held), threshold, drop, speedup))
     return FoldReport(rows, test.metric_name, float(options.get("max_drop", 0.5)))
-
-
-def sample_items(items: Iterable[T], size: int, seed: int = 0) -> list[T]:
-    """A seeded uniform sample of ``size`` items in their input order, in one pass and O(size) memory.
-
-    Reservoir sampling (Algorithm R), so a corpus far larger than the sample is
-    never held whole.
-    """
-    if size < 1:
-        raise ConfigError(f"--sample must be at least 1, got {size}")
-    rng = np.random.default_rng(seed)
-    kept: list[tuple[int, T]] = []
-    for index, item in enumerate(items):
-        if index < size:
-            kept.append((index, item))
-            continue
-        slot = int(rng.integers(0, index + 1))
-        if slot < size:
-            kept[slot] = (index, item)
-    return [item for _, item in sorted(kept, key=lambda pair: pair[0])]
 
 
 @dataclass

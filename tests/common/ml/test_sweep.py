@@ -8,7 +8,7 @@ import pytest
 
 from common.errors import ConfigError
 from common.metrics import accuracy
-from common.ml.sweep import AGREEMENT, candidate_thresholds, fold_sweep, recommend, sample_items, sweep
+from common.ml.sweep import AGREEMENT, candidate_thresholds, fold_sweep, recommend, sweep
 from common.ml.sweep_report import (BUDGET, GUARANTEE, POINT, fold_summary, format_fold, plot, recommendation_line,
                                     write_csv)
 from common.risk import hb_upper
@@ -166,17 +166,6 @@ def test_a_fold_with_nothing_certified_is_the_big_model_alone():
     probs, big, refs = _known_case()
     report = fold_sweep(probs, big, refs, 0.01, 1.0, folds=2)
     assert all(f.threshold is None and f.drop == 0.0 and f.speedup == 1.0 for f in report.folds)
-
-
-def test_sample_items_is_seeded_ordered_and_uniform():
-    sample = sample_items(iter(range(1000)), 100, seed=0)
-    assert len(sample) == 100 and sample == sorted(sample) and sample == sample_items(range(1000), 100, seed=0)
-    assert sample != sample_items(range(1000), 100, seed=1)
-    assert sample_items(range(5), 100) == [0, 1, 2, 3, 4]
-    hits = np.zeros(10)
-    for seed in range(300):
-        hits[np.asarray(sample_items(range(10), 3, seed))] += 1
-    assert hits.min() > 60 and hits.max() < 120  # each item is drawn about 90 times in 300
 
 
 def test_threshold_one_is_the_big_model_alone():
