@@ -17,6 +17,7 @@ at the chosen threshold. Reported per rule:
 
     python bench/job_guarantee.py --synthetic                  # seconds, for CI
     python bench/job_guarantee.py --demo --data_dir /work/shared/data/glue
+    python bench/job_guarantee.py --pair BIG_DIR SMALL_DIR --corpus reviews   # a reproduce_sst2.py pair
     python bench/job_guarantee.py --scores corpus.npz --tuning tuning.npz --cost-ratio 0.16
 """
 from __future__ import annotations
@@ -154,34 +155,116 @@ def format_rows(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def score_demo(data_dir: str, cache: Path) -> tuple[Scores, Scores, float]:
+@dataclass(frozen=True)
+class Pair:
+    """Two built tiers, the corpus they label and a tuning set neither tier trained on."""
+
+    small_dir: str
+    big_dir: str
+    corpus: object  # common.ml.training.TrainingData
+    tuning: object
+    path: Path  # where both tiers' scores are cached
+
+
+def demo_pair(data_dir: str, cache: Path) -> Pair:
     """The demo's MiniLM pair on SST-2: the corpus is dev's sentences, the tuning set the demo's held-out
-    train phrases; both tiers score every item once, timed, and the arrays are cached."""
-    path = cache / "demo_sst2.npz"
-    if path.is_file():
-        z = np.load(path)
-        return (Scores(z["conf"], z["small"], z["big"]), Scores(z["t_conf"], z["t_small"], z["t_big"]),
-                float(z["ratio"]))
+    train phrases (built once, as ``tango demo --data-dir`` builds it)."""
     from cli.demo.pipeline import DemoSettings, build_pair, load_demo_data
-    from common.labels import align_labels
-    from common.ml.models import load_tier
-    from common.ml.sweep import run_pair
 
     settings = DemoSettings(cache_dir=Path.home() / ".cache" / "tango" / "demo", data_dir=data_dir)
     data = load_demo_data(settings)
     big_dir, small_dir = build_pair(settings, data, print)
-    small, big = load_tier(str(small_dir)), load_tier(str(big_dir))
+    return Pair(str(small_dir), str(big_dir), data.corpus, data.held_out, cache / "demo_sst2.npz")
+
+
+def recipe_pair(big_dir: str, small_dir: str, corpus_name: str, data_dir: str, cache: Path) -> Pair:
+    """A pair built by ``bench/reproduce_sst2.py`` on SST-2 train phrases: the corpus is dev's whole
+    sentences or the shipped reviews, the tuning set the recipe's held-out train phrases."""
+    from cli.demo.pipeline import read_sample_reviews
+    from common.data.glue import load_eval_data
+    from common.ml.training import TrainingData, label_ids_for, load_task_training_data
+    from reproduce_sst2 import RECIPES, split_train
+
+    train = load_task_training_data("sst2", data_dir)
+    _, held = split_train(train, 0, RECIPES["sst2"].held_out)
+    if corpus_name == "reviews":
+        corpus = read_sample_reviews()
+    else:
+        dev = load_eval_data("sst2", data_dir=data_dir)
+        corpus = TrainingData(dev.texts, None, label_ids_for(dev.raw_labels, train.labels)[0], train.labels)
+    name = f"recipe_{Path(big_dir).name}_{Path(small_dir).name}_{corpus_name}.npz"
+    return Pair(small_dir, big_dir, corpus, train.subset(held), cache / name)
+
+
+def score_pair(pair: Pair) -> tuple[Scores, Scores, float]:
+    """Both tiers score every corpus and tuning item once, timed; the arrays are cached."""
+    if pair.path.is_file():
+        z = np.load(pair.path)
+        return (Scores(z["conf"], z["small"], z["big"]), Scores(z["t_conf"], z["t_small"], z["t_big"]),
+                float(z["ratio"]))
+    from common.labels import align_labels
+    from common.ml.models import load_tier
+    from common.ml.sweep import run_pair
+
+    small, big = load_tier(pair.small_dir), load_tier(pair.big_dir)
     alignment = align_labels(small.labels, big.labels)
     out = []
-    for part in (data.corpus, data.held_out):
+    for part in (pair.corpus, pair.tuning):
         run = run_pair(small, big, alignment, part.texts, part.pairs, progress=False)
         out.append((run, Scores(run.small_probs.max(axis=1), run.small_probs.argmax(axis=1), run.big_preds)))
-    (corpus_run, corpus), (_, tuning) = out
+    (corpus_run, scored), (_, tuned) = out
     ratio = corpus_run.small_seconds / corpus_run.big_seconds
-    cache.mkdir(parents=True, exist_ok=True)
-    np.savez(path, conf=corpus.confidence, small=corpus.small, big=corpus.big, t_conf=tuning.confidence,
-             t_small=tuning.small, t_big=tuning.big, ratio=ratio)
-    return corpus, tuning, ratio
+    pair.path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(pair.path, conf=scored.confidence, small=scored.small, big=scored.big, t_conf=tuned.confidence,
+             t_small=tuned.small, t_big=tuned.big, ratio=ratio)
+    return scored, tuned, ratio
+
+
+def cluster_check(pair: Pair, scores: Scores, size: int, share: float, level: float, root: Path) -> str:
+    """One real job (redis-server, a Celery worker per tier) on ``size`` items drawn from the corpus: the
+    threshold it fixes against ``certify_target`` on the offline scores of its own sample."""
+    import json
+    import tempfile
+
+    from bench.harness import fresh_cluster
+    from common.guarantee import QualityTarget, certify_target
+    from common.testing.cluster import run_tango
+
+    draw = np.random.default_rng([size, 0]).choice(len(scores), size, replace=size > len(scores))
+    texts = pair.corpus.texts
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        corpus = Path(tmp) / "corpus.jsonl"
+        corpus.write_text("".join(json.dumps({"id": i, "text": texts[j]}) + "\n" for i, j in enumerate(draw)))
+        models = ["--small", pair.small_dir, "--big", pair.big_dir]
+        with fresh_cluster(Path(tmp), Path(pair.small_dir), Path(pair.big_dir), batch_size=32) as server:
+            job = f"jg-{size}-{share:g}"
+            for args in (("submit", str(corpus), *models, "--max-disagreement", str(share), "--confidence",
+                          str(level), "--job-id", job), ("wait", job)):
+                done = run_tango(*args, redis_url=server.url, timeout=3600)
+                if done.returncode:
+                    raise SystemExit(f"cluster check: tango {args[0]} failed: {done.stderr.strip()}")
+            quality = json.loads(run_tango("status", job, "--json", redis_url=server.url).stdout)["quality"]
+    n, got = quality["sample_size"], quality["guarantee"]["threshold"]
+    mine = scores.take(draw).take(calibration_sample(size, n, job))
+    offline = certify_target(mine.confidence, mine.small, mine.big, size, QualityTarget(share, level), 2).threshold
+    verdict = "the same" if got == offline else "DIFFERENT"
+    return (f"cluster check, {size} items at D = {share:.1%}: sample {n}; the cluster fixed threshold {got:.10g}, "
+            f"the offline replay of its sample predicts {offline:.10g}: {verdict}")
+
+
+def frontier(scores: Scores, ratio: float, size: int, share: float, level: float, runs: int,
+             method: str) -> tuple[int, float]:
+    """The fixed sample size that runs fastest for this corpus and D, and its speed against the oracle: what
+    ``auto`` could reach with hindsight, and what no uniform sample of the corpus beats."""
+    from common.guarantee import minimum_sample_size
+
+    low = minimum_sample_size(size, share, level, method) or size
+    best = (0, 0.0)
+    for n in np.unique(np.geomspace(low, max(low, size // 8), 10).astype(int)):
+        rows = replay(scores, None, ratio, (size,), (share,), level, runs, method, calibration=int(n))
+        speed = {r.rule: r.speed for r in rows}
+        best = max(best, (int(n), speed["job"] / speed["oracle"]), key=lambda b: b[1])
+    return best
 
 
 def _load(path: str) -> Scores:
@@ -194,8 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", action="store_true", help="a generated pair with a shifted tuning set")
     source.add_argument("--demo", action="store_true", help="the demo's MiniLM pair on SST-2 dev sentences")
+    source.add_argument("--pair", nargs=2, metavar=("BIG", "SMALL"),
+                        help="a pair built by bench/reproduce_sst2.py, scored on --corpus")
     source.add_argument("--scores", help=".npz with conf, small, big per item")
     parser.add_argument("--tuning", help=".npz of a tuning set, as --scores")
+    parser.add_argument("--corpus", default="sentences", choices=["sentences", "reviews"],
+                        help="with --pair: SST-2 dev's whole sentences or the shipped reviews")
     parser.add_argument("--data_dir", default="/work/shared/data/glue")
     parser.add_argument("--cache-dir", default=str(CACHE))
     parser.add_argument("--cost-ratio", type=float, default=None, help="small/big per-item cost (measured for --demo)")
@@ -205,27 +292,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="exact", choices=["exact", "hb", "betting", "hb+betting"])
     parser.add_argument("--calibration", type=int, default=None, help="a fixed sample size instead of auto")
     parser.add_argument("--shares", default=",".join(map(str, SHARES)))
+    parser.add_argument("--frontier", action="store_true",
+                        help="also sweep fixed sample sizes per corpus and D: the fastest, against auto's")
+    parser.add_argument("--cluster", type=int, default=0, metavar="ITEMS",
+                        help="with --demo or --pair: also run one real job of ITEMS items at the first of --shares "
+                             "and check its threshold against the offline replay's")
     args = parser.parse_args(argv)
+    pair = None
     if args.synthetic:
         scores, tuning, ratio = synthetic(20_000, 1), synthetic(2_000, 2, easy=True), 0.16
-    elif args.demo:
-        scores, tuning, ratio = score_demo(args.data_dir, Path(args.cache_dir))
-    else:
+    elif args.scores:
         scores, tuning, ratio = _load(args.scores), _load(args.tuning) if args.tuning else None, 0.16
+    else:
+        pair = (demo_pair(args.data_dir, Path(args.cache_dir)) if args.demo else
+                recipe_pair(*args.pair, args.corpus, args.data_dir, Path(args.cache_dir)))
+        scores, tuning, ratio = score_pair(pair)
     ratio = args.cost_ratio if args.cost_ratio is not None else ratio
     if args.calibration is not None:
         for size in (int(s) for s in args.sizes.split(",")):
             for share in (float(s) for s in args.shares.split(",")):
                 check_sample_size(args.calibration, size, share, args.confidence, args.method)
     start = time.perf_counter()
-    rows = replay(scores, tuning, ratio, tuple(int(s) for s in args.sizes.split(",")), level=args.confidence,
-                  shares=tuple(float(s) for s in args.shares.split(",")), runs=args.runs, method=args.method,
-                  calibration=args.calibration)
+    sizes, shares = tuple(int(s) for s in args.sizes.split(",")), tuple(float(s) for s in args.shares.split(","))
+    rows = replay(scores, tuning, ratio, sizes, level=args.confidence, shares=shares, runs=args.runs,
+                  method=args.method, calibration=args.calibration)
     print(f"{len(scores)} scored items, {len(tuning) if tuning is not None else 0} tuning items; "
           f"cost ratio small/big {ratio:.3f}; C = {args.confidence}; bound {args.method}; {args.runs} runs; "
           f"disagreement of the whole scored set {float((scores.small != scores.big).mean()):.2%}")
     print(format_rows(rows))
     print(f"replay took {time.perf_counter() - start:.1f} s")
+    if args.frontier:
+        print("\n| corpus | D | auto sample | auto, of oracle | best fixed sample | its speed, of oracle |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for size in sizes:
+            for share in shares:
+                auto = next(r for r in rows if (r.size, r.share, r.rule) == (size, share, "job"))
+                oracle = next(r for r in rows if (r.size, r.share, r.rule) == (size, share, "oracle"))
+                n, best = frontier(scores, ratio, size, share, args.confidence, args.runs, args.method)
+                print(f"| {size:,} | {share:.1%} | {auto.sample:,.0f} | {auto.speed / oracle.speed:.0%} | {n:,} | "
+                      f"{best:.0%} |")
+    if args.cluster and pair is not None:
+        print(cluster_check(pair, scores, args.cluster, shares[0], args.confidence, Path(args.cache_dir)))
     return 0
 
 
