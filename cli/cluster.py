@@ -105,6 +105,11 @@ def submit_command(input_path: str, threshold: float | None, max_disagreement: f
     labels = ",".join(done.labels) or "fixed by the first worker to take the job (none is up yet)"
     click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {labels}{cut} "
                f"({done.seconds:.1f} s)", err=True)
+    if target:  # what the sample cost and bought, or why there is none
+        from common.queue.audit import quality_lines
+
+        for line in quality_lines(store.status(done.job)):
+            click.echo(line, err=True)
     click.echo(done.job)
 
 

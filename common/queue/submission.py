@@ -42,7 +42,7 @@ from common.queue import calibration
 from common.queue.broker import settled_in_broker
 from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
-from common.queue.messages import TASK_TIER1, Chunk, WorkItem
+from common.queue.messages import TASKS, Chunk, WorkItem
 from common.queue.jobs import JobSpec, JobStatus
 from common.queue.store import ResultStore
 from common.queue.window import Window, validate_window
@@ -280,7 +280,7 @@ def stalled(store: ResultStore, before: JobStatus, now: JobStatus) -> bool:
 
 def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
             progress: Callable[[int], None] | None = None, window: Window | None = None) -> tuple[int, int]:
-    """Send chunks to tier 1 over one producer, each once the window has room for it; returns how
+    """Send chunks to their tier's queue over one producer, each once the window has room for it; returns how
     many chunks and items were sent (fewer than given when the job ended meanwhile)."""
     sent = items = 0
     window = window or Window(store, job, 0)
@@ -289,7 +289,7 @@ def enqueue(store: ResultStore, app: Celery, job: str, chunks: Iterator[Chunk],
             for chunk in chunks:
                 if not window.admit(len(chunk.items)):
                     break
-                send_chunk(app, TASK_TIER1, chunk, producer)
+                send_chunk(app, TASKS[chunk.tier], chunk, producer)
                 sent, items = sent + 1, items + len(chunk.items)
                 window.queued(chunk.items[-1].index + 1)
                 if progress:
@@ -312,13 +312,16 @@ def _skip(error: DataError) -> None:
 
 def chunked(items: Iterator[Item], job: str, size: int, threshold: float, labels: list[str],
             audit: float = 0.0, keep: Callable[[int], bool] | None = None, calibrate: bool = False) -> Iterator[Chunk]:
-    """Group items into tier-1 chunks; an item's index is its position among the valid items (and
+    """Group items into chunks; an item's index is its position among the valid items (and
     so, with the job id, picks whether it is audited). ``keep`` leaves the items it refuses out of the
-    chunks (their indices stay): a calibrating job's sample, then its rest, each chunked alone."""
+    chunks (their indices stay): a calibrating job's sample, then its rest, each chunked alone. At
+    threshold 1.0 no tier-1 answer can stand, so outside a calibration the chunks go to tier 2 directly:
+    tier 1 would only score them to forward them all."""
+    tier = 2 if threshold >= 1.0 and not calibrate else 1
     work = (WorkItem(index, item.id, item.text, item.text_pair, item.label) for index, item in enumerate(items)
             if keep is None or keep(index))
     for number, batch in enumerate(batched(work, size)):
-        yield Chunk(job, number, 1, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
+        yield Chunk(job, number, tier, threshold, tuple(labels), tuple(batch), audit=audit, calibrate=calibrate)
 
 
 def _sample_chunks(items: Iterator[Item], job: str, size: int, labels: list[str],

@@ -181,3 +181,25 @@ def test_a_redis_restart_with_aof_mid_calibration_loses_neither_the_sample_nor_t
     assert submit.returncode == 0 and out.strip() == "aof", err
     assert (meta["phase"], meta["done"], meta["failed"]) == ("certified", str(ITEMS), "0")
     assert float(meta["threshold"]) == offline
+
+
+def test_a_corpus_too_small_for_any_gain_runs_on_tier2_alone(tiny_models, glue_dir, tmp_path):
+    """Its threshold is 1.0, where no tier-1 answer can stand: with no tier-1 worker up at all, the job still
+    ends, every item answered by tier 2, as `tango label` answers it."""
+    corpus = write_corpus(glue_dir, tmp_path / "in.jsonl")
+    server = start_redis(tmp_path)
+    worker = None
+    try:
+        worker = start_celery_worker(2, "t2", tiny_models["big"], server.url, tmp_path)
+        wait_ready([worker])
+        submitted = run_tango("submit", str(corpus), *models(tiny_models), "--max-disagreement", "0.001",
+                              "--job-id", "small", redis_url=server.url)
+        assert submitted.returncode == 0, submitted.stderr
+        assert "corpus too small for any gain" in submitted.stderr
+        assert run_tango("wait", "small", "--timeout", "120", redis_url=server.url).returncode == 0
+        got = results("small", server.url, tmp_path / "out.jsonl")
+    finally:
+        if worker is not None:
+            worker.kill()
+        server.stop()
+    assert len(got) == ITEMS and {r["tier"] for r in got} == {2}

@@ -130,3 +130,25 @@ def test_the_sweep_counts_only_the_phases_items_in_flight(calibrating):
     assert calibration.in_flight(status) == 10 and feed_room(status) == 64 - 10
     answer_sample(store, size, np.random.default_rng(1))
     assert calibration.in_flight(store.status("cal")) <= 0
+
+
+@pytest.mark.parametrize("target, threshold", [(QualityTarget(0.001), None), (None, 1.0)])
+def test_a_job_at_threshold_one_goes_straight_to_tier2(redis_url, tmp_path, target, threshold):
+    """No tier-1 answer can stand at 1.0 (a corpus too small to pay for its sample, or a user's --threshold 1),
+    so tier 1 never scores it: the job costs the big model alone, as ``tango label`` does."""
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(300)))
+    settings = ClusterSettings(redis_url=redis_url)
+    store, app = ResultStore.open(settings), make_app("client", settings)
+    request = SubmitRequest(path=str(path), chunk_size=16, job_id="all2", labels=LABELS, target=target,
+                            **({} if threshold is None else {"threshold": threshold}))
+    with PinnedFile(str(path)) as corpus:
+        store.create_job(plan_job(store, request, corpus).record)
+    store.end_feeding("all2")
+    status = store.status("all2")
+    assert status.threshold == 1.0 and status.extra.get("phase", "") != "calibrating"
+    assert resume(store, app, "all2").items == 300
+    assert queued_chunks(store.client, "tier1") == []
+    sent = queued_chunks(store.client, "tier2")
+    assert all(chunk.tier == 2 and not chunk.calibrate for chunk in sent)
+    assert sorted(item.index for chunk in sent for item in chunk.items) == list(range(300))
