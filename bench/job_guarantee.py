@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.errors import GuaranteeError  # noqa: E402
+from common.queue.config import DEFAULT_AUDIT_RATE  # noqa: E402
 from common.guarantee import DEFAULT_GRID, certify, check_sample_size, plan_calibration  # noqa: E402
 from common.risk import disagreement_losses, select_threshold  # noqa: E402
 from common.sampling import calibration_sample  # noqa: E402
@@ -101,17 +102,18 @@ def _at(s: Scores, threshold: float) -> tuple[float, float]:
     return float((accepted & (s.small != s.big)).mean()), float(1.0 - accepted.mean())
 
 
-def _speed(ratio: float, tier2: float, size: int = 1, sample: int = 0) -> float:
-    """Big alone over the job: a sample through both tiers, the rest through the cascade (no small pass
-    when nothing is accepted: the job then is the big model alone)."""
-    if tier2 >= 1.0 and sample == 0:
-        return 1.0
-    return size / (sample * (1.0 + ratio) + (size - sample) * (ratio + tier2))
+def _speed(ratio: float, tier2: float, size: int = 1, sample: int = 0, audit: float = 0.0) -> float:
+    """Big alone over the job: a sample through both tiers, the rest through the cascade, where tier 2 also
+    checks an ``audit`` share of tier 1's answers. At threshold 1.0 the rest skips tier 1, as the cluster
+    sends it (``common.queue.submission.chunked``)."""
+    rest = 1.0 if tier2 >= 1.0 else ratio + tier2 + audit * (1.0 - tier2)
+    return size / (sample * (1.0 + ratio) + (size - sample) * rest)
 
 
 def replay(scores: Scores, tuning: Scores | None, ratio: float, sizes=SIZES, shares=SHARES, level: float = 0.9,
-           runs: int = 100, method: str = "exact", calibration: int | None = None) -> list[Row]:
-    """``calibration`` None: the ``auto`` plan's sample; a number: that sample for every corpus."""
+           runs: int = 100, method: str = "exact", calibration: int | None = None, audit: float = 0.0) -> list[Row]:
+    """``calibration`` None: the ``auto`` plan's sample; a number: that sample for every corpus. ``audit``:
+    every rule's job runs with that audit rate, as a tango job does by default."""
     rows = []
     for size in sizes:
         for share in shares:
@@ -122,19 +124,19 @@ def replay(scores: Scores, tuning: Scores | None, ratio: float, sizes=SIZES, sha
             for run in range(runs):
                 rng = np.random.default_rng([size, run])
                 corpus = scores.take(rng.choice(len(scores), size, replace=size > len(scores)))
-                acc["job"].append(_job(corpus, n, run, share, level, ratio, method))
+                acc["job"].append(_job(corpus, n, run, share, level, ratio, method, audit))
                 e = oracle_share(corpus, share)
-                acc["oracle"].append((False, e, _speed(ratio, e), 0))
+                acc["oracle"].append((False, e, _speed(ratio, e, audit=audit), 0))
                 if fixed is not None:
                     d, e = _at(corpus, fixed)
-                    acc["tuning"].append((d > share, e, _speed(ratio, e), 0))
+                    acc["tuning"].append((d > share, e, _speed(ratio, e, audit=audit), 0))
             rows += [Row(size, share, rule, *np.mean(np.asarray(v, float), axis=0)) for rule, v in acc.items() if v]
     return rows
 
 
 def _job(corpus: Scores, size: int, seed: int, share: float, level: float, ratio: float,
-         method: str) -> tuple[bool, float, float, int]:
-    if size == 0:  # no gain expected: everything on tier 2, no sample
+         method: str, audit: float = 0.0) -> tuple[bool, float, float, int]:
+    if size == 0:  # no gain expected: everything straight to tier 2, no sample
         return False, 1.0, 1.0, 0
     sample = calibration_sample(len(corpus), size, seed)
     s = corpus.take(sample)
@@ -142,7 +144,7 @@ def _job(corpus: Scores, size: int, seed: int, share: float, level: float, ratio
     rest = np.ones(len(corpus), bool)
     rest[sample] = False
     d, e = _at(corpus.take(np.flatnonzero(rest)), g.threshold)
-    return d > share, e, _speed(ratio, e, len(corpus), size), size
+    return d > share, e, _speed(ratio, e, len(corpus), size, audit), size
 
 
 def format_rows(rows: list[Row]) -> str:
@@ -253,7 +255,7 @@ def cluster_check(pair: Pair, scores: Scores, size: int, share: float, level: fl
 
 
 def frontier(scores: Scores, ratio: float, size: int, share: float, level: float, runs: int,
-             method: str) -> tuple[int, float]:
+             method: str, audit: float = 0.0) -> tuple[int, float]:
     """The fixed sample size that runs fastest for this corpus and D, and its speed against the oracle: what
     ``auto`` could reach with hindsight, and what no uniform sample of the corpus beats."""
     from common.guarantee import minimum_sample_size
@@ -261,7 +263,7 @@ def frontier(scores: Scores, ratio: float, size: int, share: float, level: float
     low = minimum_sample_size(size, share, level, method) or size
     best = (0, 0.0)
     for n in np.unique(np.geomspace(low, max(low, size // 8), 10).astype(int)):
-        rows = replay(scores, None, ratio, (size,), (share,), level, runs, method, calibration=int(n))
+        rows = replay(scores, None, ratio, (size,), (share,), level, runs, method, calibration=int(n), audit=audit)
         speed = {r.rule: r.speed for r in rows}
         best = max(best, (int(n), speed["job"] / speed["oracle"]), key=lambda b: b[1])
     return best
@@ -292,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="exact", choices=["exact", "hb", "betting", "hb+betting"])
     parser.add_argument("--calibration", type=int, default=None, help="a fixed sample size instead of auto")
     parser.add_argument("--shares", default=",".join(map(str, SHARES)))
+    parser.add_argument("--audit", type=float, default=DEFAULT_AUDIT_RATE,
+                        help="the audit rate every rule's job runs with (a job's default; 0: none)")
     parser.add_argument("--frontier", action="store_true",
                         help="also sweep fixed sample sizes per corpus and D: the fastest, against auto's")
     parser.add_argument("--cluster", type=int, default=0, metavar="ITEMS",
@@ -315,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     sizes, shares = tuple(int(s) for s in args.sizes.split(",")), tuple(float(s) for s in args.shares.split(","))
     rows = replay(scores, tuning, ratio, sizes, level=args.confidence, shares=shares, runs=args.runs,
-                  method=args.method, calibration=args.calibration)
+                  method=args.method, calibration=args.calibration, audit=args.audit)
     print(f"{len(scores)} scored items, {len(tuning) if tuning is not None else 0} tuning items; "
-          f"cost ratio small/big {ratio:.3f}; C = {args.confidence}; bound {args.method}; {args.runs} runs; "
+          f"cost ratio small/big {ratio:.3f}; C = {args.confidence}; bound {args.method}; audit {args.audit:g}; "
+          f"{args.runs} runs; "
           f"disagreement of the whole scored set {float((scores.small != scores.big).mean()):.2%}")
     print(format_rows(rows))
     print(f"replay took {time.perf_counter() - start:.1f} s")
@@ -328,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             for share in shares:
                 auto = next(r for r in rows if (r.size, r.share, r.rule) == (size, share, "job"))
                 oracle = next(r for r in rows if (r.size, r.share, r.rule) == (size, share, "oracle"))
-                n, best = frontier(scores, ratio, size, share, args.confidence, args.runs, args.method)
+                n, best = frontier(scores, ratio, size, share, args.confidence, args.runs, args.method, args.audit)
                 print(f"| {size:,} | {share:.1%} | {auto.sample:,.0f} | {auto.speed / oracle.speed:.0%} | {n:,} | "
                       f"{best:.0%} |")
     if args.cluster and pair is not None:
