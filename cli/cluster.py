@@ -93,7 +93,8 @@ def submit_command(input_path: str, threshold: float | None, max_disagreement: f
     request = SubmitRequest(path=input_path, spec=spec, threshold=0.9 if threshold is None else threshold,
                             target=target, chunk_size=chunk_size, job_id=job_id,
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
-                            skip_invalid=skip_invalid, audit=audit, window=window, spool=keep)
+                            skip_invalid=skip_invalid, audit=audit, window=window, spool=keep,
+                            shown="standard input" if incoming else None)
     try:
         with redis_errors(settings):
             done = submit(store, make_app("client", settings), request)

@@ -48,8 +48,9 @@ class PinnedFile:
     to Redis, and a fingerprint taken after reading shows it.
     """
 
-    def __init__(self, name: str | Path) -> None:
+    def __init__(self, name: str | Path, shown: str | None = None) -> None:
         self.name = str(name)
+        self.shown = shown or self.name  # what errors call it: "standard input" for a stream's private copy
         try:  # non-blocking: a FIFO named here must not hang the opener before it is refused
             self.fd = os.open(self.name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
@@ -73,7 +74,7 @@ class PinnedFile:
 
     def named(self, error: DataError) -> DataError:
         """``error`` (a reader's, naming ``path``) naming the file as the user knows it."""
-        return DataError(str(error).replace(self.path, self.name), error.line)
+        return DataError(str(error).replace(self.path, self.shown).replace(self.name, self.shown), error.line)
 
     @contextmanager
     def naming(self) -> Iterator[None]:

@@ -71,6 +71,7 @@ class SubmitRequest:
     audit: float = DEFAULT_AUDIT_RATE  # share of tier 1's answers that tier 2 also checks (0: none)
     window: int = DEFAULT_WINDOW  # most unanswered items of the job in the broker at once (0: no limit)
     spool: Path | None = None  # where ``path`` (a private copy of a stream) is moved once the job holds its id
+    shown: str | None = None  # what errors call the input ("standard input" for a stream); None: its path
     target: "QualityTarget | None" = None  # a quality target instead of a threshold (``common.queue.calibration``)
 
 
@@ -117,7 +118,7 @@ def submit(store: ResultStore, app: Celery, request: SubmitRequest,
     claims the job id; ``_feed`` queues the corpus. A refusal in the first step leaves nothing behind.
     """
     start = time.perf_counter()
-    with PinnedFile(request.path) as corpus:
+    with PinnedFile(request.path, request.shown) as corpus:
         plan = plan_job(store, request, corpus)
         store.create_job(plan.record)
         with _feeding(store, plan.job):

@@ -233,3 +233,11 @@ def test_a_corpus_edited_while_submit_reads_it_cancels_the_job(redis_server, red
     assert f"job 'j': {path} changed while it was read for queueing" in err and "cancelled it" in err
     assert len(err.splitlines()) == 1
     assert redis_server.client().hget(meta_key("j"), "state") == "cancelled"
+
+
+def test_a_refused_stdin_submit_names_standard_input_not_its_private_spool(redis_server, redis_url, tmp_path,
+                                                                             monkeypatch, capsys):
+    assert submit_stdin(monkeypatch, tmp_path, redis_url, GOOD + '{"text": 42}\n', "named") == 2
+    err = capsys.readouterr().err
+    assert "standard input, line 2: field 'text' must be a string" in err
+    assert ".incoming" not in err and "spool" not in err
