@@ -172,7 +172,7 @@ def job_cost(total: int, size: int, tier2_share: float, cost_ratio: float) -> fl
 
 
 def plan_calibration(total: int, max_loss: float, confidence: float, cost_ratio: float, *, cap_share: float = 0.1,
-                     prior_tier2: float = 0.4, slope: float = 0.5, method: str = "exact",
+                     prior_tier2: float = 0.4, slope: float = 0.3, method: str = "exact",
                      loss: str = "disagreement") -> CalibrationPlan:
     """``--calibration auto``: the sample size that minimises the job's expected cost, sample included.
 
@@ -180,10 +180,11 @@ def plan_calibration(total: int, max_loss: float, confidence: float, cost_ratio:
     at most k*(n), so it uses the share u(n) = min(1, (k*(n) + 1) / (n D)) of
     the budget D; the rest's tier-2 share is modelled as ``prior_tier2`` (at
     the full budget) plus ``slope`` x (1 - u(n)), the price of the bound's
-    slack. The job then costs n (r + 1) + (N - n) (r + e(n)) big-model item
-    costs (r = ``cost_ratio``, small over big), and n minimises that over a
-    geometric grid from the smallest useful sample to ``cap_share`` of the
-    corpus. Larger corpora afford larger samples, so the slack shrinks as the
+    slack; the slope is what halving D cost in tier-2 share on the pairs
+    measured (bench/RESULTS.md section 19). The job then costs n (r + 1) +
+    (N - n) (r + e(n)) big-model item costs (r = ``cost_ratio``, small over
+    big), and n minimises that over a geometric grid from the smallest useful
+    sample to ``cap_share`` of the corpus. Larger corpora afford larger samples, so the slack shrinks as the
     corpus grows. No gain (the cheapest plan costs at least N, the big model
     alone) or no useful sample under the cap: ``size`` 0, with the reason.
     """
