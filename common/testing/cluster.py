@@ -219,6 +219,17 @@ def wait_ready(workers: list[Process], timeout: float = START_TIMEOUT) -> None:
         time.sleep(0.1 if pending else 0)
 
 
+def stop_cluster(server: RedisServer, workers: Sequence[Process], *commands: subprocess.Popen) -> None:
+    """Tear down what a test started: its commands (each its own process group, killed), then its workers,
+    then Redis."""
+    for command in commands:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    for worker in workers:
+        worker.kill()
+    server.stop()
+
+
 def stop_all(processes: list[Process]) -> None:
     for process in reversed(processes):
         process.kill()

@@ -16,8 +16,8 @@ from common.queue.config import ClusterSettings
 from common.queue.keys import meta_key
 from common.queue.messages import QUEUE_TIER1
 from common.testing.chaos import drained, until
-from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, tango_argv,
-                                    wait_ready)
+from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, stop_cluster,
+                                    tango_argv, wait_ready)
 
 ITEMS, CHUNK = 40, 10
 
@@ -123,11 +123,7 @@ def test_a_killed_submits_job_is_fed_at_every_sweep(tiny_models, tmp_path):
         meta = client.hgetall(meta_key("cut"))
         feeds = sorted(feed_times("".join(worker.log_text() for worker in workers)))
     finally:
-        if submit.poll() is None:
-            os.killpg(submit.pid, signal.SIGKILL)
-        for worker in workers:
-            worker.kill()
-        server.stop()
+        stop_cluster(server, workers, submit)
     assert (meta["done"], meta["failed"], meta["resumed"]) == (str(items), "0", str(items - window))
     gaps = [later - earlier for earlier, later in zip(feeds, feeds[1:])]
     assert len(feeds) >= (items - window) // window and gaps, feeds

@@ -17,8 +17,8 @@ from common.guarantee import QualityTarget, certify_target
 from common.queue.keys import calibration_key, meta_key
 from common.sampling import calibration_sample
 from common.testing.chaos import drained, until
-from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, tango_argv,
-                                    wait_ready)
+from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, stop_cluster,
+                                    tango_argv, wait_ready)
 
 LABELS = ["negative", "positive"]
 ITEMS = 600
@@ -88,9 +88,7 @@ def test_a_job_calibrates_on_its_sample_and_agrees_with_label_and_offline_certif
         offline = offline_threshold(client, "cal-1")
         until(lambda: drained(client), "the queues to drain")
     finally:
-        for worker in workers:
-            worker.kill()
-        server.stop()
+        stop_cluster(server, workers)
     quality = status["quality"]
     size = quality["sample_size"]
     assert quality["phase"] == "certified" and 0 < size < ITEMS and quality["sampled"] == size
@@ -131,11 +129,7 @@ def test_a_submit_killed_mid_calibration_is_finished_by_the_sweep(tiny_models, g
         got = results("cut", server.url, tmp_path / "out.jsonl")
         logs = "".join(worker.log_text() for worker in workers)
     finally:
-        if submit.poll() is None:
-            os.killpg(submit.pid, signal.SIGKILL)
-        for worker in workers:
-            worker.kill()
-        server.stop()
+        stop_cluster(server, workers, submit)
     assert (meta["phase"], meta["done"], meta["failed"]) == ("certified", str(ITEMS), "0")
     assert float(meta["threshold"]) == offline == json.loads(meta["guarantee"])["threshold"]
     assert int(meta["resumed"]) == ITEMS - json.loads(meta["calibration"])["size"]  # the sweep fed the rest
@@ -173,11 +167,7 @@ def test_a_redis_restart_with_aof_mid_calibration_loses_neither_the_sample_nor_t
         meta = client.hgetall(meta_key("aof"))
         offline = offline_threshold(client, "aof")
     finally:
-        if submit.poll() is None:
-            os.killpg(submit.pid, signal.SIGKILL)
-        for worker in workers:
-            worker.kill()
-        server.stop()
+        stop_cluster(server, workers, submit)
     assert submit.returncode == 0 and out.strip() == "aof", err
     assert (meta["phase"], meta["done"], meta["failed"]) == ("certified", str(ITEMS), "0")
     assert float(meta["threshold"]) == offline
@@ -188,10 +178,10 @@ def test_a_corpus_too_small_for_any_gain_runs_on_tier2_alone(tiny_models, glue_d
     ends, every item answered by tier 2, as `tango label` answers it."""
     corpus = write_corpus(glue_dir, tmp_path / "in.jsonl")
     server = start_redis(tmp_path)
-    worker = None
+    workers = []
     try:
-        worker = start_celery_worker(2, "t2", tiny_models["big"], server.url, tmp_path)
-        wait_ready([worker])
+        workers = [start_celery_worker(2, "t2", tiny_models["big"], server.url, tmp_path)]
+        wait_ready(workers)
         submitted = run_tango("submit", str(corpus), *models(tiny_models), "--max-disagreement", "0.001",
                               "--job-id", "small", redis_url=server.url)
         assert submitted.returncode == 0, submitted.stderr
@@ -199,7 +189,5 @@ def test_a_corpus_too_small_for_any_gain_runs_on_tier2_alone(tiny_models, glue_d
         assert run_tango("wait", "small", "--timeout", "120", redis_url=server.url).returncode == 0
         got = results("small", server.url, tmp_path / "out.jsonl")
     finally:
-        if worker is not None:
-            worker.kill()
-        server.stop()
+        stop_cluster(server, workers)
     assert len(got) == ITEMS and {r["tier"] for r in got} == {2}

@@ -64,19 +64,23 @@ def test_a_forged_calibration_chunk_is_refused(tier, calibrate, calib, message):
         Chunk.decode(raw)
 
 
-@pytest.fixture()
-def calibrating(redis_url, tmp_path):
-    """Job ``cal``: 300 items with a quality target, recorded but not fed (its submit died at once)."""
+def recorded_job(redis_url: str, tmp_path, job: str, **request):
+    """A job of 300 items recorded but not fed (its submit died at once): the store and a client app."""
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(300)))
     settings = ClusterSettings(redis_url=redis_url)
     store, app = ResultStore.open(settings), make_app("client", settings)
-    request = SubmitRequest(path=str(path), chunk_size=16, job_id="cal", labels=LABELS, target=QualityTarget(0.2),
-                            window=64)
     with PinnedFile(str(path)) as corpus:
-        store.create_job(plan_job(store, request, corpus).record)
-    store.end_feeding("cal")
+        store.create_job(plan_job(store, SubmitRequest(path=str(path), chunk_size=16, job_id=job, labels=LABELS,
+                                                       **request), corpus).record)
+    store.end_feeding(job)
     return store, app
+
+
+@pytest.fixture()
+def calibrating(redis_url, tmp_path):
+    """Job ``cal``: 300 items with a quality target."""
+    return recorded_job(redis_url, tmp_path, "cal", target=QualityTarget(0.2), window=64)
 
 
 def answer_sample(store, size: int, rng: np.random.Generator) -> list[tuple]:
@@ -136,15 +140,8 @@ def test_the_sweep_counts_only_the_phases_items_in_flight(calibrating):
 def test_a_job_at_threshold_one_goes_straight_to_tier2(redis_url, tmp_path, target, threshold):
     """No tier-1 answer can stand at 1.0 (a corpus too small to pay for its sample, or a user's --threshold 1),
     so tier 1 never scores it: the job costs the big model alone, as ``tango label`` does."""
-    path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"text": f"text {i}"}) + "\n" for i in range(300)))
-    settings = ClusterSettings(redis_url=redis_url)
-    store, app = ResultStore.open(settings), make_app("client", settings)
-    request = SubmitRequest(path=str(path), chunk_size=16, job_id="all2", labels=LABELS, target=target,
-                            **({} if threshold is None else {"threshold": threshold}))
-    with PinnedFile(str(path)) as corpus:
-        store.create_job(plan_job(store, request, corpus).record)
-    store.end_feeding("all2")
+    store, app = recorded_job(redis_url, tmp_path, "all2", target=target,
+                              **({} if threshold is None else {"threshold": threshold}))
     status = store.status("all2")
     assert status.threshold == 1.0 and status.extra.get("phase", "") != "calibrating"
     assert resume(store, app, "all2").items == 300
