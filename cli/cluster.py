@@ -95,9 +95,19 @@ def submit_command(input_path: str, threshold: float | None, max_disagreement: f
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
                             skip_invalid=skip_invalid, audit=audit, window=window, spool=keep,
                             shown="standard input" if incoming else None)
+    shown: list[str] = []
+
+    def quality(job: str) -> None:  # the sample's cost and saving (or why there is none), then what it bought
+        from common.queue.audit import quality_lines
+
+        for line in quality_lines(store.status(job)):
+            if line not in shown:
+                click.echo(line, err=True)
+                shown.append(line)
+
     try:
         with redis_errors(settings):
-            done = submit(store, make_app("client", settings), request)
+            done = submit(store, make_app("client", settings), request, recorded=quality if target else None)
     finally:
         if incoming:  # still there only when the submit was refused before its job was recorded
             incoming.unlink(missing_ok=True)
@@ -106,11 +116,8 @@ def submit_command(input_path: str, threshold: float | None, max_disagreement: f
     labels = ",".join(done.labels) or "fixed by the first worker to take the job (none is up yet)"
     click.echo(f"submitted {done.total} items in {done.chunks} chunks, labels {labels}{cut} "
                f"({done.seconds:.1f} s)", err=True)
-    if target:  # what the sample cost and bought, or why there is none
-        from common.queue.audit import quality_lines
-
-        for line in quality_lines(store.status(done.job)):
-            click.echo(line, err=True)
+    if target:
+        quality(done.job)
     click.echo(done.job)
 
 

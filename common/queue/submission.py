@@ -110,17 +110,20 @@ class JobPlan:
 
 
 def submit(store: ResultStore, app: Celery, request: SubmitRequest,
-           progress: Callable[[int], None] | None = None) -> Submitted:
+           progress: Callable[[int], None] | None = None, recorded: Callable[[str], None] | None = None) -> Submitted:
     """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue, which
     for a corpus larger than the window is once workers have answered all but a window of it.
 
     Three steps, in this order: ``plan`` checks everything and reads the corpus once; the record
     claims the job id; ``_feed`` queues the corpus. A refusal in the first step leaves nothing behind.
+    ``recorded`` hears the job id once its record exists, before a calibrating job waits for its sample.
     """
     start = time.perf_counter()
     with PinnedFile(request.path, request.shown) as corpus:
         plan = plan_job(store, request, corpus)
         store.create_job(plan.record)
+        if recorded:
+            recorded(plan.job)
         with _feeding(store, plan.job):
             chunks = _feed(store, app, plan, corpus, progress)
     record, summary = plan.record, plan.summary

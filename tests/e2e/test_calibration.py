@@ -96,6 +96,9 @@ def test_a_job_calibrates_on_its_sample_and_agrees_with_label_and_offline_certif
     assert guarantee["threshold"] == offline == status["threshold"] and offline < 1.0
     assert guarantee["bound"] <= 0.2 and quality["audit"]["audited"] >= 0
     assert "quality   disagreement at most 0.2 at 90% confidence, sample of" in text and "promise   " in text
+    said = submitted.stderr.splitlines()  # the sample's cost before the wait for it, then what it bought
+    assert [line.split(":")[1].split(",")[0] for line in said if line.startswith("quality")] == [
+        " calibrating", f" threshold {offline:.10g}"]
     assert sidecar["threshold"] == offline and sidecar["target"]["max_loss"] == 0.2
     assert sidecar["calibration_sample"] == size and sidecar["models"]["big"] == str(tiny_models["big"])
     sample = calibration_sample(ITEMS, size, "cal-1")
