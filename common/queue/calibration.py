@@ -237,14 +237,17 @@ def guarantee_of(status: "JobStatus") -> "Guarantee | None":
 
 
 def provenance(status: "JobStatus") -> dict:
-    """What ``tango results`` writes beside its output: the models, the threshold every item outside the
-    calibration sample was decided at (sample items are tier 2's), the temperature where a local model
-    saved one, and the quality target (D, C, N) with the certified bound, when the job had one."""
+    """What ``tango results`` writes beside its output: the models named at submit and their revisions
+    then, the threshold every item outside the calibration sample was decided at (sample items are tier
+    2's), the temperature where a local model saved one, and the quality target (D, C, N) with the
+    certified bound, when the job had one. Each result's own ``model`` says which worker answered it."""
     small, big = status.extra.get("small", ""), status.extra.get("big", "")
     calibration = JobCalibration.of(status)
     guarantee = guarantee_of(status)
     return {"job": status.job, "state": status.state, "total": status.total, "labels": status.labels,
-            "models": {"small": small, "big": big}, "temperature": {"small": _temperature(small)},
+            "models": {"small": small, "big": big},
+            "revisions": {tier: status.extra.get(f"{tier}_revision") or None for tier in ("small", "big")},
+            "temperature": {"small": _temperature(small)},
             "threshold": status.threshold, "audit": status.audit,
             "target": calibration.target.as_dict() if calibration else None,
             "calibration_sample": calibration.size if calibration else 0,

@@ -39,6 +39,8 @@ class JobSpec:
     source_sha256: str = ""
     small: str = ""
     big: str = ""
+    small_revision: str = ""  # ``common.revision.model_revision`` of each, at submit ("" when none)
+    big_revision: str = ""
     labelled: int = 0
     truncated: int = 0  # items whose text the parser cut to its maximum length
     rejected: int = 0  # input records left out by --skip-invalid (not part of ``total``)
@@ -131,7 +133,8 @@ class JobRecords:
         fields = {"job": spec.job, "state": "submitting", "total": spec.total, "labels": json.dumps(spec.labels),
                   "threshold": repr(spec.threshold), "chunk_size": spec.chunk_size, "source": spec.source,
                   "source_size": spec.source_size, "source_sha256": spec.source_sha256,
-                  "small": spec.small, "big": spec.big, "labelled": spec.labelled, "truncated": spec.truncated,
+                  "small": spec.small, "big": spec.big, "small_revision": spec.small_revision,
+                  "big_revision": spec.big_revision, "labelled": spec.labelled, "truncated": spec.truncated,
                   "rejected": spec.rejected, "corpus": spec.corpus, "audit": repr(spec.audit), "window": spec.window,
                   "done": 0, "failed": 0, "tier1": 0, "tier2": 0, "gold": 0, "correct": 0, "audited": 0,
                   "audit_agreed": 0, "drained": 0, "bitmap": 1,

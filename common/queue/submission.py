@@ -43,6 +43,7 @@ from common.queue.broker import settled_in_broker
 from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
 from common.queue.messages import TASKS, Chunk, WorkItem
+from common.revision import model_revision
 from common.queue.jobs import JobSpec, JobStatus
 from common.queue.store import ResultStore
 from common.queue.window import Window, validate_window
@@ -152,8 +153,9 @@ def plan_job(store: ResultStore, request: SubmitRequest, corpus: PinnedFile) -> 
     record = JobSpec(job=job, total=summary.items, labels=source.labels, threshold=threshold,
                      chunk_size=resolve_chunk_size(requested, summary.items, window),
                      source=str(request.spool or Path(request.path).resolve()), source_size=digest.size,
-                     source_sha256=digest.sha256, small=source.small, big=source.big, labelled=summary.labelled,
-                     truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
+                     source_sha256=digest.sha256, small=source.small, big=source.big,
+                     small_revision=model_revision(source.small) or "", big_revision=model_revision(source.big) or "",
+                     labelled=summary.labelled, truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
                      corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": request.skip_invalid}),
                      phase=calibration.CALIBRATING if plan and plan.size else "",
                      calibration=plan.to_json() if plan else "")

@@ -15,6 +15,7 @@ import torch
 
 from common.guarantee import QualityTarget, certify_target
 from common.queue.keys import calibration_key, meta_key
+from common.revision import model_revision
 from common.sampling import calibration_sample
 from common.testing.chaos import drained, until
 from common.testing.cluster import (ROOT, cluster_env, run_tango, start_celery_worker, start_redis, stop_cluster,
@@ -101,6 +102,8 @@ def test_a_job_calibrates_on_its_sample_and_agrees_with_label_and_offline_certif
         " calibrating", f" threshold {offline:.10g}"]
     assert sidecar["threshold"] == offline and sidecar["target"]["max_loss"] == 0.2
     assert sidecar["calibration_sample"] == size and sidecar["models"]["big"] == str(tiny_models["big"])
+    assert sidecar["revisions"] == {tier: model_revision(str(tiny_models[tier])) for tier in ("small", "big")}
+    assert sidecar["revisions"]["big"].startswith("sha256:")
     sample = calibration_sample(ITEMS, size, "cal-1")
     assert all(got[i]["tier"] == 2 for i in sample)
     threshold, labelled = labelled_threshold(tiny_models, corpus, "cal-1", tmp_path / "label.jsonl")
