@@ -95,15 +95,15 @@ def submit_command(input_path: str, threshold: float | None, max_disagreement: f
                             labels=tuple(labels.split(",")) if labels else (), small=small, big=big,
                             skip_invalid=skip_invalid, audit=audit, window=window, spool=keep,
                             shown="standard input" if incoming else None)
-    shown: list[str] = []
+    said: list[str] = []
 
     def quality(job: str) -> None:  # the sample's cost and saving (or why there is none), then what it bought
         from common.queue.audit import quality_lines
 
         for line in quality_lines(store.status(job)):
-            if line not in shown:
+            if line not in said:
                 click.echo(line, err=True)
-                shown.append(line)
+                said.append(line)
 
     try:
         with redis_errors(settings):
@@ -250,7 +250,7 @@ def jobs_command(limit: int, redis_url: str | None) -> None:
 @window_option
 @redis_option
 def resume_command(job: str, window: int, redis_url: str | None) -> None:
-    """Send JOB's unanswered items to tier 1 again (after a Redis crash lost queued work, or a
+    """Send JOB's unanswered items again (after a Redis crash lost queued work, or a
     submit stopped before it queued the whole corpus).
 
     Safe at any time: results are written once per item, so a resend costs at

@@ -184,9 +184,10 @@ def plan_calibration(total: int, max_loss: float, confidence: float, cost_ratio:
     measured (bench/RESULTS.md section 19). The job then costs n (r + 1) +
     (N - n) (r + e(n)) big-model item costs (r = ``cost_ratio``, small over
     big), and n minimises that over a geometric grid from the smallest useful
-    sample to ``cap_share`` of the corpus. Larger corpora afford larger samples, so the slack shrinks as the
-    corpus grows. No gain (the cheapest plan costs at least N, the big model
-    alone) or no useful sample under the cap: ``size`` 0, with the reason.
+    sample to ``cap_share`` of the corpus. Larger corpora afford larger
+    samples, so the slack shrinks as the corpus grows. No gain (the cheapest
+    plan costs at least N, the big model alone) or no useful sample under the
+    cap: ``size`` 0, with the reason.
     """
     check_target(max_loss, confidence, loss)
     _check_method(method)

@@ -42,8 +42,8 @@ from common.queue import calibration
 from common.queue.broker import settled_in_broker
 from common.queue.keys import new_job_id, validate_job_id
 from common.labels import align_labels, model_labels
-from common.queue.messages import TASKS, Chunk, WorkItem
 from common.revision import model_revision
+from common.queue.messages import TASKS, Chunk, WorkItem
 from common.queue.jobs import JobSpec, JobStatus
 from common.queue.store import ResultStore
 from common.queue.window import Window, validate_window
@@ -112,8 +112,8 @@ class JobPlan:
 
 def submit(store: ResultStore, app: Celery, request: SubmitRequest,
            progress: Callable[[int], None] | None = None, recorded: Callable[[str], None] | None = None) -> Submitted:
-    """Validate, record and enqueue a job; returns once every chunk is on the ``tier1`` queue, which
-    for a corpus larger than the window is once workers have answered all but a window of it.
+    """Validate, record and enqueue a job; returns once every chunk is queued, which for a corpus
+    larger than the window is once workers have answered all but a window of it.
 
     Three steps, in this order: ``plan`` checks everything and reads the corpus once; the record
     claims the job id; ``_feed`` queues the corpus. A refusal in the first step leaves nothing behind.
@@ -155,7 +155,8 @@ def plan_job(store: ResultStore, request: SubmitRequest, corpus: PinnedFile) -> 
                      source=str(request.spool or Path(request.path).resolve()), source_size=digest.size,
                      source_sha256=digest.sha256, small=source.small, big=source.big,
                      small_revision=model_revision(source.small) or "", big_revision=model_revision(source.big) or "",
-                     labelled=summary.labelled, truncated=summary.truncated, rejected=summary.rejected, audit=audit, window=window,
+                     labelled=summary.labelled, truncated=summary.truncated, rejected=summary.rejected, audit=audit,
+                     window=window,
                      corpus=json.dumps({**dataclasses.asdict(spec), "skip_invalid": request.skip_invalid}),
                      phase=calibration.CALIBRATING if plan and plan.size else "",
                      calibration=plan.to_json() if plan else "")
@@ -214,7 +215,7 @@ class Resumed:
 
 
 def resume(store: ResultStore, app: Celery, job: str, window: int = 0, limit: int = 0, start: int = 0) -> Resumed:
-    """Send every item of a running job that has no result yet to tier 1 again.
+    """Send every item of a running job that has no result yet again.
 
     The result store, not the broker, is the record of what is done: kombu can
     lose a message that a worker popped just as Redis crashed. Re-reading the
