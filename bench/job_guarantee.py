@@ -197,7 +197,7 @@ def recipe_pair(big_dir: str, small_dir: str, corpus_name: str, data_dir: str, c
     from cli.demo.pipeline import read_sample_reviews
     from common.data.glue import load_eval_data
     from common.ml.training import TrainingData, label_ids_for, load_task_training_data
-    from reproduce_sst2 import RECIPES, split_train
+    from bench.reproduce_sst2 import RECIPES, split_train
 
     train = load_task_training_data("sst2", data_dir)
     _, held = split_train(train, 0, RECIPES["sst2"].held_out)
