@@ -200,14 +200,29 @@ def recipe_pair(big_dir: str, small_dir: str, corpus_name: str, data_dir: str, c
     from bench.reproduce_sst2 import RECIPES, split_train
 
     train = load_task_training_data("sst2", data_dir)
-    _, held = split_train(train, 0, RECIPES["sst2"].held_out)
+    pool, held = split_train(train, 0, RECIPES["sst2"].held_out)
     if corpus_name == "reviews":
         corpus = read_sample_reviews()
+    elif corpus_name == "long-phrases":
+        corpus = train.subset(unseen_long(train, pool, Path(big_dir).name, Path(small_dir).name))
     else:
         dev = load_eval_data("sst2", data_dir=data_dir)
         corpus = TrainingData(dev.texts, None, label_ids_for(dev.raw_labels, train.labels)[0], train.labels)
     name = f"recipe_{Path(big_dir).name}_{Path(small_dir).name}_{corpus_name}.npz"
     return Pair(small_dir, big_dir, corpus, train.subset(held), cache / name)
+
+
+def unseen_long(train, pool: list[int], big_name: str, small_name: str, words: int = 15) -> list[int]:
+    """Train items neither tier trained on, of ``words`` words or more: distinct sentence-length items, ten
+    times as many as dev's sentences (the recipe's default seeds: the big model's seeded subset of the
+    pool, the student's first ``-n`` items of it, as the cached pair's names say)."""
+    import random
+    import re
+
+    big_n, seed = (int(v) for v in re.search(r"-n(\d+)-.*-s(\d+)-split", big_name).groups())
+    small_n = int(re.findall(r"-n(\d+)", small_name)[-1])
+    seen = set(random.Random(seed).sample(pool, big_n)) | set(pool[:small_n])
+    return [i for i in pool if i not in seen and len(train.texts[i].split()) >= words]
 
 
 def score_pair(pair: Pair) -> tuple[Scores, Scores, float]:
@@ -295,8 +310,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a pair built by bench/reproduce_sst2.py, scored on --corpus")
     source.add_argument("--scores", help=".npz with conf, small, big per item")
     parser.add_argument("--tuning", help=".npz of a tuning set, as --scores")
-    parser.add_argument("--corpus", default="sentences", choices=["sentences", "reviews"],
-                        help="with --pair: SST-2 dev's whole sentences or the shipped reviews")
+    parser.add_argument("--corpus", default="sentences", choices=["sentences", "reviews", "long-phrases"],
+                        help="with --pair: SST-2 dev's whole sentences, the shipped reviews, or train items of 15 "
+                             "words or more that neither tier saw")
     parser.add_argument("--data_dir", default="/work/shared/data/glue")
     parser.add_argument("--cache-dir", default=str(CACHE))
     parser.add_argument("--cost-ratio", type=float, default=None, help="small/big per-item cost (measured for --demo)")
