@@ -156,7 +156,7 @@ def format_rows(rows: list[Row], runs: int | None = None) -> str:
     for r in rows:
         miss = f"{r.miss:.0%}" + (_interval(r.miss, runs) if runs and r.rule == "job" else "")
         lines.append(f"| {r.size:,} | {r.share:.1%} | {r.rule} | {miss} | {r.tier2:.1%} | {r.speed:.2f}x | "
-                     f"{r.speed / oracle[(r.size, r.share)]:.0%} | {r.sample:,.0f} |")
+                     f"{r.speed / oracle[(r.size, r.share)]:.1%} | {r.sample:,.0f} |")
     return "\n".join(lines)
 
 
@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                 auto = next(r for r in rows if (r.size, r.share, r.rule) == (size, share, "job"))
                 oracle = next(r for r in rows if (r.size, r.share, r.rule) == (size, share, "oracle"))
                 n, best = frontier(scores, ratio, size, share, args.confidence, args.runs, args.method, args.audit)
-                print(f"| {size:,} | {share:.1%} | {auto.sample:,.0f} | {auto.speed / oracle.speed:.0%} | {n:,} | "
-                      f"{best:.0%} |")
+                print(f"| {size:,} | {share:.1%} | {auto.sample:,.0f} | {auto.speed / oracle.speed:.1%} | {n:,} | "
+                      f"{best:.1%} |")
     if args.cluster and pair is not None:
         print(cluster_check(pair, scores, args.cluster, shares[0], args.confidence, Path(args.cache_dir)))
     return 0
