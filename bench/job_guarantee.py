@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common.errors import GuaranteeError  # noqa: E402
 from common.queue.config import DEFAULT_AUDIT_RATE  # noqa: E402
 from common.guarantee import DEFAULT_GRID, certify, check_sample_size, plan_calibration  # noqa: E402
-from common.risk import disagreement_losses, select_threshold  # noqa: E402
+from common.risk import binomial_interval, disagreement_losses, select_threshold  # noqa: E402
 from common.sampling import calibration_sample  # noqa: E402
 
 SIZES = (5_000, 20_000, 100_000)
@@ -161,11 +161,7 @@ def format_rows(rows: list[Row], runs: int | None = None) -> str:
 
 
 def _interval(share: float, runs: int) -> str:
-    from scipy.stats import beta
-
-    k = round(share * runs)
-    low = beta.ppf(0.025, k, runs - k + 1) if k else 0.0
-    high = beta.ppf(0.975, k + 1, runs - k) if k < runs else 1.0
+    low, high = binomial_interval(round(share * runs), runs)
     return f" ({low:.0%}-{high:.0%})"
 
 
